@@ -1,0 +1,330 @@
+"""The decoder-only transformer: one Flax linen definition for sampling, training, value and reward.
+
+Used only through `init`/`apply`, wrapped by the pure functions `init_params` and `forward`. Layers
+are one `nn.scan`ned layer, so compile time does not grow with depth. The KV-cache path is the same
+code as the full forward: attention always runs over "slots" (cache slots, or the input positions
+when there is no cache) with one mask built from causality, key validity, packing segments and an
+optional sliding window.
+
+Shapes: B batch, T input length, S key slots (cache length or T), E embed, H heads, K kv heads,
+D head_dim, M mlp, V vocab, L layers.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+
+from rlthink import sharding
+from rlthink.models.config import ModelConfig
+
+HEADS = ("logits", "value", "reward")
+_NEG_INF = -1e30  # finite, so fully masked rows (padding queries) give no NaNs
+
+
+def _dtype(name: str):
+  return jnp.dtype(name)
+
+
+def _param(module: nn.Module, name: str, shape: Sequence[int], names: Sequence[str | None],
+           init=None):
+  init = init or nn.initializers.normal(stddev=0.02)
+  dtype = _dtype(module.config.param_dtype)
+  return module.param(name, nn.with_logical_partitioning(init, tuple(names)), tuple(shape), dtype)
+
+
+def rope_inv_freq(config: ModelConfig) -> np.ndarray:
+  """Inverse RoPE frequencies [D/2], with linear or llama3 scaling applied (float64 numpy)."""
+  d = config.head_dim
+  inv_freq = 1.0 / (config.rope_theta ** (np.arange(0, d, 2, dtype=np.float64) / d))
+  if config.rope_type == "linear":
+    inv_freq = inv_freq / config.rope_factor
+  elif config.rope_type == "llama3":
+    factor, old_len = config.rope_factor, config.rope_original_max_position
+    low, high = config.rope_low_freq_factor, config.rope_high_freq_factor
+    wavelen = 2 * math.pi / inv_freq
+    scaled = np.where(wavelen > old_len / low, inv_freq / factor, inv_freq)
+    smooth = (old_len / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = (wavelen >= old_len / high) & (wavelen <= old_len / low)
+    inv_freq = np.where(medium, smoothed, scaled)
+  return inv_freq
+
+
+def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: np.ndarray) -> jax.Array:
+  """x: [B, T, N, D]; positions: int[B, T]. Rotate-half convention (Llama, Qwen)."""
+  angles = positions[..., None].astype(jnp.float32) * jnp.asarray(inv_freq, jnp.float32)
+  cos = jnp.cos(angles)[:, :, None, :]
+  sin = jnp.sin(angles)[:, :, None, :]
+  x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x.dtype)
+
+
+class RMSNorm(nn.Module):
+  config: ModelConfig
+  axis_name: str = "embed"
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    scale = _param(self, "scale", (x.shape[-1],), (self.axis_name,), nn.initializers.ones)
+    x32 = x.astype(jnp.float32)
+    y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.config.rms_norm_eps)
+    return (y * scale.astype(jnp.float32)).astype(_dtype(self.config.dtype))
+
+
+def attention_mask(q_slots: jax.Array, key_valid: jax.Array, q_segments: jax.Array | None,
+                   k_segments: jax.Array | None, window: int | None) -> jax.Array:
+  """bool[B, T, S]: causal over slots, valid keys only, same packing segment, within the window.
+
+  q_slots: int[B, T] slot of each query; key_valid: bool[B, S].
+  """
+  k_slots = jnp.arange(key_valid.shape[1], dtype=jnp.int32)
+  mask = (k_slots[None, None, :] <= q_slots[:, :, None]) & key_valid[:, None, :]
+  if q_segments is not None:
+    mask &= q_segments[:, :, None] == k_segments[:, None, :]
+  if window is not None:
+    mask &= q_slots[:, :, None] - k_slots[None, None, :] < window
+  return mask
+
+
+def dot_product_attention(q, k, v, mask) -> jax.Array:
+  """q: [B,T,H,D], k/v: [B,S,K,D], mask: bool[B,T,S] -> [B,T,H,D]. Softmax in float32."""
+  b, t, h, d = q.shape
+  kv = k.shape[2]
+  q = q.reshape(b, t, kv, h // kv, d)
+  logits = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32)
+  logits = logits / np.sqrt(d).astype(np.float32)
+  logits = jnp.where(mask[:, None, None, :, :], logits, _NEG_INF)
+  probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+  out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
+  return out.reshape(b, t, h, d)
+
+
+class Attention(nn.Module):
+  config: ModelConfig
+  mesh: Mesh | None = None
+
+  @nn.compact
+  def __call__(self, x, positions, ctx, layer_cache):
+    cfg, dt = self.config, _dtype(self.config.dtype)
+    e, h, kv, d = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+
+    def project(name, heads, head_axis):
+      w = _param(self, f"{name}_proj", (e, heads, d), ("embed", head_axis, "head_dim"))
+      y = jnp.einsum("bte,ehd->bthd", x, w.astype(dt))
+      if cfg.qkv_bias:
+        y = y + _param(self, f"{name}_bias", (heads, d), (head_axis, "head_dim"),
+                       nn.initializers.zeros).astype(dt)
+      return sharding.constrain(y, ("batch", "length", head_axis, "head_dim"), self.mesh)
+
+    q, k, v = project("q", h, "heads"), project("k", kv, "kv_heads"), project("v", kv, "kv_heads")
+    if cfg.qk_norm:
+      q = RMSNorm(cfg, "head_dim", name="q_norm")(q)
+      k = RMSNorm(cfg, "head_dim", name="k_norm")(k)
+    inv_freq = rope_inv_freq(cfg)
+    q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
+
+    q_slots, key_valid, q_segments, k_segments, index = ctx
+    if layer_cache is not None:  # write this step's keys/values into their slots, attend to all
+      k_cache, v_cache = layer_cache
+      k = jax.lax.dynamic_update_slice_in_dim(k_cache, k.astype(k_cache.dtype), index, axis=1)
+      v = jax.lax.dynamic_update_slice_in_dim(v_cache, v.astype(v_cache.dtype), index, axis=1)
+      layer_cache = (k, v)
+      k, v = k.astype(dt), v.astype(dt)
+
+    use_cudnn = (cfg.attention_impl == "cudnn" and layer_cache is None and key_valid is None
+                 and q_segments is None and cfg.sliding_window is None)
+    if use_cudnn:
+      out = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="cudnn")
+    else:
+      if key_valid is None:
+        key_valid = jnp.ones(k.shape[:2], bool)
+      mask = attention_mask(q_slots, key_valid, q_segments, k_segments, cfg.sliding_window)
+      out = dot_product_attention(q, k, v, mask)
+    out = sharding.constrain(out, ("batch", "length", "heads", "head_dim"), self.mesh)
+    wo = _param(self, "o_proj", (h, d, e), ("heads", "head_dim", "embed"))
+    y = jnp.einsum("bthd,hde->bte", out, wo.astype(dt))
+    if cfg.o_bias:
+      y = y + _param(self, "o_bias", (e,), ("embed",), nn.initializers.zeros).astype(dt)
+    return y, layer_cache
+
+
+class MLP(nn.Module):
+  config: ModelConfig
+  mesh: Mesh | None = None
+
+  @nn.compact
+  def __call__(self, x):
+    cfg, dt = self.config, _dtype(self.config.dtype)
+    e, m = cfg.hidden_size, cfg.intermediate_size
+    gate = jnp.einsum("bte,em->btm", x, _param(self, "gate_proj", (e, m), ("embed", "mlp")).astype(dt))
+    up = jnp.einsum("bte,em->btm", x, _param(self, "up_proj", (e, m), ("embed", "mlp")).astype(dt))
+    hidden = sharding.constrain(nn.silu(gate) * up, ("batch", "length", "mlp"), self.mesh)
+    down = _param(self, "down_proj", (m, e), ("mlp", "embed")).astype(dt)
+    return jnp.einsum("btm,me->bte", hidden, down)
+
+
+class DecoderLayer(nn.Module):
+  config: ModelConfig
+  mesh: Mesh | None = None
+
+  @nn.compact
+  def __call__(self, x, positions, ctx, layer_cache):
+    h, layer_cache = Attention(self.config, self.mesh, name="attn")(
+        RMSNorm(self.config, name="input_norm")(x), positions, ctx, layer_cache)
+    x = x + h
+    x = x + MLP(self.config, self.mesh, name="mlp")(RMSNorm(self.config, name="post_attn_norm")(x))
+    x = sharding.constrain(x, ("batch", "length", "act_embed"), self.mesh)
+    return x, layer_cache
+
+
+class Transformer(nn.Module):
+  """Trunk plus the requested heads. Returns ({head: output}, new_cache)."""
+
+  config: ModelConfig
+  mesh: Mesh | None = None
+  heads: tuple[str, ...] = ("logits",)
+
+  @nn.compact
+  def __call__(self, tokens, positions, ctx, cache):
+    cfg, dt = self.config, _dtype(self.config.dtype)
+    embedding = _param(self, "embedding", (cfg.vocab_size, cfg.hidden_size), ("vocab", "embed"))
+    x = jnp.take(embedding, tokens, axis=0).astype(dt)
+    x = sharding.constrain(x, ("batch", "length", "act_embed"), self.mesh)
+
+    layer = DecoderLayer
+    if cfg.remat:
+      layer = nn.remat(layer, prevent_cse=False)
+    stack = nn.scan(layer, variable_axes={"params": 0}, split_rngs={"params": True},
+                    in_axes=(nn.broadcast, nn.broadcast, 0), length=cfg.num_layers,
+                    metadata_params={nn.PARTITION_NAME: "layers"})
+    layer_caches = None if cache is None else (cache["k"], cache["v"])
+    x, layer_caches = stack(cfg, self.mesh, name="layers")(x, positions, ctx, layer_caches)
+    x = RMSNorm(cfg, name="final_norm")(x)
+
+    outputs = {}
+    for head in self.heads:
+      if head == "logits":
+        if cfg.tie_embeddings:
+          w = embedding.T
+        else:
+          w = _param(self, "lm_head", (cfg.hidden_size, cfg.vocab_size), ("embed", "vocab"))
+        logits = jnp.einsum("bte,ev->btv", x, w.astype(dt), preferred_element_type=jnp.float32)
+        outputs[head] = sharding.constrain(logits, ("batch", "length", "vocab"), self.mesh)
+      elif head in ("value", "reward"):
+        w = _param(self, f"{head}_head", (cfg.hidden_size,), ("embed",))
+        b = _param(self, f"{head}_bias", (), (), nn.initializers.zeros)
+        outputs[head] = jnp.einsum("bte,e->bt", x.astype(jnp.float32), w.astype(jnp.float32)) + b
+      else:
+        raise ValueError(f"unknown head {head!r}; heads are {HEADS}")
+    new_cache = None
+    if cache is not None:
+      new_cache = dict(cache, k=layer_caches[0], v=layer_caches[1])
+    return outputs, new_cache
+
+
+# ----------------------------------------------------------------------------------------------
+# Pure functions: what the rest of rlthink calls.
+
+
+def _dummy_ctx(batch: int, length: int):
+  slots = jnp.zeros((batch, length), jnp.int32)
+  return (slots, None, None, None, jnp.int32(0))
+
+
+def abstract_params(config: ModelConfig, heads: Sequence[str] = ("logits",)):
+  """(shape tree, logical-axes tree) of the parameters, without allocating them."""
+  model = Transformer(config, None, tuple(heads))
+  tokens = jnp.zeros((1, 1), jnp.int32)
+  boxed = jax.eval_shape(
+      lambda rng: model.init(rng, tokens, jnp.zeros((1, 1), jnp.int32), _dummy_ctx(1, 1), None),
+      jax.random.key(0))["params"]
+  logical = nn.get_partition_spec(boxed)
+  logical = jax.tree.map(tuple, logical, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+  shapes = nn.unbox(boxed)
+  return shapes, logical
+
+
+def param_shardings(config: ModelConfig, mesh: Mesh, heads: Sequence[str] = ("logits",)):
+  """NamedShardings of every parameter on `mesh`, from the logical axes and `sharding.RULES`."""
+  shapes, logical = abstract_params(config, heads)
+  return sharding.tree_shardings(mesh, logical, shapes)
+
+
+def init_params(config: ModelConfig, rng: jax.Array, heads: Sequence[str] = ("logits",),
+                mesh: Mesh | None = None):
+  """Random parameters, created directly in their shardings when `mesh` is given."""
+  model = Transformer(config, None, tuple(heads))
+  tokens = jnp.zeros((1, 1), jnp.int32)
+
+  def init(rng):
+    variables = model.init(rng, tokens, jnp.zeros((1, 1), jnp.int32), _dummy_ctx(1, 1), None)
+    return nn.unbox(variables["params"])
+
+  out_shardings = None if mesh is None else param_shardings(config, mesh, heads)
+  return jax.jit(init, out_shardings=out_shardings)(rng)
+
+
+def init_cache(config: ModelConfig, batch: int, length: int, mesh: Mesh | None = None,
+               dtype: Any = None) -> dict:
+  """An empty KV cache of `length` slots: k/v [L, B, S, K, D], valid bool[B, S], index int32[]."""
+  if length > config.max_seq_len:
+    raise ValueError(f"cache length {length} exceeds the model's max_seq_len {config.max_seq_len}")
+  dtype = dtype or _dtype(config.dtype)
+  shape = (config.num_layers, batch, length, config.num_kv_heads, config.head_dim)
+  cache = {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype),
+           "valid": jnp.zeros((batch, length), bool), "index": jnp.zeros((), jnp.int32)}
+  if mesh is not None:
+    names = {"k": ("layers", "batch", "cache_length", "kv_heads", "head_dim"),
+             "v": ("layers", "batch", "cache_length", "kv_heads", "head_dim"),
+             "valid": ("batch", "cache_length"), "index": ()}
+    cache = {k: jax.device_put(v, sharding.named_sharding(mesh, names[k], v.shape))
+             for k, v in cache.items()}
+  return cache
+
+
+def forward(config: ModelConfig, params, tokens: jax.Array, *, positions: jax.Array | None = None,
+            attention_mask: jax.Array | None = None, segment_ids: jax.Array | None = None,
+            cache: dict | None = None, heads: Sequence[str] = ("logits",),
+            mesh: Mesh | None = None):
+  """One forward pass. Returns ({head: output}, new_cache or None).
+
+  Args:
+    tokens: int32[B, T].
+    positions: int32[B, T] RoPE positions; default counts the valid tokens (after those already in
+      the cache), so left padding and packing-free batches need none.
+    attention_mask: bool[B, T], False for padding; default all True.
+    segment_ids: int32[B, T] for packed sequences (tokens attend within their segment only;
+      positions must then be given). Not used with a cache.
+    cache: from `init_cache`: the tokens are written at `cache["index"]` and attend to every valid
+      earlier slot; the returned cache has the index advanced by T.
+    heads: any of "logits" (float32[B, T, V]), "value" and "reward" (float32[B, T]).
+  """
+  b, t = tokens.shape
+  valid = jnp.ones((b, t), bool) if attention_mask is None else attention_mask.astype(bool)
+  if cache is None:
+    if positions is None:
+      positions = jnp.maximum(jnp.cumsum(valid, axis=1) - 1, 0)
+    q_slots = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+    key_valid = None if attention_mask is None else valid
+    ctx = (q_slots, key_valid, segment_ids, segment_ids, jnp.int32(0))
+  else:
+    if segment_ids is not None:
+      raise ValueError("segment_ids (packing) cannot be combined with a KV cache")
+    index = cache["index"]
+    if positions is None:
+      before = jnp.sum(cache["valid"], axis=1, keepdims=True)
+      positions = before + jnp.maximum(jnp.cumsum(valid, axis=1) - 1, 0)
+    key_valid = jax.lax.dynamic_update_slice_in_dim(cache["valid"], valid, index, axis=1)
+    cache = dict(cache, valid=key_valid, index=index + t)
+    q_slots = index + jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+    ctx = (q_slots, key_valid, None, None, index)
+  model = Transformer(config, mesh, tuple(heads))
+  return model.apply({"params": params}, tokens, positions.astype(jnp.int32), ctx, cache)
