@@ -9,15 +9,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import gin
-
 ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3")
 ROPE_TYPES = ("default", "linear", "llama3")
 DTYPES = ("float32", "bfloat16", "float16")
 ATTENTION_IMPLS = ("xla", "cudnn")
 
 
-@gin.configurable
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """Shape and numerics of a decoder-only transformer (Llama / Mistral / Qwen2 / Qwen3 family).

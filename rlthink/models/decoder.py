@@ -94,16 +94,17 @@ def attention_mask(q_slots: jax.Array, key_valid: jax.Array, q_segments: jax.Arr
   return mask
 
 
-def dot_product_attention(q, k, v, mask) -> jax.Array:
-  """q: [B,T,H,D], k/v: [B,S,K,D], mask: bool[B,T,S] -> [B,T,H,D]. Softmax in float32."""
+def dot_product_attention(q, k, v, mask, kv_layout: str = "bskd") -> jax.Array:
+  """q: [B,T,H,D], k/v: [B,S,K,D] (or [B,K,S,D] with kv_layout="bksd", the KV-cache layout),
+  mask: bool[B,T,S] -> [B,T,H,D]. Softmax in float32."""
   b, t, h, d = q.shape
-  kv = k.shape[2]
+  kv = k.shape[kv_layout.index("k")]
   q = q.reshape(b, t, kv, h // kv, d)
-  logits = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32)
+  logits = jnp.einsum(f"btkgd,{kv_layout}->bkgts", q, k, preferred_element_type=jnp.float32)
   logits = logits / np.sqrt(d).astype(np.float32)
   logits = jnp.where(mask[:, None, None, :, :], logits, _NEG_INF)
   probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-  out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
+  out = jnp.einsum(f"bkgts,{kv_layout}->btkgd", probs, v)
   return out.reshape(b, t, h, d)
 
 
@@ -132,12 +133,20 @@ class Attention(nn.Module):
     q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
 
     q_slots, key_valid, q_segments, k_segments, index = ctx
+    kv_layout = "bskd"
     if layer_cache is not None:  # write this step's keys/values into their slots, attend to all
-      k_cache, v_cache = layer_cache
-      k = jax.lax.dynamic_update_slice_in_dim(k_cache, k.astype(k_cache.dtype), index, axis=1)
-      v = jax.lax.dynamic_update_slice_in_dim(v_cache, v.astype(v_cache.dtype), index, axis=1)
-      layer_cache = (k, v)
-      k, v = k.astype(dt), v.astype(dt)
+      # The whole [L, B, K, S, D] cache is carried through the layer scan and written in place at
+      # (layer, :, :, index): scanning it as xs/ys would rebuild (copy) the full cache every step.
+      # Heads before slots, so the attention dots read each layer's cache without a transpose.
+      k_all, v_all, layer = layer_cache
+      start = (layer, 0, 0, index, 0)
+      put = lambda all_, new: jax.lax.dynamic_update_slice(
+          all_, jnp.swapaxes(new, 1, 2)[None].astype(all_.dtype), start)
+      k_all, v_all = put(k_all, k), put(v_all, v)
+      layer_cache = (k_all, v_all, layer + 1)
+      k = jax.lax.dynamic_index_in_dim(k_all, layer, 0, keepdims=False).astype(dt)
+      v = jax.lax.dynamic_index_in_dim(v_all, layer, 0, keepdims=False).astype(dt)
+      kv_layout = "bksd"
 
     use_cudnn = (cfg.attention_impl == "cudnn" and layer_cache is None and key_valid is None
                  and q_segments is None and cfg.sliding_window is None)
@@ -147,7 +156,7 @@ class Attention(nn.Module):
       if key_valid is None:
         key_valid = jnp.ones(k.shape[:2], bool)
       mask = attention_mask(q_slots, key_valid, q_segments, k_segments, cfg.sliding_window)
-      out = dot_product_attention(q, k, v, mask)
+      out = dot_product_attention(q, k, v, mask, kv_layout)
     out = sharding.constrain(out, ("batch", "length", "heads", "head_dim"), self.mesh)
     wo = _param(self, "o_proj", (h, d, e), ("heads", "head_dim", "embed"))
     y = jnp.einsum("bthd,hde->bte", out, wo.astype(dt))
@@ -176,13 +185,14 @@ class DecoderLayer(nn.Module):
   mesh: Mesh | None = None
 
   @nn.compact
-  def __call__(self, x, positions, ctx, layer_cache):
+  def __call__(self, carry, positions, ctx):
+    x, layer_cache = carry  # layer_cache: None or (k [L,B,K,S,D], v, this layer's index)
     h, layer_cache = Attention(self.config, self.mesh, name="attn")(
         RMSNorm(self.config, name="input_norm")(x), positions, ctx, layer_cache)
     x = x + h
     x = x + MLP(self.config, self.mesh, name="mlp")(RMSNorm(self.config, name="post_attn_norm")(x))
     x = sharding.constrain(x, ("batch", "length", "act_embed"), self.mesh)
-    return x, layer_cache
+    return (x, layer_cache), None
 
 
 class Transformer(nn.Module):
@@ -196,17 +206,20 @@ class Transformer(nn.Module):
   def __call__(self, tokens, positions, ctx, cache):
     cfg, dt = self.config, _dtype(self.config.dtype)
     embedding = _param(self, "embedding", (cfg.vocab_size, cfg.hidden_size), ("vocab", "embed"))
-    x = jnp.take(embedding, tokens, axis=0).astype(dt)
+    # The lookup reads a gathered (replicated) compute-dtype copy of the table, as FSDP does for
+    # every weight; gathering from a vocab-sharded table makes XLA replicate the activations.
+    table = sharding.constrain(embedding.astype(dt), (None, None), self.mesh)
+    x = jnp.take(table, tokens, axis=0)
     x = sharding.constrain(x, ("batch", "length", "act_embed"), self.mesh)
 
     layer = DecoderLayer
     if cfg.remat:
       layer = nn.remat(layer, prevent_cse=False)
     stack = nn.scan(layer, variable_axes={"params": 0}, split_rngs={"params": True},
-                    in_axes=(nn.broadcast, nn.broadcast, 0), length=cfg.num_layers,
+                    in_axes=(nn.broadcast, nn.broadcast), length=cfg.num_layers,
                     metadata_params={nn.PARTITION_NAME: "layers"})
-    layer_caches = None if cache is None else (cache["k"], cache["v"])
-    x, layer_caches = stack(cfg, self.mesh, name="layers")(x, positions, ctx, layer_caches)
+    layer_caches = None if cache is None else (cache["k"], cache["v"], jnp.int32(0))
+    (x, layer_caches), _ = stack(cfg, self.mesh, name="layers")((x, layer_caches), positions, ctx)
     x = RMSNorm(cfg, name="final_norm")(x)
 
     outputs = {}
@@ -272,20 +285,23 @@ def init_params(config: ModelConfig, rng: jax.Array, heads: Sequence[str] = ("lo
   return jax.jit(init, out_shardings=out_shardings)(rng)
 
 
+# Logical axes of the KV cache arrays (see `init_cache`).
+CACHE_AXES = {"k": ("layers", "batch", "kv_heads", "cache_length", "head_dim"),
+              "v": ("layers", "batch", "kv_heads", "cache_length", "head_dim"),
+              "valid": ("batch", "cache_length"), "index": ()}
+
+
 def init_cache(config: ModelConfig, batch: int, length: int, mesh: Mesh | None = None,
                dtype: Any = None) -> dict:
-  """An empty KV cache of `length` slots: k/v [L, B, S, K, D], valid bool[B, S], index int32[]."""
+  """An empty KV cache of `length` slots: k/v [L, B, K, S, D], valid bool[B, S], index int32[]."""
   if length > config.max_seq_len:
     raise ValueError(f"cache length {length} exceeds the model's max_seq_len {config.max_seq_len}")
   dtype = dtype or _dtype(config.dtype)
-  shape = (config.num_layers, batch, length, config.num_kv_heads, config.head_dim)
+  shape = (config.num_layers, batch, config.num_kv_heads, length, config.head_dim)
   cache = {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype),
            "valid": jnp.zeros((batch, length), bool), "index": jnp.zeros((), jnp.int32)}
   if mesh is not None:
-    names = {"k": ("layers", "batch", "cache_length", "kv_heads", "head_dim"),
-             "v": ("layers", "batch", "cache_length", "kv_heads", "head_dim"),
-             "valid": ("batch", "cache_length"), "index": ()}
-    cache = {k: jax.device_put(v, sharding.named_sharding(mesh, names[k], v.shape))
+    cache = {k: jax.device_put(v, sharding.named_sharding(mesh, CACHE_AXES[k], v.shape))
              for k, v in cache.items()}
   return cache
 

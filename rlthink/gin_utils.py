@@ -1,0 +1,268 @@
+"""gin at the edge: parse --gin_file / --gin_param strictly, and the dataclasses gin binds.
+
+gin only ever fills in dataclass specs here (`ModelSpec`, `MeshSpec`, ... ) at start-up; the specs
+are then passed as plain values into pure code, and nothing inside jitted code reads gin.
+
+    gin_utils.parse(["experiments/grpo_tiny.gin"], ["ModelSpec.preset = 'qwen2.5-0.5b'"])
+    mesh = gin_utils.MeshSpec().build()
+    policy = gin_utils.ModelSpec().build(mesh)
+
+`parse` checks every binding before any compute: an unknown configurable or parameter, a syntax
+error or a missing file raises one `GinConfigError` that names the file and line (or the
+--gin_param) and the binding, and suggests the nearest known name. Files are looked up relative to
+the working directory, then to the repository's `configs/` directory, so `include 'models/tiny.gin'`
+works from any gin file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import contextlib
+import inspect
+import logging
+import os
+import re
+import tokenize
+from typing import Sequence
+
+import gin
+
+CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+# Modules that define gin configurables; `register_configurables` imports them before parsing.
+# Add a module here when it gains a configurable.
+CONFIGURABLE_MODULES: tuple[str, ...] = (
+    "rlthink.gin_utils",
+)
+
+
+class GinConfigError(ValueError):
+  """A gin file or binding that cannot be used; the message names the file/line and the binding."""
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+  """Which model to build: a preset (random init) or a local Hugging Face directory.
+
+  Attributes:
+    preset: a name from `rlthink.models.presets.PRESETS` (ignored when `hf_path` is set).
+    hf_path: a local Hugging Face directory (config.json + safetensors) to load instead.
+    overrides: ModelConfig fields to replace, e.g. {"num_layers": 2, "remat": True}.
+    dtype: the compute dtype ("float32", "bfloat16", "float16"); None keeps the config's.
+    seed: parameter-init seed for presets.
+  """
+
+  preset: str = "tiny"
+  hf_path: str | None = None
+  overrides: dict = dataclasses.field(default_factory=dict)
+  dtype: str | None = None
+  seed: int = 0
+
+  def __post_init__(self):
+    from rlthink.models.config import DTYPES, ModelConfig
+    from rlthink.models.presets import PRESETS
+
+    if self.hf_path is None and self.preset not in PRESETS:
+      raise ValueError(f"ModelSpec.preset={self.preset!r} is not a known preset; known presets: "
+                       f"{sorted(PRESETS)}")
+    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    unknown = sorted(set(self.overrides) - fields)
+    if unknown:
+      raise ValueError(f"ModelSpec.overrides has unknown ModelConfig fields {unknown}"
+                       f"{_suggest(unknown[0], fields)}")
+    if self.dtype is not None and self.dtype not in DTYPES:
+      raise ValueError(f"ModelSpec.dtype={self.dtype!r} is not one of {DTYPES}")
+
+  def config(self):
+    """The ModelConfig of a preset spec (with overrides and dtype applied)."""
+    from rlthink.models.presets import get_preset
+    if self.hf_path is not None:
+      raise ValueError("ModelSpec.config() needs a preset; an hf_path spec gets its config when "
+                       "loaded (ModelSpec.build)")
+    return get_preset(self.preset, **self._changes())
+
+  def build(self, mesh=None):
+    """The `Policy`: `load_pretrained(hf_path)` or `init_policy(preset)`, on `mesh`."""
+    from rlthink import policy
+    if self.hf_path is not None:
+      return policy.load_pretrained(self.hf_path, mesh=mesh, dtype=self.dtype,
+                                    **dict(self.overrides))
+    return policy.init_policy(self.preset, seed=self.seed, mesh=mesh, **self._changes())
+
+  def _changes(self) -> dict:
+    changes = dict(self.overrides)
+    if self.dtype is not None:
+      changes["dtype"] = self.dtype
+    return changes
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class MeshSpec:
+  """The (data, fsdp, tensor) device mesh; `shape=None` puts every device on fsdp."""
+
+  shape: tuple | None = None
+
+  def __post_init__(self):
+    if self.shape is not None:
+      shape = tuple(self.shape)
+      if len(shape) != 3 or not all(isinstance(s, int) for s in shape):
+        raise ValueError(f"MeshSpec.shape={self.shape!r} must be 3 ints (data, fsdp, tensor), "
+                         "one of them may be -1")
+      object.__setattr__(self, "shape", shape)
+
+  def build(self, devices=None):
+    from rlthink import sharding
+    return sharding.make_mesh(self.shape, devices)
+
+
+# Specs that `parse` instantiates once after parsing, so bad values fail before any compute.
+_SPECS = (ModelSpec, MeshSpec)
+
+
+def register_configurables() -> None:
+  """Imports every module in `CONFIGURABLE_MODULES`, so their configurables can be bound."""
+  for name in CONFIGURABLE_MODULES:
+    importlib.import_module(name)
+
+
+def parse(gin_files: Sequence[str], gin_params: Sequence[str],
+          search_paths: Sequence[str] | None = None) -> None:
+  """Parses gin files then bindings (later ones win) and locks the config.
+
+  Any earlier config is cleared first. `search_paths` default to (cwd, the repo's configs/).
+
+  Raises:
+    GinConfigError: a file is missing or malformed, or a binding names an unknown configurable or
+      parameter, or a spec gets a bad value; the message names the file:line or the --gin_param.
+  """
+  register_configurables()
+  gin.clear_config(clear_constants=True)
+  for path in (search_paths if search_paths is not None else (os.getcwd(), CONFIGS_DIR)):
+    if path not in getattr(gin.config, "_LOCATION_PREFIXES", ()):
+      gin.add_config_file_search_path(path)
+  for path in gin_files:
+    try:
+      with _quiet_search_misses():
+        gin.parse_config_file(path)
+    except (OSError, IOError) as e:
+      raise GinConfigError(f"{path}: cannot read gin file ({e})") from None
+    except (ValueError, SyntaxError, tokenize.TokenError) as e:
+      raise GinConfigError(_describe(e, source=path)) from None
+  for param in gin_params:
+    try:
+      gin.parse_config(param)
+    except (ValueError, SyntaxError, tokenize.TokenError) as e:
+      raise GinConfigError(_describe(e, source=f"--gin_param {param!r}")) from None
+  gin.finalize()
+  for spec in _SPECS:  # bind-time value checks (cheap: builds the dataclasses, no arrays)
+    try:
+      spec()
+    except (ValueError, TypeError) as e:
+      where = _where_bound(spec.__name__, gin_files, gin_params)
+      raise GinConfigError(f"{where}{str(e).splitlines()[0]}") from None
+
+
+def config_str() -> str:
+  """Every binding parsed so far, as gin text."""
+  return gin.config_str()
+
+
+def operative_config_str() -> str:
+  """The bindings that were actually used so far, as gin text (save it into the workdir)."""
+  return gin.operative_config_str()
+
+
+@contextlib.contextmanager
+def _quiet_search_misses():
+  """Drops gin's "Path not found" log lines: gin logs one per search path it tries in vain."""
+  def keep(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("Path not found")
+  root = logging.getLogger()
+  root.addFilter(keep)
+  try:
+    yield
+  finally:
+    root.removeFilter(keep)
+
+
+# ------------------------------------------------------------------------------------------------
+# Error messages.
+
+_LOCATION = re.compile(r'In file "(?P<file>[^"]+)", line (?P<line>\d+)\n\s*(?P<text>.*)')
+_BINDINGS = re.compile(r"In bindings string line \d+\n\s*(?P<text>.*)")
+
+
+def _describe(e: Exception, source: str) -> str:
+  """One line `file:line: problem 'binding' (gin's words) hint` from a gin parse exception."""
+  message = str(e)
+  where, text = source, None
+  if isinstance(e, SyntaxError) and e.filename:
+    where, text = f"{e.filename}:{e.lineno}", (e.text or "").strip()
+  elif (m := _LOCATION.search(message)):
+    where, text = f"{m['file']}:{m['line']}", m["text"].strip()
+  elif (m := _BINDINGS.search(message)):
+    text = m["text"].strip()
+  if isinstance(e, tokenize.TokenError):
+    return f"{where}: gin syntax error ({e.args[0]}) in {source}"
+  if isinstance(e, SyntaxError):
+    return f"{where}: gin syntax error ({e.msg}): {text!r}"
+  first = message.splitlines()[0].rstrip(".") if message else type(e).__name__
+  binding = text.split("=")[0].strip() if text else None
+  unknown = "doesn't have a parameter named" in first or "No configurable matching '" in first
+  label = f"{'unknown' if unknown else 'bad'} binding" + (f" {binding!r}" if binding else "")
+  return f"{where}: {label}: {first}{_hint(first)}"
+
+
+def _hint(gin_message: str) -> str:
+  """' Did you mean ...?' for gin's unknown-parameter / unknown-configurable messages."""
+  if (m := re.search(r"Configurable '([^']+)' doesn't have a parameter named '([^']+)'",
+                     gin_message)):
+    params = _parameters_of(m[1])
+    return _suggest(m[2], params) + (f"; its parameters: {sorted(params)}" if params else "")
+  if (m := re.search(r"No configurable matching '([^']+)'", gin_message)):
+    names = _configurable_names()
+    return _suggest(m[1], names) + f"; registered configurables: {sorted(names)}"
+  return ""
+
+
+def _configurable_names() -> set[str]:
+  try:
+    return {c.name for _, c in gin.config._REGISTRY.items()
+            if c.module != "gin" and not c.module.startswith("gin.")}
+  except Exception:  # a hint only: gin internals may differ between versions
+    return set()
+
+
+def _parameters_of(name: str) -> set[str]:
+  try:
+    target = gin.config._REGISTRY.get_match(name).wrapped
+    return set(inspect.signature(target).parameters) - {"self"}
+  except Exception:  # a hint only: gin internals may differ between versions
+    return set()
+
+
+def _suggest(name: str, candidates) -> str:
+  close = difflib.get_close_matches(name, list(candidates), n=1)
+  return f". Did you mean {close[0]!r}?" if close else ""
+
+
+def _where_bound(configurable: str, gin_files: Sequence[str], gin_params: Sequence[str]) -> str:
+  """'file:line: ' (or "--gin_param '...': ") of the last binding of `configurable`, if found."""
+  pattern = re.compile(rf"^\s*([\w./]+/)?(\w+\.)*{configurable}\.\w+\s*=")
+  where = ""
+  for path in gin_files:
+    for candidate in (path, os.path.join(CONFIGS_DIR, path)):
+      if os.path.isfile(candidate):
+        with open(candidate, encoding="utf-8") as f:
+          for i, line in enumerate(f, 1):
+            if pattern.match(line):
+              where = f"{path}:{i}: "
+        break
+  for param in gin_params:
+    if pattern.match(param):
+      where = f"--gin_param {param!r}: "
+  return where

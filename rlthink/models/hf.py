@@ -1,0 +1,537 @@
+"""Hugging Face import/export: config.json <-> `ModelConfig`, safetensors <-> the param tree.
+
+Supported: LlamaForCausalLM (Llama 2/3/3.1/3.2, SmolLM; RoPE "default", "linear", "llama3"),
+MistralForCausalLM (sliding window), Qwen2ForCausalLM (q/k/v bias) and Qwen3ForCausalLM (q/k norm).
+Both config styles are read: transformers 5's `rope_parameters` and the older `rope_theta` +
+`rope_scaling`; exports write both.
+
+Loading is tensor by tensor and shard by shard: every device's piece of a parameter is read from
+the safetensors files (lazily, `get_slice`) by `jax.make_array_from_callback`, so no device ever
+holds a whole sharded parameter. Layout: each `_Tensor` below says how one Hugging Face tensor
+(per layer, where layers are stacked on our axis 0) maps onto one of our parameters: split its
+dims into `groups` (e.g. q_proj.weight [H*D, E] -> (H, D), (E,)), then permute with `perm`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+from typing import Any
+
+import jax
+import ml_dtypes  # noqa: F401  (registers bfloat16 with numpy, so safetensors can read BF16)
+import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import save_file
+
+from rlthink.models import decoder
+from rlthink.models import tokenizer as tokenizers_lib
+from rlthink.models.config import ROPE_TYPES, ModelConfig
+
+__all__ = ["config_from_hf", "config_to_hf", "load_pretrained", "save_pretrained"]
+_log = logging.getLogger(__name__)
+_FLOAT_DTYPES = {"F64", "F32", "F16", "BF16"}
+_SINGLE, _INDEX = "model.safetensors", "model.safetensors.index.json"
+
+
+_ARCHITECTURES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral",
+                  "Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3"}
+_REQUIRED = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+             "num_attention_heads")
+# What transformers' config classes assume for keys a config.json leaves out.
+_COMMON = dict(hidden_act="silu", rms_norm_eps=1e-6, tie_word_embeddings=False, rope_theta=10000.0,
+               attention_bias=False, mlp_bias=False, use_sliding_window=False, head_dim=None,
+               bos_token_id=None, eos_token_id=None, pad_token_id=None)
+_DEFAULTS = {
+    "llama": dict(max_position_embeddings=2048, num_key_value_heads=None, bos_token_id=1,
+                  eos_token_id=2),
+    "mistral": dict(max_position_embeddings=131072, num_key_value_heads=8, bos_token_id=1,
+                    eos_token_id=2, sliding_window=4096),
+    "qwen2": dict(max_position_embeddings=32768, num_key_value_heads=32),
+    "qwen3": dict(max_position_embeddings=32768, num_key_value_heads=32, head_dim=128),
+}
+
+
+def _rope_from_hf(hf: dict, fail) -> dict:
+  """ModelConfig RoPE fields from `rope_parameters` (transformers 5) or `rope_theta` +
+  `rope_scaling` (older configs); `rope_parameters` wins when both are there, as in transformers."""
+  key = "rope_parameters" if hf.get("rope_parameters") is not None else "rope_scaling"
+  params = dict(hf.get(key) or {})
+  if params and all(isinstance(v, dict) for v in params.values()):  # one dict per layer type
+    if len({json.dumps(v, sort_keys=True) for v in params.values()}) != 1:
+      fail(f"{key} with a different RoPE per layer type is not supported")
+    params = next(iter(params.values()))
+  rope_type = params.get("rope_type", params.get("type", "default"))
+  if rope_type not in ROPE_TYPES:
+    fail(f"{key}.rope_type={rope_type!r} is not supported (supported: {', '.join(ROPE_TYPES)})")
+  partial = params.get("partial_rotary_factor", hf.get("partial_rotary_factor")) or 1.0
+  if partial != 1.0:
+    fail(f"partial_rotary_factor={partial!r} is not supported (only 1.0)")
+  theta = params.get("rope_theta", hf.get("rope_theta"))
+  out = dict(rope_theta=float(10000.0 if theta is None else theta), rope_type=rope_type)
+  needs = {"linear": ("factor",), "llama3": ("factor", "low_freq_factor", "high_freq_factor")}
+  for name in needs.get(rope_type, ()):
+    if params.get(name) is None:
+      fail(f"{key} of rope_type {rope_type!r} needs {name!r}")
+  if rope_type != "default":
+    out["rope_factor"] = float(params["factor"])
+  if rope_type == "llama3":
+    out.update(rope_low_freq_factor=float(params["low_freq_factor"]),
+               rope_high_freq_factor=float(params["high_freq_factor"]),
+               rope_original_max_position=int(params.get("original_max_position_embeddings")
+                                              or hf["max_position_embeddings"]))
+  return out
+
+
+def config_from_hf(hf_config: dict, path: str | os.PathLike = "config.json") -> ModelConfig:
+  """The ModelConfig of a Hugging Face config.json dict.
+
+  Raises ValueError naming `path` and the offending key for anything the decoder cannot run
+  exactly: other architectures, a non-SiLU MLP, mlp_bias, RoPE types other than default / linear /
+  llama3, partial rotary, sliding windows in Qwen, quantized weights. A list of eos ids keeps the
+  first.
+  """
+  def fail(msg: str):
+    raise ValueError(f"{os.fspath(path)}: {msg}")
+
+  names, model_type = hf_config.get("architectures") or [], hf_config.get("model_type")
+  if names:
+    if len(names) != 1 or names[0] not in _ARCHITECTURES:
+      fail(f"architectures={names!r} is not supported (supported: {sorted(_ARCHITECTURES)})")
+    arch = _ARCHITECTURES[names[0]]
+  elif model_type in _DEFAULTS:
+    arch = model_type
+  else:
+    fail(f"no supported architectures / model_type (got model_type={model_type!r}); supported: "
+         f"{sorted(_ARCHITECTURES)}")
+  missing = [k for k in _REQUIRED if k not in hf_config]
+  if missing:
+    fail(f"missing required keys {missing}")
+  hf = {**_COMMON, **_DEFAULTS[arch], **hf_config}
+  if hf["hidden_act"] not in ("silu", "swish"):
+    fail(f"hidden_act={hf['hidden_act']!r} is not supported (only 'silu')")
+  if hf["mlp_bias"]:
+    fail(f"mlp_bias={hf['mlp_bias']!r} is not supported (MLP projections have no bias)")
+  if hf.get("quantization_config"):
+    fail("quantization_config: quantized checkpoints are not supported")
+  window = hf.get("sliding_window") if arch == "mistral" else None
+  if arch in ("qwen2", "qwen3") and hf["use_sliding_window"] and hf.get("sliding_window"):
+    # As transformers: layers from max_window_layers on (or those layer_types names) slide.
+    first = hf.get("max_window_layers", 28)
+    types = hf.get("layer_types") or ["sliding_attention" if i >= first else "full_attention"
+                                      for i in range(hf["num_hidden_layers"])]
+    if "sliding_attention" in types:
+      fail(f"use_sliding_window=True: sliding-window layers in {arch} are not supported")
+  eos = hf["eos_token_id"]
+  if isinstance(eos, (list, tuple)):
+    eos = eos[0] if eos else None
+  heads = hf["num_attention_heads"]
+  bias = bool(hf["attention_bias"])
+  qkv_bias, o_bias = {"llama": (bias, bias), "qwen3": (bias, bias), "mistral": (False, False),
+                      "qwen2": (True, False)}[arch]
+  try:
+    return ModelConfig(
+        architecture=arch, vocab_size=hf["vocab_size"], hidden_size=hf["hidden_size"],
+        intermediate_size=hf["intermediate_size"], num_layers=hf["num_hidden_layers"],
+        num_heads=heads, num_kv_heads=hf["num_key_value_heads"] or heads,
+        head_dim=hf["head_dim"] or hf["hidden_size"] // heads, rms_norm_eps=float(hf["rms_norm_eps"]),
+        tie_embeddings=bool(hf["tie_word_embeddings"]), qkv_bias=qkv_bias, o_bias=o_bias,
+        qk_norm=arch == "qwen3", sliding_window=window, max_seq_len=hf["max_position_embeddings"],
+        bos_token_id=hf["bos_token_id"], eos_token_id=eos, pad_token_id=hf["pad_token_id"],
+        **_rope_from_hf(hf, fail))
+  except (ValueError, TypeError) as e:
+    fail(str(e))
+
+
+def config_to_hf(config: ModelConfig) -> dict:
+  """The config.json dict (without dtype) of `config`, in its architecture's format.
+
+  Raises ValueError when the architecture cannot express the config (e.g. a Mistral with biases,
+  a Qwen3 without q/k norm, a sliding window outside Mistral).
+  """
+  arch = config.architecture
+  hf_name = {v: k for k, v in _ARCHITECTURES.items()}[arch]
+
+  def need(ok: bool, what: str):
+    if not ok:
+      raise ValueError(f"cannot export this config as {hf_name}: {what}")
+
+  need(config.qk_norm == (arch == "qwen3"), f"qk_norm={config.qk_norm} (only Qwen3 has q/k norm)")
+  need(arch != "mistral" or not (config.qkv_bias or config.o_bias), "Mistral has no biases")
+  need(arch != "qwen2" or not config.o_bias, "Qwen2 has no o_proj bias")
+  need(arch == "mistral" or config.sliding_window is None,
+       f"sliding_window={config.sliding_window} (only exported for Mistral)")
+  rope = {"rope_type": config.rope_type}
+  if config.rope_type != "default":
+    rope["factor"] = config.rope_factor
+  if config.rope_type == "llama3":
+    rope.update(low_freq_factor=config.rope_low_freq_factor,
+                high_freq_factor=config.rope_high_freq_factor,
+                original_max_position_embeddings=config.rope_original_max_position)
+  out = dict(
+      architectures=[hf_name], model_type=arch, vocab_size=config.vocab_size,
+      hidden_size=config.hidden_size, intermediate_size=config.intermediate_size,
+      num_hidden_layers=config.num_layers, num_attention_heads=config.num_heads,
+      num_key_value_heads=config.num_kv_heads, head_dim=config.head_dim, hidden_act="silu",
+      max_position_embeddings=config.max_seq_len, rms_norm_eps=config.rms_norm_eps,
+      tie_word_embeddings=config.tie_embeddings, bos_token_id=config.bos_token_id,
+      eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id,
+      attention_dropout=0.0, initializer_range=0.02, use_cache=True,
+      # transformers 5 reads rope_parameters; older versions rope_theta + rope_scaling.
+      rope_parameters=dict(rope, rope_theta=config.rope_theta), rope_theta=config.rope_theta,
+      rope_scaling=None if config.rope_type == "default" else rope)
+  if arch in ("llama", "qwen3"):
+    out["attention_bias"] = config.qkv_bias or config.o_bias
+  if arch == "llama":
+    out["mlp_bias"] = False
+  if arch == "mistral":
+    out["sliding_window"] = config.sliding_window
+  if arch in ("qwen2", "qwen3"):
+    out.update(use_sliding_window=False, sliding_window=None, max_window_layers=config.num_layers)
+  return out
+
+
+@dataclasses.dataclass(frozen=True)
+class _Tensor:
+  name: str                         # Hugging Face name; "{}" stands for the layer index
+  groups: tuple[tuple[int, ...], ...]  # HF dim i = prod(groups[i]) split into these sizes
+  perm: tuple[int, ...]             # our axis i = split axis perm[i]
+
+  @property
+  def hf_shape(self) -> tuple[int, ...]:
+    return tuple(math.prod(g) for g in self.groups)
+
+  @property
+  def split(self) -> tuple[int, ...]:
+    return tuple(s for g in self.groups for s in g)
+
+
+def tensor_map(config: ModelConfig) -> dict[tuple[str, ...], _Tensor]:
+  """{our param path: its Hugging Face tensor} for `config` (paths under "layers" are per layer)."""
+  e, h, kv, d = config.hidden_size, config.num_heads, config.num_kv_heads, config.head_dim
+  m, v, layer = config.intermediate_size, config.vocab_size, "model.layers.{}."
+  out = {
+      ("embedding",): _Tensor("model.embed_tokens.weight", ((v,), (e,)), (0, 1)),
+      ("final_norm", "scale"): _Tensor("model.norm.weight", ((e,),), (0,)),
+      ("layers", "input_norm", "scale"): _Tensor(layer + "input_layernorm.weight", ((e,),), (0,)),
+      ("layers", "post_attn_norm", "scale"):
+          _Tensor(layer + "post_attention_layernorm.weight", ((e,),), (0,)),
+      ("layers", "attn", "o_proj"): _Tensor(layer + "self_attn.o_proj.weight", ((e,), (h, d)),
+                                            (1, 2, 0)),
+      ("layers", "mlp", "gate_proj"): _Tensor(layer + "mlp.gate_proj.weight", ((m,), (e,)), (1, 0)),
+      ("layers", "mlp", "up_proj"): _Tensor(layer + "mlp.up_proj.weight", ((m,), (e,)), (1, 0)),
+      ("layers", "mlp", "down_proj"): _Tensor(layer + "mlp.down_proj.weight", ((e,), (m,)), (1, 0)),
+  }
+  for name, heads in (("q", h), ("k", kv), ("v", kv)):
+    out[("layers", "attn", f"{name}_proj")] = _Tensor(
+        layer + f"self_attn.{name}_proj.weight", ((heads, d), (e,)), (2, 0, 1))
+    if config.qkv_bias:
+      out[("layers", "attn", f"{name}_bias")] = _Tensor(
+          layer + f"self_attn.{name}_proj.bias", ((heads, d),), (0, 1))
+  if config.o_bias:
+    out[("layers", "attn", "o_bias")] = _Tensor(layer + "self_attn.o_proj.bias", ((e,),), (0,))
+  if config.qk_norm:
+    for name in ("q", "k"):
+      out[("layers", "attn", f"{name}_norm", "scale")] = _Tensor(
+          layer + f"self_attn.{name}_norm.weight", ((d,),), (0,))
+  if not config.tie_embeddings:
+    out[("lm_head",)] = _Tensor("lm_head.weight", ((v,), (e,)), (1, 0))
+  return out
+
+
+class _Checkpoint:
+  """The safetensors files of a directory, opened lazily: tensor name -> file -> get_slice."""
+
+  def __init__(self, path: str, stack: contextlib.ExitStack):
+    self.path, self._stack, self._handles = path, stack, {}
+    index_file, single = os.path.join(path, _INDEX), os.path.join(path, _SINGLE)
+    if os.path.isfile(index_file):
+      try:
+        with open(index_file) as f:
+          self.weight_map = dict(json.load(f)["weight_map"])
+      except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{index_file} is not a valid safetensors index (it needs a "
+                         f"'weight_map' of tensor name -> file): {e}") from e
+    elif os.path.isfile(single):
+      self.weight_map = {name: _SINGLE for name in self._open(_SINGLE).keys()}
+    else:
+      found = sorted(f for f in os.listdir(path) if f.endswith((".bin", ".safetensors", ".pt")))
+      raise FileNotFoundError(f"{path} has no {_SINGLE} or {_INDEX}"
+                              + (f" (found {found}; only safetensors are read)" if found else ""))
+
+  def _open(self, file: str):
+    if file not in self._handles:
+      full = os.path.join(self.path, file)
+      if not os.path.isfile(full):
+        raise FileNotFoundError(f"{full} is missing (named by {_INDEX})")
+      try:
+        self._handles[file] = self._stack.enter_context(safe_open(full, framework="numpy"))
+      except Exception as e:  # SafetensorError and friends: one message naming the file
+        raise ValueError(f"{full} is not a readable safetensors file: {e}") from e
+    return self._handles[file]
+
+  def check(self, name: str, shape: tuple[int, ...]) -> None:
+    """Raises when tensor `name` is missing, not floating point or not of `shape`."""
+    if name not in self.weight_map:
+      raise KeyError(f"tensor {name} is missing from the checkpoint in {self.path}")
+    file = self.weight_map[name]
+    try:
+      piece = self._open(file).get_slice(name)
+    except (ValueError, FileNotFoundError):
+      raise
+    except Exception as e:
+      raise KeyError(f"tensor {name} is missing from {os.path.join(self.path, file)}: {e}") from e
+    found, dtype = tuple(piece.get_shape()), piece.get_dtype()
+    if found != shape:
+      raise ValueError(f"tensor {name} in {os.path.join(self.path, file)} has shape "
+                       f"{list(found)}, expected {list(shape)} from config.json")
+    if dtype not in _FLOAT_DTYPES:
+      raise ValueError(f"tensor {name} in {os.path.join(self.path, file)} has dtype {dtype}, "
+                       f"expected one of {sorted(_FLOAT_DTYPES)}")
+
+  def read(self, name: str, index: tuple[slice, ...]) -> np.ndarray:
+    return self._open(self.weight_map[name]).get_slice(name)[index]
+
+
+def _read_piece(ckpt: _Checkpoint, name: str, t: _Tensor, index: tuple[slice, ...]) -> np.ndarray:
+  """Our-layout piece `index` of tensor `name`, reading only the rows/columns it covers."""
+  split_index = [slice(None)] * len(t.split)
+  for ours, axis in enumerate(t.perm):
+    split_index[axis] = index[ours]
+  hf_index, sub_shape, inner_index, a = [], [], [], 0
+  for group in t.groups:
+    # A group (outer, inner...) is contiguous in the HF dim: read whole `inner` blocks of the
+    # outer range, then cut the inner dims in memory (they are never sharded in practice).
+    start, stop, step = split_index[a].indices(group[0])
+    assert step == 1, "shards are contiguous"
+    block = math.prod(group[1:])
+    hf_index.append(slice(start * block, stop * block))
+    sub_shape += [stop - start, *group[1:]]
+    inner_index += [slice(None), *split_index[a + 1:a + len(group)]]
+    a += len(group)
+  x = ckpt.read(name, tuple(hf_index)).reshape(sub_shape)[tuple(inner_index)]
+  return np.transpose(x, t.perm)
+
+
+def _load_param(ckpt, t: _Tensor, layered: bool, num_layers: int, shape, sharding, dtype):
+  cache = {}  # replicated shards are read once, not once per device
+
+  def piece(index: tuple[slice, ...]) -> np.ndarray:
+    key = tuple(s.indices(n) for s, n in zip(index, shape))
+    if key not in cache:
+      if layered:
+        layers = range(num_layers)[index[0]]
+        x = np.stack([_read_piece(ckpt, t.name.format(i), t, index[1:]) for i in layers])
+      else:
+        x = _read_piece(ckpt, t.name, t, index)
+      cache[key] = np.ascontiguousarray(x.astype(dtype))
+    return cache[key]
+
+  return jax.make_array_from_callback(tuple(shape), sharding, piece)
+
+
+def _set(tree: dict, path: tuple[str, ...], value) -> None:
+  for key in path[:-1]:
+    tree = tree.setdefault(key, {})
+  tree[path[-1]] = value
+
+
+def _read_json(file: str) -> dict:
+  if not os.path.isfile(file):
+    raise FileNotFoundError(f"{file} is missing: not a Hugging Face model directory")
+  try:
+    with open(file) as f:
+      return json.load(f)
+  except ValueError as e:
+    raise ValueError(f"{file} is not valid JSON: {e}") from e
+
+
+def load_pretrained(path: str | os.PathLike, mesh: jax.sharding.Mesh | None = None,
+                    dtype: str | None = None, **overrides):
+  """Loads a local Hugging Face directory into a `Policy`, each parameter straight into its
+  sharding on `mesh` (default device when None).
+
+  Args:
+    path: directory with config.json and model.safetensors (or model.safetensors.index.json and its
+      shards), plus tokenizer files, which are attached when present.
+    dtype: compute dtype (ModelConfig.dtype; default "float32"). Parameters are stored in
+      `param_dtype` (default float32) whatever the checkpoint's dtype.
+    overrides: other ModelConfig fields to replace (e.g. max_seq_len=4096, remat=True).
+  """
+  from rlthink.policy import Policy  # policy imports this module lazily; avoid the cycle
+
+  path = os.fspath(path)
+  config_file = os.path.join(path, "config.json")
+  config = config_from_hf(_read_json(config_file), config_file)
+  if dtype is not None:
+    overrides["dtype"] = dtype
+  config = config.replace(**overrides) if overrides else config
+  tok = tokenizers_lib.load_tokenizer(path) if tokenizers_lib.has_tokenizer_files(path) else None
+  if tok is not None and len(tok) > config.vocab_size:
+    raise ValueError(f"the tokenizer in {path} has {len(tok)} tokens, more than vocab_size="
+                     f"{config.vocab_size} in {config_file}")
+
+  shapes, _ = decoder.abstract_params(config)
+  flat_shapes = {tuple(k.key for k in p): s for p, s in jax.tree_util.tree_leaves_with_path(shapes)}
+  if mesh is None:
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    flat_shardings = {p: device for p in flat_shapes}
+  else:
+    flat_shardings = {tuple(k.key for k in p): s for p, s in
+                      jax.tree_util.tree_leaves_with_path(decoder.param_shardings(config, mesh))}
+  tensors = tensor_map(config)
+  assert set(tensors) == set(flat_shapes), (sorted(tensors), sorted(flat_shapes))
+
+  params: dict[str, Any] = {}
+  with contextlib.ExitStack() as stack:
+    ckpt = _Checkpoint(path, stack)
+    needed = set()
+    for p, t in tensors.items():  # validate everything before reading anything
+      names = [t.name.format(i) for i in range(config.num_layers)] if p[0] == "layers" else [t.name]
+      for name in names:
+        ckpt.check(name, t.hf_shape)
+      needed.update(names)
+    unused = sorted(n for n in set(ckpt.weight_map) - needed if "rotary_emb.inv_freq" not in n)
+    if unused:
+      _log.warning("%s: %d checkpoint tensors are not used by the %s model, e.g. %s", path,
+                   len(unused), config.architecture, unused[:5])
+    for p, t in tensors.items():
+      _set(params, p, _load_param(ckpt, t, p[0] == "layers", config.num_layers,
+                                  flat_shapes[p].shape, flat_shardings[p],
+                                  np.dtype(config.param_dtype)))
+  return Policy(config=config, params=params, mesh=mesh, tokenizer=tok)
+
+
+# ------------------------------------------------------------------------------------------------
+# Export.
+
+
+def _to_host(x: jax.Array) -> np.ndarray:
+  if not x.is_fully_addressable:  # multi-host: every process joins the gather
+    from jax.experimental import multihost_utils
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return np.asarray(jax.device_get(x))
+
+
+def _hf_tensors(policy, dtype: np.dtype):
+  """Yields (HF name, numpy array) one tensor at a time, in HF layout."""
+  config = policy.config
+  # The HF view of the config may carry biases ours lacks (Qwen2 always has q/k/v bias; Llama's
+  # attention_bias covers q/k/v and o): those are written as zeros, which is exact.
+  exported = config_from_hf(config_to_hf(config), "<export>")
+  ours = {tuple(k.key for k in p): x for p, x in jax.tree_util.tree_leaves_with_path(policy.params)}
+  for p, t in tensor_map(exported).items():
+    layers = range(config.num_layers) if p[0] == "layers" else [None]
+    for i in layers:
+      if p in ours:
+        x = _to_host(ours[p] if i is None else ours[p][i])
+        x = np.transpose(x, np.argsort(t.perm)).reshape(t.hf_shape)
+      else:
+        assert p[-1].endswith("bias"), p
+        x = np.zeros(t.hf_shape)
+      yield t.name.format(i), np.ascontiguousarray(x.astype(dtype))
+
+
+def _tensor_bytes(config: ModelConfig, dtype: np.dtype) -> list[tuple[str, int]]:
+  exported = config_from_hf(config_to_hf(config), "<export>")
+  out = []
+  for p, t in tensor_map(exported).items():
+    for i in range(config.num_layers) if p[0] == "layers" else [None]:
+      out.append((t.name.format(i), math.prod(t.hf_shape) * dtype.itemsize))
+  return out
+
+
+def save_pretrained(policy, out_dir: str | os.PathLike, dtype: str | None = None,
+                    max_shard_bytes: int = 5 * 2**30) -> None:
+  """Writes `policy` as a Hugging Face directory that `transformers` loads.
+
+  Files: config.json, generation_config.json, model.safetensors (or numbered shards plus
+  model.safetensors.index.json beyond `max_shard_bytes`) and the tokenizer when one is attached.
+  Everything is written into a temporary directory beside `out_dir`, which then replaces `out_dir`
+  as a whole; a failure leaves `out_dir` as it was. Value/reward heads are not part of a causal LM
+  and are left out (with a warning).
+
+  Args:
+    dtype: tensor dtype in the files (e.g. "bfloat16"); default: the params' dtype.
+  """
+  config = policy.config
+  dtype = np.dtype(dtype or config.param_dtype)
+  out_dir = os.path.abspath(os.fspath(out_dir))
+  if os.path.exists(out_dir) and not os.path.isfile(os.path.join(out_dir, "config.json")) and (
+      not os.path.isdir(out_dir) or os.listdir(out_dir)):
+    raise FileExistsError(f"{out_dir} exists and is not a model directory (no config.json); "
+                          f"refusing to replace it")
+  dropped = sorted(k for k in policy.params if k.startswith(("value_", "reward_")))
+  if dropped:
+    _log.warning("save_pretrained(%s): not exporting %s (no place in a causal LM)", out_dir, dropped)
+  hf_config = dict(config_to_hf(config), dtype=dtype.name, torch_dtype=dtype.name)
+
+  # Plan the shards up front so every file name (model-0000i-of-0000n) is known.
+  shards, size = [[]], 0
+  for name, nbytes in _tensor_bytes(config, dtype):
+    if shards[-1] and size + nbytes > max_shard_bytes:
+      shards.append([])
+      size = 0
+    shards[-1].append(name)
+    size += nbytes
+  files = ([_SINGLE] if len(shards) == 1 else
+           [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))])
+  file_of = {name: f for f, names in zip(files, shards) for name in names}
+
+  writer = jax.process_index() == 0
+  parent = os.path.dirname(out_dir)
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-", dir=parent) if writer else None
+  try:
+    tensors, total = _hf_tensors(policy, dtype), 0
+    for file, names in zip(files, shards):
+      chunk = {}
+      for name in names:
+        got, chunk[name] = next(tensors)
+        assert got == name, (got, name)
+        total += chunk[name].nbytes
+      if writer:
+        save_file(chunk, os.path.join(tmp, file), metadata={"format": "pt"})
+    if not writer:
+      return
+    if len(files) > 1:
+      _write_json(os.path.join(tmp, _INDEX), {"metadata": {"total_size": total},
+                                               "weight_map": file_of})
+    _write_json(os.path.join(tmp, "config.json"), hf_config)
+    generation = {k: getattr(config, k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")
+                  if getattr(config, k) is not None}
+    _write_json(os.path.join(tmp, "generation_config.json"), generation)
+    if policy.tokenizer is not None:
+      policy.tokenizer.save_pretrained(tmp)
+    _replace_dir(tmp, out_dir)
+  finally:
+    if tmp is not None and os.path.isdir(tmp):
+      shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_json(file: str, obj: dict) -> None:
+  with open(file, "w") as f:
+    json.dump(obj, f, indent=2, sort_keys=True)
+    f.write("\n")
+
+
+def _replace_dir(new: str, out_dir: str) -> None:
+  """Moves `new` to `out_dir`, swapping out an existing directory only once `new` is complete."""
+  if not os.path.exists(out_dir):
+    os.rename(new, out_dir)
+    return
+  old = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.old-", dir=os.path.dirname(out_dir))
+  os.rmdir(old)
+  os.rename(out_dir, old)
+  try:
+    os.rename(new, out_dir)
+  except BaseException:
+    os.rename(old, out_dir)
+    raise
+  shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,117 @@
+"""The jitted rollout program: prefill once per prompt, then a `lax.while_loop` decode.
+
+`generate` is one XLA program per (model, mesh, shapes, static options):
+
+1. Prefill: all but the last prompt token of each (left-padded) prompt go through the decoder into
+   a prompt-length KV cache, once per prompt.
+2. The prompt cache is repeated `num_samples` times along the batch and written into the front of
+   the donated decode cache (N = prompts * num_samples rows, P + C slots).
+3. Decode: a `while_loop` whose step feeds the previous token (first the last prompt token), samples
+   the next one per row and records it with its log-probs; it stops after C steps or as soon as
+   every row has sampled a stop token.
+
+Each row draws with its own key, `fold_in(fold_in(key(seed), row), step)`, so a row's tokens depend
+only on the seed, its row index and its inputs: not on the batch size, the padding rows or the mesh.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh
+
+from rlthink import ops, sharding
+from rlthink.models import decoder
+from rlthink.models.config import ModelConfig
+from rlthink.sampling import processors
+
+
+def _row_keys(seed: jax.Array, rows: int) -> jax.Array:
+  base = jax.random.key(seed)
+  return jax.vmap(jax.random.fold_in, (None, 0))(base, jnp.arange(rows, dtype=jnp.uint32))
+
+
+def _put_prompt_cache(cache: dict, prompt_cache: dict, num_samples: int, mesh) -> dict:
+  """Writes the prefilled prompt cache ([.., B, P-1, ..]) repeated per sample into `cache`."""
+  def put(big, small, batch_axis):
+    small = jnp.repeat(small, num_samples, axis=batch_axis)
+    return jax.lax.dynamic_update_slice(big, small.astype(big.dtype), (0,) * big.ndim)
+
+  return dict(cache, k=put(cache["k"], prompt_cache["k"], 1), v=put(cache["v"], prompt_cache["v"], 1),
+              valid=put(cache["valid"], prompt_cache["valid"], 0), index=prompt_cache["index"])
+
+
+@functools.partial(
+    jax.jit, donate_argnames=("cache",),
+    static_argnames=("config", "mesh", "max_new_tokens", "num_samples", "greedy", "top_k",
+                     "use_top_p", "pad_id"))
+def generate(params, cache: dict, prompt_tokens: jax.Array, prompt_mask: jax.Array,
+             seed: jax.Array, temperature: jax.Array, top_p: jax.Array, stop_tokens: jax.Array,
+             *, config: ModelConfig, mesh: Mesh | None, max_new_tokens: int, num_samples: int,
+             greedy: bool, top_k: int | None, use_top_p: bool, pad_id: int):
+  """Samples `max_new_tokens` tokens (or until a stop token) for every row.
+
+  Args:
+    params: the decoder parameters.
+    cache: an empty decode cache (`decoder.init_cache`) of N = B * num_samples rows and
+      P + max_new_tokens slots; donated.
+    prompt_tokens: int32[B, P] left-padded prompts; prompt_mask: bool[B, P]. A row with an empty
+      mask is padding: it is marked finished from the start.
+    seed: uint32 scalar; temperature, top_p: float32 scalars; stop_tokens: int32[K] (-1 = unused).
+    greedy: argmax decoding (temperature, top-k and top-p are then unused).
+
+  Returns:
+    ({"tokens", "logprobs", "sampling_logprobs": [N, C], "lengths": int32[N],
+      "stopped": bool[N]}, the final cache).
+  """
+  b, p = prompt_tokens.shape
+  n, c = b * num_samples, max_new_tokens
+  batch = lambda x: sharding.constrain(x, ("batch",) + (None,) * (x.ndim - 1), mesh)
+
+  # 1-2. Prefill all prompt tokens but the last, once per prompt; share the cache across samples.
+  prompt_cache = decoder.init_cache(config, b, p - 1)
+  _, prompt_cache = decoder.forward(config, params, prompt_tokens[:, :-1],
+                                    attention_mask=prompt_mask[:, :-1], cache=prompt_cache,
+                                    heads=(), mesh=mesh)
+  cache = _put_prompt_cache(cache, prompt_cache, num_samples, mesh)
+  last_token = batch(jnp.repeat(prompt_tokens[:, -1], num_samples))
+  padding_row = batch(jnp.repeat(~jnp.any(prompt_mask, axis=1), num_samples))
+  row_keys = batch(_row_keys(seed, n))
+
+  # 3. Decode.
+  def step_fn(state):
+    step, cache, token, done, lengths, out = state
+    outputs, cache = decoder.forward(config, params, token[:, None], cache=cache, mesh=mesh)
+    logits = outputs["logits"][:, 0]                                 # float32[N, V]
+    if greedy:
+      new = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+      sampling_lp = jnp.zeros((n,), jnp.float32)
+    else:
+      processed = processors.process_logits(logits, temperature, top_k,
+                                            top_p if use_top_p else None)
+      keys = jax.vmap(jax.random.fold_in, (0, None))(row_keys, step)
+      new = processors.draw(keys, processed)
+      sampling_lp = ops.token_logprobs(processed, new)
+    logprob = ops.token_logprobs(logits, new)
+    live = ~done
+    new = jnp.where(live, new, pad_id)
+    columns = {"tokens": new, "logprobs": jnp.where(live, logprob, 0.0),
+               "sampling_logprobs": jnp.where(live, sampling_lp, 0.0)}
+    out = {k: jax.lax.dynamic_update_slice(out[k], v[:, None], (0, step))
+           for k, v in columns.items()}
+    stop = jnp.any(new[:, None] == stop_tokens[None, :], axis=1)
+    return step + 1, cache, new, done | (live & stop), lengths + live, out
+
+  def cond_fn(state):
+    step, _, _, done, _, _ = state
+    return (step < c) & ~jnp.all(done)
+
+  out = {"tokens": jnp.full((n, c), pad_id, jnp.int32),
+         "logprobs": jnp.zeros((n, c), jnp.float32),
+         "sampling_logprobs": jnp.zeros((n, c), jnp.float32)}
+  out = jax.tree.map(batch, out)
+  state = (jnp.int32(0), cache, last_token, padding_row, jnp.zeros((n,), jnp.int32), out)
+  _, cache, _, done, lengths, out = jax.lax.while_loop(cond_fn, step_fn, state)
+  return dict(out, lengths=lengths, stopped=done & ~padding_row), cache

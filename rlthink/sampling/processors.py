@@ -1,0 +1,49 @@
+"""Next-token selection: temperature, top-k and top-p (nucleus) filtering, and the draw itself.
+
+Pure functions of float32 logits [N, V], used inside the decode loop. The order is the usual one
+(temperature, then top-k, then top-p on the top-k-renormalized distribution), so the sampling
+distribution is `softmax(process_logits(logits, ...))`.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+_MASKED = -jnp.inf  # filtered tokens: exp(-inf) = 0 exactly, so they are never drawn
+
+
+def process_logits(logits: jax.Array, temperature: jax.Array, top_k: int | None,
+                   top_p: jax.Array | None) -> jax.Array:
+  """The logits of the sampling distribution: float32[N, V], -inf where a filter removed a token.
+
+  Args:
+    logits: float32[N, V] raw next-token logits.
+    temperature: float32 scalar > 0 (greedy decoding does not come here).
+    top_k: keep the k largest logits (ties with the k-th are kept too); None keeps all. Static.
+    top_p: keep the smallest set of most likely tokens whose probability reaches top_p (always at
+      least the most likely one); None keeps all.
+  """
+  x = logits.astype(jnp.float32) / temperature
+  if top_k is not None:
+    top_values = jax.lax.top_k(x, top_k)[0]                    # [N, k], descending
+    x = jnp.where(x < top_values[:, -1:], _MASKED, x)
+  if top_p is not None:
+    # Sorting only the top-k values is enough when top-k ran first; otherwise sort the vocabulary.
+    ordered = top_values if top_k is not None else -jnp.sort(-x, axis=-1)
+    probs = jax.nn.softmax(ordered, axis=-1)
+    mass_before = jnp.cumsum(probs, axis=-1) - probs           # mass of strictly likelier tokens
+    keep = jnp.maximum(jnp.sum(mass_before < top_p, axis=-1, keepdims=True), 1)
+    threshold = jnp.take_along_axis(ordered, keep - 1, axis=-1)
+    x = jnp.where(x < threshold, _MASKED, x)
+  return x
+
+
+def draw(keys: jax.Array, logits: jax.Array) -> jax.Array:
+  """One token per row from softmax(logits): keys [N] (one key per row), logits [N, V] -> int32[N].
+
+  Each row draws from its own key only, so a row's token does not depend on the other rows, the
+  batch size or the mesh.
+  """
+  return jax.vmap(lambda key, row: jax.random.categorical(key, row))(keys, logits).astype(
+      jnp.int32)

@@ -1,0 +1,89 @@
+"""`Rollouts`: what `rlthink.sample` returns, laid out for training without reshuffling.
+
+Rows: row `i * num_samples + j` is sample j of prompt i (`prompt_index[row] == i`). Columns: each
+prompt is left-padded to P columns so every prompt ends in column P - 1, and its completion starts
+in column P of `tokens`:
+
+    tokens          [N, P + C] = prompt_tokens | completion_tokens
+    mask            [N, P + C] = prompt_mask   | completion_mask
+
+so `forward(tokens, attention_mask=mask)` scores the rollouts exactly as they were sampled (RoPE
+positions count valid tokens, so the left padding does not shift them), and the log-prob of
+completion token j comes from the logits at column P - 1 + j.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import numpy as np
+
+
+@functools.partial(jax.tree_util.register_dataclass,
+                   data_fields=["prompt_tokens", "prompt_mask", "completion_tokens",
+                                "completion_mask", "logprobs", "sampling_logprobs", "lengths",
+                                "stopped", "prompt_index"],
+                   meta_fields=[])
+@dataclasses.dataclass(frozen=True)
+class Rollouts:
+  """Sampled completions with their log-probs (numpy arrays; a pytree, so jax.tree works on it).
+
+  Attributes:
+    prompt_tokens: int32[N, P] prompts, left-padded with the pad id.
+    prompt_mask: bool[N, P], True on prompt tokens.
+    completion_tokens: int32[N, C] sampled tokens; the stop token (when one ended the row) is the
+      last valid one; pad id after it.
+    completion_mask: bool[N, C], True on the `lengths[row]` sampled tokens (stop token included).
+    logprobs: float32[N, C] log-prob of each sampled token under the policy at temperature 1
+      (log_softmax of the raw logits); 0 where the mask is False.
+    sampling_logprobs: float32[N, C] log-prob under the distribution actually sampled from
+      (temperature / top-k / top-p applied); 0 for greedy decoding (a point mass) and where the
+      mask is False.
+    lengths: int32[N] number of completion tokens.
+    stopped: bool[N], True when a stop token ended the row, False when max_new_tokens did.
+    prompt_index: int32[N] index of each row's prompt in the input list.
+  """
+
+  prompt_tokens: np.ndarray
+  prompt_mask: np.ndarray
+  completion_tokens: np.ndarray
+  completion_mask: np.ndarray
+  logprobs: np.ndarray
+  sampling_logprobs: np.ndarray
+  lengths: np.ndarray
+  stopped: np.ndarray
+  prompt_index: np.ndarray
+
+  @property
+  def tokens(self) -> np.ndarray:
+    """int32[N, P + C] prompt and completion, aligned (the completion starts in column P)."""
+    return np.concatenate([self.prompt_tokens, self.completion_tokens], axis=1)
+
+  @property
+  def mask(self) -> np.ndarray:
+    """bool[N, P + C] the attention mask of `tokens` (prompt and completion tokens)."""
+    return np.concatenate([self.prompt_mask, self.completion_mask], axis=1)
+
+  @property
+  def finish_reason(self) -> list[str]:
+    """Per row: "stop" (a stop token was sampled) or "length" (max_new_tokens reached)."""
+    return ["stop" if s else "length" for s in np.asarray(self.stopped)]
+
+  @property
+  def prompt_lengths(self) -> np.ndarray:
+    """int32[N] number of prompt tokens of each row."""
+    return np.sum(self.prompt_mask, axis=1).astype(np.int32)
+
+  @property
+  def num_rows(self) -> int:
+    return int(self.lengths.shape[0])
+
+  def completion(self, row: int) -> list[int]:
+    """The sampled token ids of one row (stop token included)."""
+    return [int(t) for t in self.completion_tokens[row, : int(self.lengths[row])]]
+
+  def prompt(self, row: int) -> list[int]:
+    """The prompt token ids of one row, without padding."""
+    return [int(t) for t in self.prompt_tokens[row][self.prompt_mask[row]]]

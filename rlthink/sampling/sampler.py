@@ -1,0 +1,190 @@
+"""`sample`: checks the request, pads it to cached shapes, runs the jitted engine, builds `Rollouts`.
+
+Everything a user can get wrong is checked here, in numpy, before anything is compiled. Shapes are
+bucketed so that RL loops (and ragged evaluation batches) reuse compiled programs: the prompt
+length P to a power of two (at least 16), the number of prompts to a power of two that the mesh's
+batch axes divide. Padding prompts are dropped from the result.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rlthink import sharding
+from rlthink.models import decoder
+from rlthink.sampling import engine
+from rlthink.sampling.rollouts import Rollouts
+
+MIN_PROMPT_BUCKET = 16
+STOP_TOKEN_SLOTS = 8  # stop-token arrays are padded to a multiple of this (fewer recompiles)
+
+
+def _next_pow2(n: int) -> int:
+  return 1 << max(int(n) - 1, 0).bit_length()
+
+
+def prompt_bucket(longest: int, max_new_tokens: int, max_seq_len: int) -> int:
+  """Padded prompt length P: a power of two >= longest (>= 16), cut to fit P - 1 + C slots."""
+  return max(longest, min(_next_pow2(max(longest, MIN_PROMPT_BUCKET)),
+                          max_seq_len + 1 - max_new_tokens))
+
+
+def batch_bucket(num_prompts: int, mesh) -> int:
+  """Padded number of prompts: a power of two, a multiple of the mesh's batch shards."""
+  shards = 1 if mesh is None else mesh.shape["data"] * mesh.shape["fsdp"]
+  b = max(_next_pow2(num_prompts), shards)
+  return -(-b // shards) * shards
+
+
+def _default_stop_tokens(policy) -> tuple[int, ...]:
+  ids = {policy.config.eos_token_id}
+  if policy.tokenizer is not None:
+    ids.add(getattr(policy.tokenizer, "eos_token_id", None))
+  return tuple(sorted(i for i in ids if i is not None))
+
+
+def _check_prompts(prompts, vocab_size: int, tokenizer) -> list[np.ndarray]:
+  if isinstance(prompts, (str, bytes)) or not isinstance(prompts, (Sequence, np.ndarray)):
+    raise TypeError(f"prompts must be a list of token-id lists (or of strings with a tokenizer), "
+                    f"got {type(prompts).__name__}")
+  if len(prompts) == 0:
+    raise ValueError("prompts is empty: give at least one prompt")
+  if any(isinstance(p, str) for p in prompts):
+    if tokenizer is None:
+      raise ValueError("string prompts need a tokenizer: attach one to the policy "
+                       "(policy.replace(tokenizer=...)) or pass token ids")
+    from rlthink.sampling import text
+    prompts = text.encode_prompts(tokenizer, prompts)
+  out = []
+  for i, p in enumerate(prompts):
+    a = np.asarray(p)
+    if a.ndim != 1:
+      raise ValueError(f"prompt {i} must be a 1-D sequence of token ids, got shape {a.shape}")
+    if a.size == 0:
+      raise ValueError(f"prompt {i} is empty: every prompt needs at least one token")
+    if not np.issubdtype(a.dtype, np.integer):
+      raise ValueError(f"prompt {i} must hold integer token ids, got dtype {a.dtype}")
+    if a.min() < 0 or a.max() >= vocab_size:
+      bad = int(a[(a < 0) | (a >= vocab_size)][0])
+      raise ValueError(f"prompt {i} has token id {bad} outside the vocabulary [0, {vocab_size})")
+    out.append(a.astype(np.int32))
+  return out
+
+
+def _check_options(config, longest: int, longest_index: int, max_new_tokens, temperature, top_k,
+                   top_p, num_samples, seed, stop_tokens) -> None:
+  def is_int(x):
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+  if not is_int(max_new_tokens) or max_new_tokens <= 0:
+    raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
+  if not is_int(num_samples) or num_samples <= 0:
+    raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+  if not is_int(seed) or not 0 <= seed < 2 ** 32:
+    raise ValueError(f"seed must be an int in [0, 2**32), got {seed!r}")
+  if not isinstance(temperature, (int, float, np.number)) or not (
+      math.isfinite(temperature) and temperature >= 0):
+    raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
+  if top_k is not None and (not is_int(top_k) or not 1 <= top_k <= config.vocab_size):
+    raise ValueError(f"top_k must be None or an int in [1, {config.vocab_size}], got {top_k!r}")
+  if top_p is not None and (not isinstance(top_p, (int, float, np.number)) or
+                            not 0 < top_p <= 1):
+    raise ValueError(f"top_p must be None or a number in (0, 1], got {top_p!r}")
+  for t in stop_tokens:
+    if not is_int(t) or not 0 <= t < config.vocab_size:
+      raise ValueError(f"stop token {t!r} is not a token id in [0, {config.vocab_size})")
+  if longest + max_new_tokens - 1 > config.max_seq_len:
+    raise ValueError(
+        f"prompt {longest_index} has {longest} tokens: with max_new_tokens={max_new_tokens} the "
+        f"KV cache needs {longest + max_new_tokens - 1} slots, more than the model's "
+        f"max_seq_len={config.max_seq_len}; shorten the prompt or max_new_tokens")
+
+
+@functools.partial(jax.jit, static_argnames=("config", "batch", "length", "mesh"))
+def _empty_cache(config, batch: int, length: int, mesh) -> dict:
+  cache = decoder.init_cache(config, batch, length)
+  return {k: sharding.constrain(v, decoder.CACHE_AXES[k], mesh) for k, v in cache.items()}
+
+
+def sample(policy, prompts, *, max_new_tokens: int, temperature: float = 1.0,
+           top_k: int | None = None, top_p: float | None = None, num_samples: int = 1,
+           seed: int = 0, stop_tokens: Sequence[int] | None = None) -> Rollouts:
+  """Samples `num_samples` completions of each prompt with the policy.
+
+  Args:
+    policy: a `rlthink.Policy` (its mesh shards the batch over (data, fsdp), heads over tensor).
+    prompts: token-id lists of any lengths (or strings, when the policy has a tokenizer).
+    max_new_tokens: C, the most tokens sampled per completion.
+    temperature: softmax temperature; 0 means greedy (argmax) decoding.
+    top_k / top_p: keep only the k most likely tokens / the smallest set of most likely tokens
+      with probability >= top_p (applied after the temperature, top-k first). None: no filter.
+    num_samples: completions per prompt; the prompt is prefilled once and shared.
+    seed: the same seed gives the same rollouts on any mesh and batch composition.
+    stop_tokens: a row finishes after sampling one of these ids (kept as its last token). None:
+      the model's (and tokenizer's) eos id; () never stops early.
+
+  Returns:
+    `Rollouts` with N = len(prompts) * num_samples rows (row i * num_samples + j is sample j of
+    prompt i), as numpy arrays.
+
+  Raises:
+    ValueError / TypeError before compiling anything, for empty prompts, token ids outside the
+    vocabulary, prompts that do not fit the cache with max_new_tokens, or bad options.
+  """
+  config = policy.config
+  rows = _check_prompts(prompts, config.vocab_size, policy.tokenizer)
+  stop_tokens = _default_stop_tokens(policy) if stop_tokens is None else tuple(stop_tokens)
+  lengths = [len(r) for r in rows]
+  longest_index = int(np.argmax(lengths))
+  _check_options(config, lengths[longest_index], longest_index, max_new_tokens, temperature,
+                 top_k, top_p, num_samples, seed, stop_tokens)
+
+  num_prompts = len(rows)
+  p = prompt_bucket(max(lengths), max_new_tokens, config.max_seq_len)
+  b = batch_bucket(num_prompts, policy.mesh)
+  pad_id = config.pad_token_id if config.pad_token_id is not None else 0
+  tokens = np.full((b, p), pad_id, np.int32)
+  mask = np.zeros((b, p), bool)
+  for i, r in enumerate(rows):  # left padding: every prompt ends in column p - 1
+    tokens[i, p - len(r):] = r
+    mask[i, p - len(r):] = True
+  stops = np.full(-(-max(len(stop_tokens), 1) // STOP_TOKEN_SLOTS) * STOP_TOKEN_SLOTS, -1,
+                  np.int32)
+  stops[:len(stop_tokens)] = stop_tokens
+
+  mesh = policy.mesh
+  put = (lambda x: jnp.asarray(x)) if mesh is None else (
+      lambda x: jax.device_put(x, sharding.batch_sharding(mesh, x.shape)))
+  cache = _empty_cache(config, b * num_samples, p - 1 + max_new_tokens, mesh)
+  greedy = temperature == 0
+  top_p = None if top_p is not None and top_p >= 1 else top_p  # 1 keeps every token: no sort
+  out, _ = engine.generate(
+      policy.params, cache, put(tokens), put(mask), jnp.uint32(seed),
+      jnp.float32(temperature if not greedy else 1.0), jnp.float32(1.0 if top_p is None else top_p),
+      jnp.asarray(stops), config=config, mesh=mesh, max_new_tokens=max_new_tokens,
+      num_samples=num_samples, greedy=greedy, top_k=None if greedy else top_k,
+      use_top_p=top_p is not None and not greedy, pad_id=pad_id)
+  return _to_rollouts(jax.device_get(out), tokens, mask, num_prompts, num_samples)
+
+
+def _to_rollouts(out: dict[str, Any], tokens, mask, num_prompts: int, num_samples: int
+                 ) -> Rollouts:
+  n = num_prompts * num_samples
+  lengths = np.asarray(out["lengths"][:n], np.int32)
+  c = out["tokens"].shape[1]
+  return Rollouts(
+      prompt_tokens=np.repeat(tokens[:num_prompts], num_samples, axis=0),
+      prompt_mask=np.repeat(mask[:num_prompts], num_samples, axis=0),
+      completion_tokens=np.asarray(out["tokens"][:n], np.int32),
+      completion_mask=np.arange(c)[None, :] < lengths[:, None],
+      logprobs=np.asarray(out["logprobs"][:n], np.float32),
+      sampling_logprobs=np.asarray(out["sampling_logprobs"][:n], np.float32),
+      lengths=lengths,
+      stopped=np.asarray(out["stopped"][:n], bool),
+      prompt_index=np.repeat(np.arange(num_prompts, dtype=np.int32), num_samples))

@@ -1,0 +1,99 @@
+"""The jitted train step and the supervised (cross-entropy) loss.
+
+`make_train_step(loss_fn, optimizer, ...)` turns any pure loss
+`loss_fn(params, batch, rng) -> (loss, metrics)` into a jitted, sharded step with the train state
+donated. Every algorithm (SFT, EI, PPO, GRPO, START, RCRL) supplies only its loss.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh
+
+from rlthink import ops, sharding
+from rlthink.models import decoder
+from rlthink.models.config import ModelConfig
+from rlthink.train.state import TrainState, state_shardings
+
+LossFn = Callable[[Any, dict, jax.Array], tuple[jax.Array, dict]]
+
+
+# optax >= 0.2.5 renamed tree_l2_norm to tree_norm; the GPU image may carry either.
+_tree_norm = getattr(optax.tree_utils, "tree_norm", None) or optax.tree_utils.tree_l2_norm
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The loss became NaN or Inf."""
+
+
+def sft_loss(config: ModelConfig, mesh: Mesh | None = None) -> LossFn:
+  """Next-token cross-entropy over the tokens where `batch["loss_mask"]` is set.
+
+  batch: tokens int32[B, T], loss_mask [B, T] (1 on target tokens: the completion, not the
+  prompt), optional attention_mask [B, T], segment_ids and positions [B, T] for packed rows.
+  loss_mask[:, t] marks whether token t is predicted (from position t-1).
+  """
+
+  def loss_fn(params, batch, rng):
+    del rng
+    out, _ = decoder.forward(config, params, batch["tokens"], positions=batch.get("positions"),
+                             attention_mask=batch.get("attention_mask"),
+                             segment_ids=batch.get("segment_ids"), mesh=mesh)
+    logp = ops.next_token_logprobs(out["logits"], batch["tokens"])
+    mask = batch["loss_mask"][:, 1:].astype(jnp.float32)
+    loss = -ops.masked_mean(logp, mask)
+    return loss, {"loss": loss, "tokens": jnp.sum(mask)}
+
+  return loss_fn
+
+
+def _accumulated_grads(loss_fn: LossFn, params, batch: dict, rng, steps: int):
+  """((loss, metrics), grads) averaged over `steps` equal micro-batches, scanned so that memory
+  holds one micro-batch's activations at a time."""
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  if steps == 1:
+    return grad_fn(params, batch, rng)
+  micro = jax.tree.map(lambda x: x.reshape((steps, x.shape[0] // steps) + x.shape[1:]), batch)
+
+  def body(total, xs):
+    micro_batch, key = xs
+    return jax.tree.map(jnp.add, total, grad_fn(params, micro_batch, key)), None
+
+  shapes = jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[0], micro), rng)
+  zero = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+  total, _ = jax.lax.scan(body, zero, (micro, jax.random.split(rng, steps)))
+  return jax.tree.map(lambda x: x / steps, total)
+
+
+def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, state: TrainState,
+                    grad_accum_steps: int = 1):
+  """Returns jitted `step(state, batch) -> (state, metrics)` with the state donated.
+
+  `state` (a concrete example) fixes the output shardings; put batches on the mesh with
+  `shard_batch`. Metrics are device scalars: `loss`, `grad_norm`, plus the loss's own.
+  """
+
+  def step(state: TrainState, batch: dict):
+    rng, key = jax.random.split(jax.random.wrap_key_data(state.rng))
+    (loss, metrics), grads = _accumulated_grads(loss_fn, state.params, batch, key,
+                                                grad_accum_steps)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = dict(metrics, loss=loss, grad_norm=_tree_norm(grads))
+    new_state = TrainState(params=params, opt_state=opt_state, step=state.step + 1,
+                           rng=jax.random.key_data(rng))
+    return new_state, metrics
+
+  # Inputs keep the shardings they arrive with (see `shard_batch`); outputs keep the state's.
+  return jax.jit(step, out_shardings=(state_shardings(state), None), donate_argnums=0)
+
+
+def shard_batch(batch: dict, mesh: Mesh | None) -> dict:
+  """Puts host arrays on the devices, batch axis over (data, fsdp)."""
+  if mesh is None:
+    return jax.tree.map(jnp.asarray, batch)
+  return jax.tree.map(lambda x: jax.device_put(x, sharding.batch_sharding(mesh, x.shape)), batch)
