@@ -3,7 +3,7 @@
 gin only ever fills in dataclass specs here (`ModelSpec`, `MeshSpec`, ... ) at start-up; the specs
 are then passed as plain values into pure code, and nothing inside jitted code reads gin.
 
-    gin_utils.parse(["experiments/grpo_tiny.gin"], ["ModelSpec.preset = 'qwen2.5-0.5b'"])
+    gin_utils.parse(["experiments/quickstart.gin"], ["ModelSpec.preset = 'qwen2.5-0.5b'"])
     mesh = gin_utils.MeshSpec().build()
     policy = gin_utils.ModelSpec().build(mesh)
 
@@ -21,7 +21,6 @@ import difflib
 import importlib
 import contextlib
 import inspect
-import logging
 import os
 import re
 import tokenize
@@ -146,7 +145,7 @@ def parse(gin_files: Sequence[str], gin_params: Sequence[str],
       gin.add_config_file_search_path(path)
   for path in gin_files:
     try:
-      with _quiet_search_misses():
+      with _plain_file_lookup():
         gin.parse_config_file(path)
     except (OSError, IOError) as e:
       raise GinConfigError(f"{path}: cannot read gin file ({e})") from None
@@ -177,16 +176,22 @@ def operative_config_str() -> str:
 
 
 @contextlib.contextmanager
-def _quiet_search_misses():
-  """Drops gin's "Path not found" log lines: gin logs one per search path it tries in vain."""
-  def keep(record: logging.LogRecord) -> bool:
-    return not str(record.msg).startswith("Path not found")
-  root = logging.getLogger()
-  root.addFilter(keep)
+def _plain_file_lookup():
+  """Makes gin look files up as plain paths only (each search path + name, then `open`).
+
+  gin's second reader also treats 'models/tiny.gin' as a file inside a Python package `models`,
+  which crashes when some directory named `models` on sys.path is a namespace package.
+  """
+  readers = getattr(gin.config, "_FILE_READERS", None)
+  if not isinstance(readers, list):  # other gin versions: keep their lookup
+    yield
+    return
+  saved = list(readers)
+  readers[:] = [(open, os.path.isfile)]
   try:
     yield
   finally:
-    root.removeFilter(keep)
+    readers[:] = saved
 
 
 # ------------------------------------------------------------------------------------------------

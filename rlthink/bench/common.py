@@ -79,14 +79,15 @@ def summarize(times: Sequence[float]) -> dict:
           "spread": (max(times) - min(times)) / med if med > 0 else 0.0, "n": len(times)}
 
 
-def device_info() -> dict:
-  """What the numbers were measured on: device kind/count/platform, versions, datasheet peak."""
+def device_info(device=None) -> dict:
+  """What the numbers were measured on: device kind, platform and count (of `device`'s platform;
+  default the first JAX device), versions, datasheet peak FLOP/s (None when unknown)."""
   import jax
 
   from rlthink.bench import hardware
 
-  devices = jax.devices()
-  dev = devices[0]
+  dev = device if device is not None else jax.devices()[0]
+  devices = jax.devices(dev.platform)
   info = {"device": dev.device_kind, "platform": dev.platform, "num_devices": len(devices),
           "num_processes": jax.process_count(), "jax_version": jax.__version__,
           "python_version": platform.python_version(),

@@ -49,29 +49,32 @@ def device_peak_flops(device=None) -> float | None:
   return None
 
 
-def _on_accelerator() -> bool:
+def _device(device):
   import jax
-  return jax.default_backend() != "cpu"
+  return device if device is not None else jax.devices()[0]
 
 
 def measure_matmul_flops(dtype: str = "bfloat16", n: int | None = None, chain: int | None = None,
-                         iters: int = 10) -> float:
+                         iters: int = 10, device=None) -> float:
   """FLOP/s of a chain of `chain` [n, n] @ [n, n] products in one jitted call (median of `iters`).
 
   Defaults: n=8192, chain=16 on an accelerator (about 18 TFLOP per call); n=256, chain=4 on CPU.
-  The operands are N(0, 1/n), so the chained products stay O(1) in any dtype.
+  The operands are N(0, 1/n), so the chained products stay O(1) in any dtype. Runs on `device`
+  (default: the first JAX device).
   """
   import jax
   import jax.numpy as jnp
 
   from rlthink.bench.common import time_fn
 
-  accel = _on_accelerator()
+  device = _device(device)
+  accel = device.platform != "cpu"
   n = n or (8192 if accel else 256)
   chain = chain or (16 if accel else 4)
   kx, kw = jax.random.split(jax.random.key(0))
   x = (jax.random.normal(kx, (n, n), jnp.float32) / n ** 0.5).astype(dtype)
   w = (jax.random.normal(kw, (n, n), jnp.float32) / n ** 0.5).astype(dtype)
+  x, w = jax.device_put((x, w), device)
 
   @jax.jit
   def run(x, w):
@@ -82,22 +85,24 @@ def measure_matmul_flops(dtype: str = "bfloat16", n: int | None = None, chain: i
 
 
 def measure_hbm_bandwidth(num_bytes: int | None = None, passes: int | None = None,
-                          iters: int = 10) -> float:
+                          iters: int = 10, device=None) -> float:
   """Device-memory bytes/s of an elementwise pass over a float32 array (read + write counted).
 
   Defaults: a 1 GiB array and 10 dependent passes per jitted call on an accelerator (each pass is
-  its own kernel, so nothing stays in cache); 16 MiB and 4 passes on CPU.
+  its own kernel, so nothing stays in cache); 16 MiB and 4 passes on CPU. Runs on `device`
+  (default: the first JAX device).
   """
   import jax
   import jax.numpy as jnp
 
   from rlthink.bench.common import time_fn
 
-  accel = _on_accelerator()
+  device = _device(device)
+  accel = device.platform != "cpu"
   num_bytes = num_bytes or (1 << 30 if accel else 1 << 24)
   passes = passes or (10 if accel else 4)
   size = num_bytes // 4
-  x = jax.random.uniform(jax.random.key(1), (size,), jnp.float32)
+  x = jax.device_put(jax.random.uniform(jax.random.key(1), (size,), jnp.float32), device)
 
   @jax.jit
   def run(x):

@@ -103,7 +103,7 @@ def init_state(config, optimizer, mesh, seed: int = 0):
                                                       "opt_state": opt_shardings}
 
 
-def bench_jax(config, args, devices) -> dict:
+def bench_jax(config, args, devices, name: str = "model") -> dict:
   """Compiles and times the step for one model config; returns the JAX half of the record."""
   import jax
   import optax
@@ -138,7 +138,7 @@ def bench_jax(config, args, devices) -> dict:
   times = common.time_fn(one_step, warmup=max(args.warmup - 1, 0), iters=args.steps)
   losses.append(float(one_step()[1]["loss"]))
   if args.profile_dir:
-    _profile(compiled, one_step, config, args)
+    _profile(compiled, one_step, f"train_{name}_{args.batch}x{args.seq}", args.profile_dir)
   step_s = statistics.median(times)
   record = {"tokens_per_s": args.batch * args.seq / step_s, "step_ms": 1e3 * step_s,
             "step_spread": (max(times) - min(times)) / step_s, "compile_s": compile_s,
@@ -162,14 +162,14 @@ def _memory(compiled, device) -> dict:
   return out
 
 
-def _profile(compiled, one_step, config, args) -> None:
+def _profile(compiled, one_step, name: str, profile_dir: str) -> None:
+  """Writes the optimized HLO (<name>.hlo.txt) and a profiler trace of 3 steps (<name>/)."""
   import jax
 
-  os.makedirs(args.profile_dir, exist_ok=True)
-  name = f"train_{config.architecture}_{config.num_layers}l_{args.batch}x{args.seq}"
-  with open(os.path.join(args.profile_dir, name + ".hlo.txt"), "w") as f:
+  os.makedirs(profile_dir, exist_ok=True)
+  with open(os.path.join(profile_dir, name + ".hlo.txt"), "w") as f:
     f.write(compiled.as_text())
-  with jax.profiler.trace(os.path.join(args.profile_dir, name)):
+  with jax.profiler.trace(os.path.join(profile_dir, name)):
     for _ in range(3):
       jax.block_until_ready(one_step())
 
@@ -210,9 +210,9 @@ def main(argv: list[str] | None = None) -> int:
   platform = devices[0].platform
   attention = args.attention or ("cudnn" if platform == "gpu" else "xla")
   with jax.default_device(devices[0]):
-    info = common.device_info()
-    matmul_flops = hardware.measure_matmul_flops(args.dtype)
-    hbm = hardware.measure_hbm_bandwidth()
+    info = common.device_info(devices[0])
+    matmul_flops = hardware.measure_matmul_flops(args.dtype, device=devices[0])
+    hbm = hardware.measure_hbm_bandwidth(device=devices[0])
     peak = hardware.device_peak_flops(devices[0])
     records = []
     for m in args.model:
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
       rec = {"bench": "train", "model": m, "batch": args.batch, "seq": args.seq,
              "dtype": args.dtype, "attention": attention, "remat": args.remat,
              "num_devices": len(devices)}
-      rec.update(bench_jax(config, args, devices))
+      rec.update(bench_jax(config, args, devices, m))
       rec.update(torch_results[m])
       rate = rec["tokens_per_s"] * flops / len(devices)
       rec["mfu"] = None if peak is None else rate / peak

@@ -130,7 +130,11 @@ def config_from_hf(hf_config: dict, path: str | os.PathLike = "config.json") -> 
       fail(f"use_sliding_window=True: sliding-window layers in {arch} are not supported")
   eos = hf["eos_token_id"]
   if isinstance(eos, (list, tuple)):
+    if len(eos) > 1:
+      _log.warning("%s: eos_token_id=%s; ModelConfig keeps the first (pass the others as stop "
+                   "tokens when sampling)", os.fspath(path), eos)
     eos = eos[0] if eos else None
+  rope = _rope_from_hf(hf, fail)
   heads = hf["num_attention_heads"]
   bias = bool(hf["attention_bias"])
   qkv_bias, o_bias = {"llama": (bias, bias), "qwen3": (bias, bias), "mistral": (False, False),
@@ -140,11 +144,12 @@ def config_from_hf(hf_config: dict, path: str | os.PathLike = "config.json") -> 
         architecture=arch, vocab_size=hf["vocab_size"], hidden_size=hf["hidden_size"],
         intermediate_size=hf["intermediate_size"], num_layers=hf["num_hidden_layers"],
         num_heads=heads, num_kv_heads=hf["num_key_value_heads"] or heads,
-        head_dim=hf["head_dim"] or hf["hidden_size"] // heads, rms_norm_eps=float(hf["rms_norm_eps"]),
+        head_dim=hf["head_dim"] or hf["hidden_size"] // heads,
+        rms_norm_eps=float(hf["rms_norm_eps"]),
         tie_embeddings=bool(hf["tie_word_embeddings"]), qkv_bias=qkv_bias, o_bias=o_bias,
         qk_norm=arch == "qwen3", sliding_window=window, max_seq_len=hf["max_position_embeddings"],
         bos_token_id=hf["bos_token_id"], eos_token_id=eos, pad_token_id=hf["pad_token_id"],
-        **_rope_from_hf(hf, fail))
+        **rope)
   except (ValueError, TypeError) as e:
     fail(str(e))
 
@@ -279,14 +284,14 @@ class _Checkpoint:
   def check(self, name: str, shape: tuple[int, ...]) -> None:
     """Raises when tensor `name` is missing, not floating point or not of `shape`."""
     if name not in self.weight_map:
-      raise KeyError(f"tensor {name} is missing from the checkpoint in {self.path}")
+      raise ValueError(f"tensor {name} is missing from the checkpoint in {self.path}")
     file = self.weight_map[name]
     try:
       piece = self._open(file).get_slice(name)
     except (ValueError, FileNotFoundError):
       raise
     except Exception as e:
-      raise KeyError(f"tensor {name} is missing from {os.path.join(self.path, file)}: {e}") from e
+      raise ValueError(f"tensor {name} is missing from {os.path.join(self.path, file)}: {e}") from e
     found, dtype = tuple(piece.get_shape()), piece.get_dtype()
     if found != shape:
       raise ValueError(f"tensor {name} in {os.path.join(self.path, file)} has shape "
@@ -336,6 +341,10 @@ def _load_param(ckpt, t: _Tensor, layered: bool, num_layers: int, shape, shardin
   return jax.make_array_from_callback(tuple(shape), sharding, piece)
 
 
+def _flat(tree) -> dict[tuple[str, ...], Any]:
+  return {tuple(k.key for k in p): x for p, x in jax.tree_util.tree_leaves_with_path(tree)}
+
+
 def _set(tree: dict, path: tuple[str, ...], value) -> None:
   for key in path[:-1]:
     tree = tree.setdefault(key, {})
@@ -378,13 +387,12 @@ def load_pretrained(path: str | os.PathLike, mesh: jax.sharding.Mesh | None = No
                      f"{config.vocab_size} in {config_file}")
 
   shapes, _ = decoder.abstract_params(config)
-  flat_shapes = {tuple(k.key for k in p): s for p, s in jax.tree_util.tree_leaves_with_path(shapes)}
+  flat_shapes = _flat(shapes)
   if mesh is None:
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     flat_shardings = {p: device for p in flat_shapes}
   else:
-    flat_shardings = {tuple(k.key for k in p): s for p, s in
-                      jax.tree_util.tree_leaves_with_path(decoder.param_shardings(config, mesh))}
+    flat_shardings = _flat(decoder.param_shardings(config, mesh))
   tensors = tensor_map(config)
   assert set(tensors) == set(flat_shapes), (sorted(tensors), sorted(flat_shapes))
 
@@ -413,38 +421,31 @@ def load_pretrained(path: str | os.PathLike, mesh: jax.sharding.Mesh | None = No
 
 
 def _to_host(x: jax.Array) -> np.ndarray:
-  if not x.is_fully_addressable:  # multi-host: every process joins the gather
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:  # multi-host: all processes gather
     from jax.experimental import multihost_utils
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
   return np.asarray(jax.device_get(x))
 
 
-def _hf_tensors(policy, dtype: np.dtype):
-  """Yields (HF name, numpy array) one tensor at a time, in HF layout."""
-  config = policy.config
-  # The HF view of the config may carry biases ours lacks (Qwen2 always has q/k/v bias; Llama's
-  # attention_bias covers q/k/v and o): those are written as zeros, which is exact.
+def _export_plan(config: ModelConfig) -> list[tuple[tuple[str, ...], _Tensor, int | None]]:
+  """(our param path, its _Tensor, layer index or None) of every tensor to write, in file order.
+
+  The exported architecture may carry biases ours lacks (Qwen2 always has q/k/v biases; Llama's
+  attention_bias covers q/k/v and o); those are written as zeros, which is exact.
+  """
   exported = config_from_hf(config_to_hf(config), "<export>")
-  ours = {tuple(k.key for k in p): x for p, x in jax.tree_util.tree_leaves_with_path(policy.params)}
-  for p, t in tensor_map(exported).items():
-    layers = range(config.num_layers) if p[0] == "layers" else [None]
-    for i in layers:
-      if p in ours:
-        x = _to_host(ours[p] if i is None else ours[p][i])
-        x = np.transpose(x, np.argsort(t.perm)).reshape(t.hf_shape)
-      else:
-        assert p[-1].endswith("bias"), p
-        x = np.zeros(t.hf_shape)
-      yield t.name.format(i), np.ascontiguousarray(x.astype(dtype))
+  return [(p, t, i) for p, t in tensor_map(exported).items()
+          for i in (range(config.num_layers) if p[0] == "layers" else [None])]
 
 
-def _tensor_bytes(config: ModelConfig, dtype: np.dtype) -> list[tuple[str, int]]:
-  exported = config_from_hf(config_to_hf(config), "<export>")
-  out = []
-  for p, t in tensor_map(exported).items():
-    for i in range(config.num_layers) if p[0] == "layers" else [None]:
-      out.append((t.name.format(i), math.prod(t.hf_shape) * dtype.itemsize))
-  return out
+def _hf_tensor(params: dict, path: tuple[str, ...], t: _Tensor, layer: int | None,
+               dtype: np.dtype) -> np.ndarray:
+  """One Hugging Face tensor, gathered to host from our (possibly sharded) param."""
+  if path not in params:
+    assert path[-1].endswith("bias"), path
+    return np.zeros(t.hf_shape, dtype)
+  x = _to_host(params[path] if layer is None else params[path][layer])
+  return np.ascontiguousarray(np.transpose(x, np.argsort(t.perm)).reshape(t.hf_shape).astype(dtype))
 
 
 def save_pretrained(policy, out_dir: str | os.PathLike, dtype: str | None = None,
@@ -469,40 +470,41 @@ def save_pretrained(policy, out_dir: str | os.PathLike, dtype: str | None = None
                           f"refusing to replace it")
   dropped = sorted(k for k in policy.params if k.startswith(("value_", "reward_")))
   if dropped:
-    _log.warning("save_pretrained(%s): not exporting %s (no place in a causal LM)", out_dir, dropped)
+    _log.warning("save_pretrained(%s): not exporting %s (no place in a causal LM)", out_dir,
+                 dropped)
   hf_config = dict(config_to_hf(config), dtype=dtype.name, torch_dtype=dtype.name)
 
   # Plan the shards up front so every file name (model-0000i-of-0000n) is known.
   shards, size = [[]], 0
-  for name, nbytes in _tensor_bytes(config, dtype):
+  for item in _export_plan(config):
+    nbytes = math.prod(item[1].hf_shape) * dtype.itemsize
     if shards[-1] and size + nbytes > max_shard_bytes:
-      shards.append([])
-      size = 0
-    shards[-1].append(name)
+      shards, size = shards + [[]], 0
+    shards[-1].append(item)
     size += nbytes
   files = ([_SINGLE] if len(shards) == 1 else
            [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))])
-  file_of = {name: f for f, names in zip(files, shards) for name in names}
+  params = _flat(policy.params)
 
-  writer = jax.process_index() == 0
+  writer = jax.process_index() == 0  # every process joins the gathers; one writes
   parent = os.path.dirname(out_dir)
   os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-", dir=parent) if writer else None
+  tmp = None
+  if writer:
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-", dir=parent)
   try:
-    tensors, total = _hf_tensors(policy, dtype), 0
-    for file, names in zip(files, shards):
-      chunk = {}
-      for name in names:
-        got, chunk[name] = next(tensors)
-        assert got == name, (got, name)
-        total += chunk[name].nbytes
+    weight_map, total = {}, 0
+    for file, items in zip(files, shards):
+      chunk = {t.name.format(i): _hf_tensor(params, p, t, i, dtype) for p, t, i in items}
+      weight_map.update(dict.fromkeys(chunk, file))
+      total += sum(x.nbytes for x in chunk.values())
       if writer:
         save_file(chunk, os.path.join(tmp, file), metadata={"format": "pt"})
     if not writer:
       return
     if len(files) > 1:
       _write_json(os.path.join(tmp, _INDEX), {"metadata": {"total_size": total},
-                                               "weight_map": file_of})
+                                               "weight_map": weight_map})
     _write_json(os.path.join(tmp, "config.json"), hf_config)
     generation = {k: getattr(config, k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")
                   if getattr(config, k) is not None}

@@ -37,8 +37,8 @@ def _wrap(tok: Tokenizer, special_tokens: Sequence[str]) -> transformers.PreTrai
   tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in others])
   named = {f"{n}_token": t for n, t in zip(("pad", "bos", "eos", "unk"), SPECIAL_TOKENS)
            if t in specials}
-  return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, clean_up_tokenization_spaces=False,
-                                              **named)
+  return transformers.PreTrainedTokenizerFast(
+      tokenizer_object=tok, clean_up_tokenization_spaces=False, **named)
 
 
 def builtin_tokenizer() -> transformers.PreTrainedTokenizerFast:

@@ -64,7 +64,7 @@ def generate(params, cache: dict, prompt_tokens: jax.Array, prompt_mask: jax.Arr
 
   Returns:
     ({"tokens", "logprobs", "sampling_logprobs": [N, C], "lengths": int32[N],
-      "stopped": bool[N]}, the final cache).
+      "stopped": bool[N], "steps": int32[] decode steps run}, the final cache).
   """
   b, p = prompt_tokens.shape
   n, c = b * num_samples, max_new_tokens
@@ -113,5 +113,5 @@ def generate(params, cache: dict, prompt_tokens: jax.Array, prompt_mask: jax.Arr
          "sampling_logprobs": jnp.zeros((n, c), jnp.float32)}
   out = jax.tree.map(batch, out)
   state = (jnp.int32(0), cache, last_token, padding_row, jnp.zeros((n,), jnp.int32), out)
-  _, cache, _, done, lengths, out = jax.lax.while_loop(cond_fn, step_fn, state)
-  return dict(out, lengths=lengths, stopped=done & ~padding_row), cache
+  steps, cache, _, done, lengths, out = jax.lax.while_loop(cond_fn, step_fn, state)
+  return dict(out, lengths=lengths, stopped=done & ~padding_row, steps=steps), cache

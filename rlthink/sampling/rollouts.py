@@ -24,7 +24,7 @@ import numpy as np
 @functools.partial(jax.tree_util.register_dataclass,
                    data_fields=["prompt_tokens", "prompt_mask", "completion_tokens",
                                 "completion_mask", "logprobs", "sampling_logprobs", "lengths",
-                                "stopped", "prompt_index"],
+                                "stopped", "prompt_index", "decode_steps"],
                    meta_fields=[])
 @dataclasses.dataclass(frozen=True)
 class Rollouts:
@@ -44,6 +44,8 @@ class Rollouts:
     lengths: int32[N] number of completion tokens.
     stopped: bool[N], True when a stop token ended the row, False when max_new_tokens did.
     prompt_index: int32[N] index of each row's prompt in the input list.
+    decode_steps: int32[] steps the decode loop ran: max(lengths), fewer than max_new_tokens when
+      every row sampled a stop token early.
   """
 
   prompt_tokens: np.ndarray
@@ -55,6 +57,7 @@ class Rollouts:
   lengths: np.ndarray
   stopped: np.ndarray
   prompt_index: np.ndarray
+  decode_steps: np.ndarray
 
   @property
   def tokens(self) -> np.ndarray:

@@ -187,4 +187,5 @@ def _to_rollouts(out: dict[str, Any], tokens, mask, num_prompts: int, num_sample
       sampling_logprobs=np.asarray(out["sampling_logprobs"][:n], np.float32),
       lengths=lengths,
       stopped=np.asarray(out["stopped"][:n], bool),
-      prompt_index=np.repeat(np.arange(num_prompts, dtype=np.int32), num_samples))
+      prompt_index=np.repeat(np.arange(num_prompts, dtype=np.int32), num_samples),
+      decode_steps=np.asarray(out["steps"], np.int32))

@@ -68,9 +68,9 @@ class Options:
     for name, ok in checks:
       if not ok:
         raise ValueError(f"arithmetic: invalid option {name}={getattr(self, name)!r} in {self} "
-                         f"(need num_* >= 0, 1 <= min_steps <= max_steps, max_number >= 2, "
-                         f"max_value >= max_number, max_factor >= 2, operations a subset of {OPERATIONS} "
-                         f"with + or *)")
+                         "(need num_* >= 0, 1 <= min_steps <= max_steps, max_number >= 2, "
+                         "max_value >= max_number, max_factor >= 2, operations a subset of "
+                         f"{OPERATIONS} with + or *)")
 
 
 def _choices(op: str, value: int, opts: Options) -> list[int]:

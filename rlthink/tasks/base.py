@@ -4,8 +4,8 @@ A task family is one module under `rlthink/tasks/` that exposes
 
     def make_task(**options) -> Task
 
-(`rlthink.tasks.get(name, **options)` imports the module named in `rlthink.tasks.FAMILIES` lazily and
-calls it). A family subclasses `Task` and writes only what is specific to it:
+(`rlthink.tasks.get(name, **options)` imports the module named in `rlthink.tasks.FAMILIES` lazily
+and calls it). A family subclasses `Task` and writes only what is specific to it:
 
   name      registry name, also the TFDS builder name ("rlthink_" + name).
   version   "MAJOR.MINOR.PATCH"; bump it whenever `generate` changes what it yields.
@@ -153,12 +153,14 @@ class Task:
     """Names the stored dataset: readable size/seed plus a hash of every data option."""
     opts = dataclasses.asdict(self.options)
     digest = hashlib.sha256(json.dumps(opts, sort_keys=True, default=str).encode()).hexdigest()
-    parts = [str(opts[k]) if k == "size" else f"{k}{opts[k]}" for k in ("size", "seed") if k in opts]
+    parts = [str(opts[k]) if k == "size" else f"{k}{opts[k]}"
+             for k in ("size", "seed") if k in opts]
     return "-".join(parts + [digest[:10]])
 
   def check_split(self, split: str) -> str:
     if split not in self.splits:
-      raise ValueError(f"task {self.name!r}: unknown split {split!r}; expected one of {self.splits}")
+      raise ValueError(f"task {self.name!r}: unknown split {split!r}; "
+                       f"expected one of {self.splits}")
     return split
 
   def examples(self, split: str) -> Sequence[dict]:

@@ -5,7 +5,9 @@ Sources (option `source`):
            {"question", "answer"} object per line; `*_socratic.jsonl` with `socratic=True`), i.e.
            github.com/openai/grade-school-math `grade_school_math/data`.
   "tfds":  TFDS's `gsm8k` builder in the task's data_dir (prepared already, or downloaded now).
-  "auto":  "local" when `path` is given, else "tfds".
+  "auto":  "local" when `path` is given, else "tfds" when TFDS's gsm8k is already prepared or its
+           host answers within a few seconds, else an error saying to pass `path` (without
+           network a TFDS download only fails after minutes of retries).
 A solution reads "step\\nstep\\n#### 72"; the reference answer is what follows "####" (commas
 dropped), the reference thinking is the steps with the "<<48/2=24>>" calculator annotations removed
 (kept with `keep_calculator_annotations`), "operations" are the annotated expressions in order.
@@ -18,6 +20,7 @@ import hashlib
 import json
 import os
 import re
+import socket
 from typing import Iterator
 
 from rlthink.tasks import answers
@@ -25,6 +28,7 @@ from rlthink.tasks.base import Task
 
 _ANNOTATION = re.compile(r"<<[^<>]{0,200}>>")
 SOURCES = ("auto", "local", "tfds")
+_HOST = "raw.githubusercontent.com"  # where TFDS's gsm8k builder downloads from
 
 
 def split_solution(solution: str) -> tuple[str, str]:
@@ -91,10 +95,22 @@ def _read_jsonl(file: str) -> Iterator[dict]:
                          f"'answer' ({type(e).__name__}: {e})") from e
 
 
-def _read_tfds(split: str, socratic: bool, data_dir: str) -> Iterator[dict]:
+def _tfds_builder(data_dir: str):
   import tensorflow_datasets as tfds
   import tensorflow_datasets.text.gsm8k  # noqa: F401  (registers the "gsm8k" builder)
-  builder = tfds.builder("gsm8k", data_dir=data_dir, file_format="array_record")
+  return tfds.builder("gsm8k", data_dir=data_dir, file_format="array_record")
+
+
+def _reachable(host: str, timeout: float = 3.0) -> bool:
+  try:
+    socket.create_connection((host, 443), timeout=timeout).close()
+    return True
+  except OSError:
+    return False
+
+
+def _read_tfds(split: str, socratic: bool, data_dir: str) -> Iterator[dict]:
+  builder = _tfds_builder(data_dir)
   if not builder.is_prepared():
     try:
       builder.download_and_prepare()
@@ -134,6 +150,18 @@ class Gsm8k(Task):
   def _source(self) -> str:
     opts = self.options
     return opts.source if opts.source != "auto" else ("local" if opts.path else "tfds")
+
+  def examples(self, split: str):
+    """As `Task.examples`; with source "auto" and no path, fails fast when TFDS cannot help."""
+    if self.options.source == "auto" and self.options.path is None:
+      from rlthink.tasks.base import default_data_dir
+      data_dir = default_data_dir(self.data_dir)
+      if not _tfds_builder(data_dir).is_prepared() and not _reachable(_HOST):
+        raise FileNotFoundError(
+            f"gsm8k: no option path given, TFDS's gsm8k is not prepared under {data_dir} and "
+            f"{_HOST} is unreachable; pass path=DIR holding the official train.jsonl and "
+            "test.jsonl (github.com/openai/grade-school-math grade_school_math/data)")
+    return super().examples(split)
 
   def records(self, split: str) -> Iterator[dict]:
     """The raw {"question", "answer"} records of `split`, in file order."""

@@ -11,7 +11,8 @@ SFT batches (numpy, every array [batch, max_length]):
                       loss_mask[:, 1:]. A sequence's first token is never a target, so packed
                       sequences never learn across their boundary.
   thinking_mask bool  the thinking span: opening marker (when in the completion), thinking text and
-                      closing marker (ending the thinking is a thinking decision). START trains these.
+                      closing marker (ending the thinking is a thinking decision); START trains
+                      these.
   answer_mask bool    the answer text and <eos>. loss_mask == thinking_mask | answer_mask.
 Spans are tokenized piece by piece (prompt, marker, thinking, marker, answer) so their token
 boundaries are exact; for BPE tokenizers this can differ slightly from tokenizing the whole text.
@@ -112,8 +113,8 @@ def pad_sft_batch(elements: list[dict], max_length: int, pad_id: int) -> dict[st
       batch[k][row, :n] = element[k]
   segment_ids = (np.arange(max_length)[None, :] < np.asarray(
       [len(e["tokens"]) for e in elements])[:, None]).astype(np.int32)
-  positions = np.broadcast_to(np.arange(max_length, dtype=np.int32), segment_ids.shape) * segment_ids
-  return dict(batch, positions=positions.astype(np.int32), segment_ids=segment_ids,
+  positions = np.arange(max_length, dtype=np.int32)[None, :] * segment_ids
+  return dict(batch, positions=positions, segment_ids=segment_ids,
               attention_mask=segment_ids > 0)
 
 

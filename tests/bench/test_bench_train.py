@@ -105,3 +105,18 @@ def test_run_torch_subprocess_round_trip_and_failure(tmp_path):
   assert result == {"got": {"x": [1, 2]}, "jax_platforms": "cpu"}
   with pytest.raises(RuntimeError, match=r"echo_child exited with status 1(.|\n)*child says no"):
     common.run_torch_subprocess("echo_child", {"fail": True}, env=env)
+
+
+@pytest.mark.parametrize("preset", ["qwen2.5-1.5b", "qwen3-0.6b", "llama3.1-8b"])
+def test_torch_baseline_has_the_presets_shape(preset):
+  import dataclasses
+
+  import torch
+  import transformers
+
+  from rlthink.bench.train_torch import hf_config
+
+  config = get_preset(preset)
+  with torch.device("meta"):  # shapes only, no memory
+    model = transformers.AutoModelForCausalLM.from_config(hf_config(dataclasses.asdict(config)))
+  assert sum(p.numel() for p in model.parameters()) == config.num_params

@@ -36,13 +36,11 @@ def _tokens(seed=0, shape=(B, T)):
 
 
 def _with_heads(policy, seed=1):
-  """The loaded params plus freshly initialized value and reward heads."""
-  fresh = decoder.init_params(policy.config, jax.random.key(seed), heads=decoder.HEADS)
-  trunk = {k: v for k, v in fresh.items() if not k.startswith(("value_", "reward_"))}
-  assert jax.tree.structure(trunk) == jax.tree.structure(policy.params)
-  heads = {k: v for k, v in fresh.items() if k.startswith(("value_", "reward_"))}
-  assert heads["value_head"].shape == (policy.config.hidden_size,) and heads["value_bias"].shape == ()
-  heads["value_bias"] = heads["value_bias"] + 0.5  # nonzero, so a dropped bias would show
+  """The loaded params plus random value and reward heads (their init is tested below)."""
+  rng = np.random.RandomState(seed)
+  e = policy.config.hidden_size
+  heads = {f"{h}_{k}": np.float32(rng.randn(*shape)) for h in ("value", "reward")
+           for k, shape in (("head", (e,)), ("bias", ()))}
   return policy.replace(params={**policy.params, **heads})
 
 
@@ -143,21 +141,30 @@ def test_kv_cache_left_padded_ragged_prompts_match_transformers(variant, tmp_roo
   assert hf_fixtures.max_rel_err(np.concatenate(got, axis=1), expected, mask) <= TOL
 
 
-def test_heads_init_and_shapes_for_every_architecture():
-  configs = [
-      rlthink.ModelConfig(architecture="llama", qkv_bias=True, o_bias=True, tie_embeddings=False),
-      rlthink.ModelConfig(architecture="mistral", sliding_window=3),
-      rlthink.ModelConfig(architecture="qwen2", qkv_bias=True),
-      rlthink.ModelConfig(architecture="qwen3", qk_norm=True, head_dim=16),
-  ]
-  tokens = _tokens(6, (2, 5)) % 256
-  for config in configs:
-    config = config.replace(vocab_size=256, hidden_size=32, intermediate_size=64, num_layers=2,
-                            num_heads=4, num_kv_heads=2)
-    params = decoder.init_params(config, jax.random.key(0), heads=("value", "reward"))
-    assert params["value_head"].shape == params["reward_head"].shape == (32,)
-    out, cache = decoder.forward(config, params, tokens, heads=("value", "reward"))
-    assert cache is None and set(out) == {"value", "reward"}
+def test_heads_init_for_every_architecture():
+  configs = {
+      "llama": dict(qkv_bias=True, o_bias=True, tie_embeddings=False),
+      "mistral": dict(sliding_window=3),
+      "qwen2": dict(qkv_bias=True),
+      "qwen3": dict(qk_norm=True, head_dim=16),
+  }
+  tiny = dict(vocab_size=256, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
+              num_kv_heads=2)
+  for arch, extra in configs.items():
+    config = rlthink.ModelConfig(architecture=arch, **extra, **tiny)
+    shapes, logical = decoder.abstract_params(config, heads=decoder.HEADS)
+    trunk, _ = decoder.abstract_params(config)
     for head in ("value", "reward"):
-      assert out[head].shape == (2, 5) and out[head].dtype == np.float32
-      assert np.all(np.isfinite(out[head])) and np.std(np.asarray(out[head])) > 0
+      assert shapes[f"{head}_head"].shape == (32,) and logical[f"{head}_head"] == ("embed",)
+      assert shapes[f"{head}_bias"].shape == () and logical[f"{head}_bias"] == ()
+    assert jax.tree.structure(trunk) == jax.tree.structure(
+        {k: v for k, v in shapes.items() if not k.startswith(("value_", "reward_"))})
+  # One real init and forward (init compiles the whole model, so only once here).
+  params = decoder.init_params(config, jax.random.key(0), heads=("value", "reward"))
+  tokens = _tokens(6, (2, 5)) % 256
+  out, cache = jax.jit(functools.partial(decoder.forward, config, heads=("value", "reward")))(
+      params, tokens)
+  assert cache is None and set(out) == {"value", "reward"}
+  for head in ("value", "reward"):
+    assert out[head].shape == (2, 5) and out[head].dtype == np.float32
+    assert np.all(np.isfinite(out[head])) and np.std(np.asarray(out[head])) > 0

@@ -1,4 +1,4 @@
-"""Answer extraction and the verifiers on adversarial completions (rules in rlthink/tasks/answers.py)."""
+"""Answer extraction and the verifiers on adversarial completions (rules: tasks/answers.py)."""
 
 import decimal
 import random

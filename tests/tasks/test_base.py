@@ -145,3 +145,20 @@ def test_chat_template_is_used_only_when_asked_and_present():
   fmt = base.PromptFormat(chat_template="auto", system_prompt="Be brief.")
   assert fmt.prompt(question, tok) == "[system]Be brief.\n[user]1+2?\n[assistant]"
   assert base.PromptFormat().prompt(question, tok) == "1+2?\n"  # "never" is the default
+
+
+def test_data_build_reports_statistics(tmp_path):
+  from rlthink.tasks import data_cli
+  options = data_cli.parse_options(["size='tiny'", "seed=2", "shortcut_rate=0.5"])
+  assert options == {"size": "tiny", "seed": 2, "shortcut_rate": 0.5}
+  assert data_cli.parse_options(["size=tiny"]) == {"size": "tiny"}
+  with pytest.raises(ValueError, match="expected key=value"):
+    data_cli.parse_options(["tiny"])
+  stats = data_cli.build("general_qa", options, str(tmp_path))
+  assert stats["name"] == "rlthink_general_qa" and stats["version"] == "1.0.0"
+  assert stats["path"].startswith(str(tmp_path)) and stats["options"]["seed"] == 2
+  train = stats["splits"]["train"]
+  assert train["examples"] == 256 and stats["splits"]["test"]["examples"] == 64
+  examples = tasks.get("general_qa", **options, data_dir=str(tmp_path)).examples("train")
+  assert train["shortcut_works_mean"] == sum(e["shortcut_works"] for e in examples) / 256
+  assert '"examples": 256' in data_cli.format_statistics(stats)

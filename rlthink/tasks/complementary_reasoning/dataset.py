@@ -6,7 +6,8 @@ the contextual biography of every person asked about in the prompt), "comp" (pat
 groups; the prompt holds the contextual biography of each person a contextual relation is asked
 from). SFT(Mem) = biographies + mem. Test splits (complementary paths, held-out start people):
 "test_iid" (training comp paths), "test_composition" (unseen combinations of seen relations),
-"test_zero_shot" (paths with a relation never asked in training); default sizes 1500/900/600 (5:3:2).
+"test_zero_shot" (paths with a relation never asked in training); default sizes 1500/900/600
+(the paper's 5:3:2 mix).
 Start people are split once into training and test subjects, so no test question starts from a
 person any training question starts from. Ctx and comp questions start from a new person with
 probability `new_people_fraction` (the paper's "half new people, half from the parametric set").
@@ -64,17 +65,21 @@ class Options:
     lists = self.word_lists
     lists = lists.items() if isinstance(lists, Mapping) else lists
     object.__setattr__(self, "word_lists", tuple(sorted((str(k), str(v)) for k, v in lists)))
-    counts = ("num_people", "num_new_people", "num_mem", "num_ctx", "num_comp", "num_test_iid",
-              "num_test_composition", "num_test_zero_shot", "context_distractors")
-    checks = [(name, getattr(self, name) >= 0, ">= 0") for name in counts] + [
+    splits = ("num_mem", "num_ctx", "num_comp", "num_test_iid", "num_test_composition",
+              "num_test_zero_shot")
+    checks = [(name, getattr(self, name) >= 1, ">= 1 (TFDS writes no empty split)")
+              for name in splits] + [
         ("num_people", self.num_people >= 2, ">= 2"),
+        ("num_new_people", self.num_new_people >= 0, ">= 0"),
+        ("context_distractors", self.context_distractors >= 0, ">= 0"),
         ("hops", bool(self.hops) and all(2 <= h <= 5 for h in self.hops)
          and len(set(self.hops)) == len(self.hops), "distinct hop counts in 2..5"),
         ("hop_weights", len(self.hop_weights) == len(self.hops)
          and all(w > 0 for w in self.hop_weights), "one positive weight per hop count"),
         ("relation_fractions", len(self.relation_fractions) == 3
          and all(f >= 0 for f in self.relation_fractions)
-         and abs(sum(self.relation_fractions) - 1) < 1e-6, "(iid, composition, zero_shot) summing to 1"),
+         and abs(sum(self.relation_fractions) - 1) < 1e-6,
+         "(iid, composition, zero_shot) summing to 1"),
         ("new_people_fraction", 0 <= self.new_people_fraction <= 1
          and (self.num_new_people > 0 or self.new_people_fraction == 0),
          "in [0, 1], and 0 when num_new_people is 0"),
@@ -87,6 +92,12 @@ class Options:
                          f"expected {expected}")
     resources.check_overrides(dict(self.word_lists), world_lib.NAME_LISTS + VALUE_LISTS,
                               "word_lists")
+    first, last = (resources.load_words(n, dict(self.word_lists)) for n in world_lib.NAME_LISTS)
+    if self.num_people + self.num_new_people > len(first) * len(last):
+      raise ValueError(
+          f"complementary_reasoning: invalid option num_people={self.num_people} (with "
+          f"num_new_people={self.num_new_people}): more people than the {len(first) * len(last)} "
+          f"unique names of first_names x last_names")
 
 
 def _subject_pools(opts: Options) -> dict[str, dict[str, list[int]]]:
@@ -196,7 +207,8 @@ class _Generator:
             f"complementary_reasoning: could not draw question {index} of {count} for split "
             f"{split!r} (option num_{split}); the world (num_people={self.opts.num_people}, "
             f"num_new_people={self.opts.num_new_people}) is too small or the paths too "
-            f"constrained (hops={self.opts.hops}, relation_fractions={self.opts.relation_fractions})")
+            f"constrained (hops={self.opts.hops}, "
+            f"relation_fractions={self.opts.relation_fractions})")
       self.seen.add((start, tuple(path)))
       out.append(self.example(split, index, start, path, rng))
     return out

@@ -30,7 +30,8 @@ KINDS = ("iid", "composition", "zero_shot")
 
 
 def split_relations(seed: int, fractions: Sequence[float]) -> dict[str, str]:
-  """{relation: "iid" | "composition" | "zero_shot"} from (iid, composition, zero_shot) fractions."""
+  """{relation: "iid" | "composition" | "zero_shot"} from the (iid, composition, zero_shot)
+  fractions."""
   rng = resources.rng_for(seed, "relation_split")
   kinds = {}
   for group in (PARAMETRIC, CONTEXTUAL):
@@ -59,12 +60,18 @@ def groups(path: Sequence[str]) -> set[str]:
   return {RELATIONS[r].group for r in path}
 
 
+_PARAMETRIC = frozenset(PARAMETRIC)
+_TO_PERSON = frozenset(PERSON_RELATIONS)
+
+
 def can_hop(world: World, relation: str, person: int, visited: set[int]) -> bool:
   """Whether `relation` can be asked from `person` in a walk that has met `visited`."""
-  target = world.facts[relation][person]
-  if RELATIONS[relation].group == "parametric" and not world.is_parametric(person):
+  if relation in _PARAMETRIC and person >= world.num_parametric:
     return False
-  return not RELATIONS[relation].to_person or (target != -1 and target not in visited)
+  if relation not in _TO_PERSON:
+    return True
+  target = world.facts[relation][person]
+  return target != -1 and target not in visited
 
 
 def walk(world: World, start: int, path: Sequence[str]) -> list | None:
@@ -90,11 +97,16 @@ def random_path(rng: random.Random, world: World, start: int, hops: int,
   person_allowed = [r for r in allowed if r in PERSON_RELATIONS]
   path, visited, current = [], {start}, start
   for hop in range(hops):
-    options = [r for r in (allowed if hop == hops - 1 else person_allowed)
-               if can_hop(world, r, current, visited)]
-    if not options:
+    candidates = allowed if hop == hops - 1 else person_allowed
+    for _ in range(8):  # rejection first: the same uniform choice, usually without the filter
+      relation = candidates[rng.randrange(len(candidates))] if candidates else None
+      if relation is None or can_hop(world, relation, current, visited):
+        break
+    else:
+      options = [r for r in candidates if can_hop(world, r, current, visited)]
+      relation = options[rng.randrange(len(options))] if options else None
+    if relation is None:
       return None
-    relation = rng.choice(options)
     path.append(relation)
     if RELATIONS[relation].to_person:
       current = world.facts[relation][current]

@@ -12,6 +12,7 @@ import hashlib
 import importlib.resources
 import pathlib
 import random
+import re
 from typing import Iterable, Mapping
 
 _PACKAGE = "rlthink.tasks.resources"
@@ -97,23 +98,26 @@ def _syllable_rules() -> tuple[dict[str, tuple[str, ...]], tuple[str, ...]]:
   for pattern in patterns:
     unknown = set(pattern) - set(slots)
     if unknown:
-      raise ValueError(f"nonsense_syllables.txt: pattern {pattern!r} uses undefined slots {unknown}")
+      raise ValueError(f"nonsense_syllables.txt: pattern {pattern!r} uses undefined slots "
+                       f"{unknown}")
   return slots, patterns
 
 
 class NonsenseWords:
   """Draws distinct pronounceable nonsense words (4-5 letters) from a seeded stream.
 
-  Every word drawn from one instance is new, and never a word of `reserved` (English words and any
-  entries the caller passes), so separate knowledge sets drawn from one instance share no words.
+  Every word drawn from one instance is new, and never a word of `reserved` (English words, every
+  word of the shipped lists - names, cities... - and any text the caller passes), so separate
+  knowledge sets drawn from one instance share no words, and no nonsense word reads as a name.
   """
 
   def __init__(self, rng: random.Random, reserved: Iterable[str] = ()):
     self._rng = rng
     self._slots, self._patterns = _syllable_rules()
-    english = load_words("english_words")
-    self._used = {w.lower() for line in english for w in line.split()}
-    self._used |= {w.lower() for w in reserved}
+    texts = [line for name in list_names() if name != "nonsense_syllables"
+             for line in load_words(name)]
+    self._used = {w.lower() for text in [*texts, *reserved]
+                  for w in re.findall(r"[^\W\d_]+", text)}
 
   def _one(self) -> str:
     pattern = self._rng.choice(self._patterns)

@@ -1,0 +1,82 @@
+"""Supervised fine-tuning on a task's reference solutions (prompt tokens masked from the loss)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import gin
+
+from rlthink.policy import Policy
+from rlthink.tasks.base import Task
+from rlthink.tasks.pipeline import sft_dataset
+from rlthink.train import (Checkpointer, MetricsLogger, OptimizerConfig, create_state,
+                           make_optimizer, make_train_step, run_steps, sft_loss)
+
+_BATCH_KEYS = ("tokens", "loss_mask", "attention_mask", "segment_ids", "positions")
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class SFTConfig:
+  """steps: optimizer steps; packing: first-fit pack several examples per row (segment-masked)."""
+
+  steps: int = 300
+  batch_size: int = 32
+  max_length: int = 128
+  packing: bool = False
+  split: str = "train"
+  seed: int = 0
+  log_every: int = 10
+  checkpoint_every: int = 100
+
+  def __post_init__(self):
+    if self.steps < 1 or self.batch_size < 1 or self.max_length < 2:
+      raise ValueError(f"SFTConfig: steps, batch_size must be >= 1 and max_length >= 2: {self}")
+
+
+def run_sft(policy: Policy, task: Task, cfg: SFTConfig, optimizer_cfg: OptimizerConfig,
+            workdir: str, progress: bool = True) -> Policy:
+  """Fine-tunes `policy` on `task`'s reference completions; resumes from `<workdir>/sft`.
+
+  Returns the policy with the trained parameters. Re-running a finished phase restores its result.
+  """
+  if policy.tokenizer is None:
+    raise ValueError("SFT needs a policy with a tokenizer attached")
+  task.check_split(cfg.split)
+  phase_dir = os.path.join(workdir, "sft")
+  ckpt = Checkpointer(phase_dir, policy.config)
+  optimizer = make_optimizer(optimizer_cfg, cfg.steps)
+  state = create_state(policy.params, optimizer, cfg.seed)
+  data = iter(sft_dataset(task, cfg.split, policy.tokenizer, batch_size=cfg.batch_size,
+                          max_length=cfg.max_length, packing=cfg.packing, seed=cfg.seed,
+                          num_epochs=None))
+  start = 0
+  if ckpt.latest_step() is not None:
+    state, meta = ckpt.restore(state)
+    start = meta["position"]
+    data.set_state(meta["data_state"])
+  if start >= cfg.steps:
+    return policy.replace(params=state.params)
+
+  step_fn = make_train_step(sft_loss(policy.config, policy.mesh), optimizer, state,
+                            optimizer_cfg.grad_accum_steps)
+  logger = MetricsLogger(phase_dir, total=cfg.steps, initial=start, desc="sft",
+                         progress=progress)
+
+  def batch_at(i):  # called once per step, in order: the iterator position is the step
+    batch = next(data)
+    return {k: batch[k] for k in _BATCH_KEYS if k in batch}
+
+  def save(i, s):
+    ckpt.save(i, s, {"position": i, "data_state": data.get_state()})
+
+  try:
+    state, _ = run_steps(state, step_fn, batch_at, start, cfg.steps, mesh=policy.mesh,
+                         logger=logger, log_every=cfg.log_every,
+                         checkpoint_every=cfg.checkpoint_every, save=save,
+                         last_checkpoint=lambda: f"{ckpt.directory}/{ckpt.latest_step()}",
+                         prefix="sft/")
+  finally:
+    logger.close()
+  return policy.replace(params=state.params)

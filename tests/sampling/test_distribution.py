@@ -1,0 +1,77 @@
+"""The sampled next-token distribution: temperature, top-k and top-p against numpy references.
+
+Thousands of samples of one prompt's first completion token (num_samples rows, max_new_tokens=1)
+are compared with the distribution computed from one independent full forward pass. Each
+chi-square test is also run against a plausible wrong answer, to show it has the power to fail.
+"""
+
+import numpy as np
+import pytest
+import sampling_fixtures as sf
+
+import rlthink
+from rlthink.sampling import engine
+
+DRAWS = 4000
+PROMPT = sf.ragged_prompts(32, [5], seed=1)[0]
+
+
+def _draws(**options):
+  policy = sf.peaked_policy()
+  ro = rlthink.sample(policy, [PROMPT], max_new_tokens=1, num_samples=DRAWS, seed=11,
+                      stop_tokens=(), **options)
+  assert ro.completion_tokens.shape == (DRAWS, 1) and ro.completion_mask.all()
+  return ro.completion_tokens[:, 0], ro
+
+
+def _reference_logits() -> np.ndarray:
+  return np.asarray(sf.peaked_policy().logits([PROMPT]))[0, -1].astype(np.float64)
+
+
+def _assert_fits(tokens, probs, wrong_probs):
+  counts = np.bincount(tokens, minlength=probs.shape[0])
+  stat, df = sf.chi_square(counts, probs)
+  assert stat < sf.chi_square_critical(df), (stat, df)
+  wrong, wrong_df = sf.chi_square(counts, wrong_probs)
+  assert wrong > sf.chi_square_critical(wrong_df), "the test cannot tell the wrong distribution"
+
+
+def test_temperature_matches_softmax_of_scaled_logits():
+  logits = _reference_logits()
+  compiled = engine.generate._cache_size()
+  for temperature in (0.6, 1.0, 1.7):
+    tokens, ro = _draws(temperature=temperature)
+    probs = sf.softmax(logits / temperature)
+    wrong_t = 1.0 if temperature != 1.0 else 1.3
+    _assert_fits(tokens, probs, sf.softmax(logits / wrong_t))
+    # Both log-probs of each draw: under the policy (T = 1) and under the sampled distribution.
+    np.testing.assert_allclose(ro.logprobs[:, 0], np.log(sf.softmax(logits))[tokens], atol=1e-4)
+    np.testing.assert_allclose(ro.sampling_logprobs[:, 0], np.log(probs)[tokens], atol=1e-4)
+  # The temperature is an argument of the compiled program, not part of its cache key.
+  assert engine.generate._cache_size() <= compiled + 1
+
+
+@pytest.mark.parametrize("option,value", [("top_k", 4), ("top_p", 0.7)])
+def test_filters_only_emit_allowed_tokens_with_renormalized_probabilities(option, value):
+  logits = _reference_logits()
+  temperature = 0.9
+  scaled = logits / temperature
+  allowed = (sf.allowed_top_k(scaled, value) if option == "top_k"
+             else sf.allowed_top_p(scaled, value))
+  assert 1 < allowed.sum() < len(logits) // 2  # a filter that actually removes tokens
+  tokens, ro = _draws(temperature=temperature, **{option: value})
+  assert allowed[tokens].all(), sorted(set(tokens[~allowed[tokens]].tolist()))
+  probs = np.where(allowed, sf.softmax(scaled), 0.0)
+  probs /= probs.sum()
+  _assert_fits(tokens, probs, sf.softmax(scaled))
+  np.testing.assert_allclose(ro.sampling_logprobs[:, 0], np.log(probs[tokens]), atol=1e-4)
+  np.testing.assert_allclose(ro.logprobs[:, 0], np.log(sf.softmax(logits))[tokens], atol=1e-4)
+
+
+def test_greedy_is_argmax_with_zero_sampling_logprob():
+  tokens, ro = _draws(temperature=0.0)
+  logits = _reference_logits()
+  assert (tokens == np.argmax(logits)).all()
+  assert (ro.sampling_logprobs == 0).all()
+  np.testing.assert_allclose(ro.logprobs[:, 0], np.log(sf.softmax(logits)[np.argmax(logits)]),
+                             atol=1e-4)
