@@ -5,7 +5,7 @@ Workdir layout:
   config.gin        the operative gin config of the run
   sft/, ei/         each stage's checkpoints, metrics.jsonl and TensorBoard events
   eval/<stage>.json evaluation after each stage (reused when a resumed run gets there again)
-  results.json, results.md, pass_at_k.png, ei_history.png
+  results.json, results.md, pass_at_k.png, <stage>_history.png
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import logging
 import os
 
 import gin
+import jax
+import numpy as np
 
 from rlthink import algorithms
 from rlthink.evaluation import EvalConfig, evaluate
@@ -33,7 +35,8 @@ class Experiment:
   """What to run.
 
   task / task_options: `rlthink.tasks.get(task, **task_options)`.
-  stages: algorithms run in order, each starting from the previous one's policy: "sft", "ei".
+  stages: algorithms run in order, each starting from the previous one's policy (names from
+    `rlthink.algorithms.STAGES`: "sft", "ei", ...).
   tokenizer: "builtin" (the character-level tokenizer), a local tokenizer directory, or None to
     use the one saved with a Hugging Face model.
   evaluate_initial: also evaluate the model before the first stage.
@@ -55,20 +58,71 @@ class Experiment:
       algorithms.check_stage(stage)
 
 
-def _tokenizer(spec: str | None, policy):
+def attach_tokenizer(policy, spec: str | None):
+  """The policy with its tokenizer ("builtin", a local directory, or None: the model's own) and
+  the tokenizer's special ids in its config."""
   from rlthink.models import tokenizer as tok
   if spec is None:
     if policy.tokenizer is None:
       raise ValueError("Experiment.tokenizer=None but the model directory has no tokenizer")
-    return policy.tokenizer
-  return tok.builtin_tokenizer() if spec == "builtin" else tok.load_tokenizer(spec)
+    tokenizer = policy.tokenizer
+  else:
+    tokenizer = tok.builtin_tokenizer() if spec == "builtin" else tok.load_tokenizer(spec)
+  if len(tokenizer) > policy.config.vocab_size:
+    raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the model's vocab_size is "
+                     f"{policy.config.vocab_size}")
+  config = policy.config
+  if config.pad_token_id is None and tokenizer.pad_token_id is not None:
+    config = config.replace(pad_token_id=tokenizer.pad_token_id,
+                            eos_token_id=tokenizer.eos_token_id,
+                            bos_token_id=tokenizer.bos_token_id)
+  return policy.replace(tokenizer=tokenizer, config=config)
+
+
+def load_stage_params(workdir: str, stage: str, policy):
+  """The policy parameters of the latest checkpoint of `stage` in `workdir`, on the policy's
+  devices and shardings. Raises naming the directory when there is none or it does not match."""
+  from rlthink.train import Checkpointer
+  directory = os.path.join(workdir, algorithms.check_stage(stage))
+  if not os.path.isdir(os.path.join(directory, "checkpoints")):
+    raise FileNotFoundError(f"no checkpoints of stage {stage!r} under {directory}")
+  ckpt = Checkpointer(directory, policy.config)
+  meta = ckpt.read_meta()
+  if meta is None:
+    raise FileNotFoundError(f"no checkpoints of stage {stage!r} under {directory}")
+  ckpt.check_compatible(meta)
+  tree = ckpt.restore_raw()
+  # Drivers save a TrainState ({"params", ...}) or {"state": TrainState, ...}.
+  node = tree.get("state", tree) if isinstance(tree, dict) else tree
+  node = node.get("policy", node) if isinstance(node, dict) and "params" not in node else node
+  params = node["params"]
+  shardings = jax.tree.map(lambda x: x.sharding, policy.params)
+  return jax.tree.map(lambda x, s: jax.device_put(np.asarray(x), s), params, shardings)
+
+
+def evaluate_run(workdir: str, stage: str | None = None) -> dict:
+  """`rlthink eval`: evaluates the gin-named model (or a stage's final checkpoint of `workdir`)
+  on the experiment's task; writes eval/<name>.json and .md under `workdir`."""
+  from rlthink import tasks
+  exp = Experiment()
+  workdir = ensure_writable(workdir)
+  task = tasks.get(exp.task, data_dir=exp.data_dir or os.path.join(workdir, "data"),
+                   **dict(exp.task_options))
+  policy = attach_tokenizer(ModelSpec().build(MeshSpec().build()), exp.tokenizer)
+  name = "model"
+  if stage:
+    policy = policy.replace(params=load_stage_params(workdir, stage, policy))
+    name = f"{stage}_final"
+  results = evaluate(policy, task, EvalConfig())
+  report.write_json(os.path.join(workdir, "eval", f"{name}.json"), results)
+  with open(os.path.join(workdir, "eval", f"{name}.md"), "w") as f:
+    f.write(report.markdown_table([(name, results)]))
+  return results
 
 
 def run(workdir: str, experiment: Experiment | None = None, progress: bool = True) -> dict:
   """Runs (or resumes) the experiment in `workdir`; returns {stage: eval results}."""
   from rlthink import tasks  # TFDS and grain load only when an experiment runs
-  from rlthink.algorithms.expert_iteration import EIConfig, run_expert_iteration
-  from rlthink.algorithms.sft import SFTConfig, run_sft
 
   exp = experiment or Experiment()
   workdir = ensure_writable(workdir)
@@ -77,17 +131,7 @@ def run(workdir: str, experiment: Experiment | None = None, progress: bool = Tru
   task = tasks.get(exp.task, data_dir=exp.data_dir or os.path.join(workdir, "data"),
                    **dict(exp.task_options))
   eval_cfg, opt_cfg = EvalConfig(), OptimizerConfig()
-  mesh = MeshSpec().build()
-  policy = ModelSpec().build(mesh)
-  tokenizer = _tokenizer(exp.tokenizer, policy)
-  if len(tokenizer) > policy.config.vocab_size:
-    raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the model's vocab_size is "
-                     f"{policy.config.vocab_size}")
-  policy = policy.replace(tokenizer=tokenizer)
-  if policy.config.pad_token_id is None and tokenizer.pad_token_id is not None:
-    policy = policy.replace(config=policy.config.replace(
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.bos_token_id))
+  policy = attach_tokenizer(ModelSpec().build(MeshSpec().build()), exp.tokenizer)
 
   def evaluated(name: str, current) -> dict:
     path = os.path.join(workdir, "eval", f"{name}.json")
@@ -101,27 +145,25 @@ def run(workdir: str, experiment: Experiment | None = None, progress: bool = Tru
   rows = []
   if exp.evaluate_initial:
     rows.append(("init", evaluated("init", policy)))
-  history = []
+  histories = {}
+  headline = lambda p: _headline(evaluate(p, task, eval_cfg))
   for stage in exp.stages:
-    if stage == "sft":
-      policy = run_sft(policy, task, SFTConfig(), opt_cfg, workdir, progress=progress)
-    elif stage == "ei":
-      on_iteration = lambda i, p: {f"eval_{k}": v for k, v in _headline(evaluate(
-          p, task, eval_cfg)).items()}
-      policy, history = run_expert_iteration(policy, task, EIConfig(), opt_cfg, workdir,
-                                             on_iteration=on_iteration, progress=progress)
+    runner = algorithms.stage_runner(stage)
+    policy, histories[stage] = runner(policy, task, opt_cfg, workdir, evaluate_fn=headline,
+                                      progress=progress)
     rows.append((stage, evaluated(stage, policy)))
 
   results = dict(rows)
   report.write_json(os.path.join(workdir, "results.json"), {"results": results,
-                                                            "ei_history": history})
+                                                            "history": histories})
   table = report.markdown_table(rows)
   with open(os.path.join(workdir, "results.md"), "w") as f:
     f.write(f"# {exp.task}: {' -> '.join(exp.stages)}\n\n{table}")
   report.plot_pass_curves(rows, os.path.join(workdir, "pass_at_k.png"))
-  if history:
-    keys = ["solve_rate"] + sorted(k for k in history[0] if k.startswith("eval_"))
-    report.plot_history(history, keys, os.path.join(workdir, "ei_history.png"))
+  for stage, history in histories.items():
+    if history:
+      keys = sorted(k for k in history[0] if k == "solve_rate" or k.startswith("eval_"))
+      report.plot_history(history, keys, os.path.join(workdir, f"{stage}_history.png"))
   print(table, flush=True)
   return results
 

@@ -34,6 +34,12 @@ CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fil
 # Add a module here when it gains a configurable.
 CONFIGURABLE_MODULES: tuple[str, ...] = (
     "rlthink.gin_utils",
+    "rlthink.sampling.config",
+    "rlthink.train.optim",
+    "rlthink.evaluation.evaluate",
+    "rlthink.algorithms.sft",
+    "rlthink.algorithms.expert_iteration",
+    "rlthink.experiment",
 )
 
 

@@ -198,3 +198,12 @@ def _freeze(x):
 
 def _jsonable(x):
   return [_jsonable(v) for v in x] if isinstance(x, (list, tuple)) else x
+
+
+def run_stage(policy, task, optimizer_cfg, workdir, *, evaluate_fn=None, progress=True):
+  """The experiment-stage entry point (see `rlthink.algorithms`)."""
+  on_iteration = None
+  if evaluate_fn is not None:
+    on_iteration = lambda i, p: {f"eval_{k}": v for k, v in evaluate_fn(p).items()}
+  return run_expert_iteration(policy, task, EIConfig(), optimizer_cfg, workdir,
+                              on_iteration=on_iteration, progress=progress)

@@ -80,3 +80,9 @@ def run_sft(policy: Policy, task: Task, cfg: SFTConfig, optimizer_cfg: Optimizer
   finally:
     logger.close()
   return policy.replace(params=state.params)
+
+
+def run_stage(policy, task, optimizer_cfg, workdir, *, evaluate_fn=None, progress=True):
+  """The experiment-stage entry point (see `rlthink.algorithms`)."""
+  del evaluate_fn
+  return run_sft(policy, task, SFTConfig(), optimizer_cfg, workdir, progress), []

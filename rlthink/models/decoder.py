@@ -135,17 +135,25 @@ class Attention(nn.Module):
     q_slots, key_valid, q_segments, k_segments, index = ctx
     kv_layout = "bskd"
     if layer_cache is not None:  # write this step's keys/values into their slots, attend to all
-      # The whole [L, B, K, S, D] cache is carried through the layer scan and written in place at
-      # (layer, :, :, index): scanning it as xs/ys would rebuild (copy) the full cache every step.
-      # Heads before slots, so the attention dots read each layer's cache without a transpose.
+      # Scanned layers carry the whole [L, B, K, S, D] cache through the scan and write it in
+      # place at (layer, :, :, index): scanning it as xs/ys would rebuild (copy) the full cache
+      # every step. Unrolled layers (layer None) each get their own [B, K, S, D] buffer. Heads
+      # before slots, so the attention dots read a layer's cache without a transpose.
       k_all, v_all, layer = layer_cache
-      start = (layer, 0, 0, index, 0)
-      put = lambda all_, new: jax.lax.dynamic_update_slice(
-          all_, jnp.swapaxes(new, 1, 2)[None].astype(all_.dtype), start)
-      k_all, v_all = put(k_all, k), put(v_all, v)
-      layer_cache = (k_all, v_all, layer + 1)
-      k = jax.lax.dynamic_index_in_dim(k_all, layer, 0, keepdims=False).astype(dt)
-      v = jax.lax.dynamic_index_in_dim(v_all, layer, 0, keepdims=False).astype(dt)
+      new_k, new_v = jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2)  # [B, K, T, D]
+      if layer is None:
+        start, new_k, new_v = (0, 0, index, 0), new_k, new_v
+      else:
+        start, new_k, new_v = (layer, 0, 0, index, 0), new_k[None], new_v[None]
+      k_all = jax.lax.dynamic_update_slice(k_all, new_k.astype(k_all.dtype), start)
+      v_all = jax.lax.dynamic_update_slice(v_all, new_v.astype(v_all.dtype), start)
+      if layer is None:
+        k, v = k_all.astype(dt), v_all.astype(dt)
+      else:
+        k = jax.lax.dynamic_index_in_dim(k_all, layer, 0, keepdims=False).astype(dt)
+        v = jax.lax.dynamic_index_in_dim(v_all, layer, 0, keepdims=False).astype(dt)
+        layer = layer + 1
+      layer_cache = (k_all, v_all, layer)
       kv_layout = "bksd"
 
     use_cudnn = (cfg.attention_impl == "cudnn" and layer_cache is None and key_valid is None
@@ -186,7 +194,8 @@ class DecoderLayer(nn.Module):
 
   @nn.compact
   def __call__(self, carry, positions, ctx):
-    x, layer_cache = carry  # layer_cache: None or (k [L,B,K,S,D], v, this layer's index)
+    # layer_cache: None, (k [L,B,K,S,D], v, this layer's index) or (k [B,K,S,D], v, None)
+    x, layer_cache = carry
     h, layer_cache = Attention(self.config, self.mesh, name="attn")(
         RMSNorm(self.config, name="input_norm")(x), positions, ctx, layer_cache)
     x = x + h
@@ -201,6 +210,7 @@ class Transformer(nn.Module):
   config: ModelConfig
   mesh: Mesh | None = None
   heads: tuple[str, ...] = ("logits",)
+  unrolled: bool = False  # one module per layer ("layers_0", ...) instead of the scanned stack
 
   @nn.compact
   def __call__(self, tokens, positions, ctx, cache):
@@ -215,11 +225,22 @@ class Transformer(nn.Module):
     layer = DecoderLayer
     if cfg.remat:
       layer = nn.remat(layer, prevent_cse=False)
-    stack = nn.scan(layer, variable_axes={"params": 0}, split_rngs={"params": True},
-                    in_axes=(nn.broadcast, nn.broadcast), length=cfg.num_layers,
-                    metadata_params={nn.PARTITION_NAME: "layers"})
-    layer_caches = None if cache is None else (cache["k"], cache["v"], jnp.int32(0))
-    (x, layer_caches), _ = stack(cfg, self.mesh, name="layers")((x, layer_caches), positions, ctx)
+    if self.unrolled:  # per-layer weights and cache buffers: nothing is sliced out of a stack
+      ks, vs = (None, None) if cache is None else (list(cache["k"]), list(cache["v"]))
+      for i in range(cfg.num_layers):
+        layer_cache = None if cache is None else (ks[i], vs[i], None)
+        (x, layer_cache), _ = layer(cfg, self.mesh, name=f"layers_{i}")(
+            (x, layer_cache), positions, ctx)
+        if cache is not None:
+          ks[i], vs[i] = layer_cache[0], layer_cache[1]
+      layer_caches = None if cache is None else (tuple(ks), tuple(vs))
+    else:
+      stack = nn.scan(layer, variable_axes={"params": 0}, split_rngs={"params": True},
+                      in_axes=(nn.broadcast, nn.broadcast), length=cfg.num_layers,
+                      metadata_params={nn.PARTITION_NAME: "layers"})
+      layer_caches = None if cache is None else (cache["k"], cache["v"], jnp.int32(0))
+      (x, layer_caches), _ = stack(cfg, self.mesh, name="layers")((x, layer_caches), positions,
+                                                                   ctx)
     x = RMSNorm(cfg, name="final_norm")(x)
 
     outputs = {}
@@ -292,8 +313,12 @@ CACHE_AXES = {"k": ("layers", "batch", "kv_heads", "cache_length", "head_dim"),
 
 
 def init_cache(config: ModelConfig, batch: int, length: int, mesh: Mesh | None = None,
-               dtype: Any = None) -> dict:
-  """An empty KV cache of `length` slots: k/v [L, B, K, S, D], valid bool[B, S], index int32[]."""
+               dtype: Any = None, per_layer: bool = False) -> dict:
+  """An empty KV cache of `length` slots: k/v [L, B, K, S, D], valid bool[B, S], index int32[].
+
+  per_layer: k/v as tuples of L arrays [B, K, S, D] instead, for unrolled layers
+  (`unstack_layers` params).
+  """
   if length > config.max_seq_len:
     raise ValueError(f"cache length {length} exceeds the model's max_seq_len {config.max_seq_len}")
   dtype = dtype or _dtype(config.dtype)
@@ -303,7 +328,20 @@ def init_cache(config: ModelConfig, batch: int, length: int, mesh: Mesh | None =
   if mesh is not None:
     cache = {k: jax.device_put(v, sharding.named_sharding(mesh, CACHE_AXES[k], v.shape))
              for k, v in cache.items()}
+  if per_layer:
+    cache.update(k=tuple(cache["k"]), v=tuple(cache["v"]))
   return cache
+
+
+def unstack_layers(params):
+  """The same parameters with the stacked `layers` split into `layers_0`, ..., `layers_{L-1}`:
+  `forward` then runs the layers unrolled, each reading its own weight (and cache) buffers.
+  Compiles L layer bodies instead of one; the sampler's decode loop uses it."""
+  layers = params["layers"]
+  num_layers = jax.tree.leaves(layers)[0].shape[0]
+  rest = {k: v for k, v in params.items() if k != "layers"}
+  return {**rest, **{f"layers_{i}": jax.tree.map(lambda p, i=i: p[i], layers)
+                     for i in range(num_layers)}}
 
 
 def forward(config: ModelConfig, params, tokens: jax.Array, *, positions: jax.Array | None = None,
@@ -322,7 +360,13 @@ def forward(config: ModelConfig, params, tokens: jax.Array, *, positions: jax.Ar
     cache: from `init_cache`: the tokens are written at `cache["index"]` and attend to every valid
       earlier slot; the returned cache has the index advanced by T.
     heads: any of "logits" (float32[B, T, V]), "value" and "reward" (float32[B, T]).
+
+  `params` from `unstack_layers` run the layers unrolled (with a `per_layer` cache).
   """
+  unrolled = "layers" not in params
+  if cache is not None and unrolled != isinstance(cache["k"], (tuple, list)):
+    raise ValueError("stacked params need a stacked cache and unstack_layers params a per_layer "
+                     "cache (init_cache(..., per_layer=True))")
   b, t = tokens.shape
   valid = jnp.ones((b, t), bool) if attention_mask is None else attention_mask.astype(bool)
   if cache is None:
@@ -342,5 +386,5 @@ def forward(config: ModelConfig, params, tokens: jax.Array, *, positions: jax.Ar
     cache = dict(cache, valid=key_valid, index=index + t)
     q_slots = index + jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
     ctx = (q_slots, key_valid, None, None, index)
-  model = Transformer(config, mesh, tuple(heads))
+  model = Transformer(config, mesh, tuple(heads), unrolled)
   return model.apply({"params": params}, tokens, positions.astype(jnp.int32), ctx, cache)

@@ -33,34 +33,62 @@ def _row_keys(seed: jax.Array, rows: int) -> jax.Array:
   return jax.vmap(jax.random.fold_in, (None, 0))(base, jnp.arange(rows, dtype=jnp.uint32))
 
 
-def _put_prompt_cache(cache: dict, prompt_cache: dict, num_samples: int, mesh) -> dict:
-  """Writes the prefilled prompt cache ([.., B, P-1, ..]) repeated per sample into `cache`."""
+@functools.partial(jax.jit, static_argnames=("config", "unroll"))
+def params_for_sampling(params, config: ModelConfig, unroll: bool = True):
+  """The parameters as the decode loop reads them best; changes no number.
+
+  Weights, embeddings and biases in the compute dtype (the decoder casts them at every use
+  anyway; with float32 master weights the loop would otherwise read 4 bytes per parameter per
+  step, not 2); norm scales unchanged (applied in float32). With `unroll`, the stacked layers split
+  into per-layer buffers (`decoder.unstack_layers`), so no matmul in the loop reads a slice of a
+  stacked array. A program of its own: inside `generate`, XLA would sink these copies back into
+  the loop body.
+  """
+  dtype = jnp.dtype(config.dtype)
+
+  def cast(path, x):
+    if getattr(path[-1], "key", None) == "scale" or not jnp.issubdtype(x.dtype, jnp.floating):
+      return x
+    return x.astype(dtype)
+
+  params = jax.tree_util.tree_map_with_path(cast, params)
+  return decoder.unstack_layers(params) if unroll else params
+
+
+def _put_prompt_cache(cache: dict, prompt_cache: dict, num_samples: int) -> dict:
+  """Writes the prefilled prompt cache (P - 1 slots) repeated per sample into `cache`."""
   def put(big, small, batch_axis):
     small = jnp.repeat(small, num_samples, axis=batch_axis)
     return jax.lax.dynamic_update_slice(big, small.astype(big.dtype), (0,) * big.ndim)
 
-  return dict(cache, k=put(cache["k"], prompt_cache["k"], 1), v=put(cache["v"], prompt_cache["v"], 1),
-              valid=put(cache["valid"], prompt_cache["valid"], 0), index=prompt_cache["index"])
+  per_layer = isinstance(cache["k"], tuple)  # [B, K, S, D] per layer, or stacked [L, B, K, S, D]
+  kv = {name: jax.tree.map(lambda big, small: put(big, small, 0 if per_layer else 1),
+                           cache[name], prompt_cache[name]) for name in ("k", "v")}
+  return dict(cache, **kv, valid=put(cache["valid"], prompt_cache["valid"], 0),
+              index=prompt_cache["index"])
 
 
 @functools.partial(
     jax.jit, donate_argnames=("cache",),
-    static_argnames=("config", "mesh", "max_new_tokens", "num_samples", "greedy", "top_k",
-                     "use_top_p", "pad_id"))
+    static_argnames=("config", "mesh", "max_new_tokens", "num_samples", "greedy",
+                     "use_temperature", "top_k", "use_top_p", "pad_id"))
 def generate(params, cache: dict, prompt_tokens: jax.Array, prompt_mask: jax.Array,
              seed: jax.Array, temperature: jax.Array, top_p: jax.Array, stop_tokens: jax.Array,
              *, config: ModelConfig, mesh: Mesh | None, max_new_tokens: int, num_samples: int,
-             greedy: bool, top_k: int | None, use_top_p: bool, pad_id: int):
+             greedy: bool, use_temperature: bool, top_k: int | None, use_top_p: bool,
+             pad_id: int):
   """Samples `max_new_tokens` tokens (or until a stop token) for every row.
 
   Args:
-    params: the decoder parameters.
-    cache: an empty decode cache (`decoder.init_cache`) of N = B * num_samples rows and
-      P + max_new_tokens slots; donated.
+    params: the decoder parameters, best from `params_for_sampling` (stacked or per-layer).
+    cache: an empty decode cache (`decoder.init_cache`, per_layer for per-layer params) of
+      N = B * num_samples rows and P - 1 + max_new_tokens slots; donated.
     prompt_tokens: int32[B, P] left-padded prompts; prompt_mask: bool[B, P]. A row with an empty
       mask is padding: it is marked finished from the start.
     seed: uint32 scalar; temperature, top_p: float32 scalars; stop_tokens: int32[K] (-1 = unused).
     greedy: argmax decoding (temperature, top-k and top-p are then unused).
+    use_temperature / top_k / use_top_p: which processors apply. With none of them the sampling
+      distribution is the policy's, and its log-probs are not computed twice.
 
   Returns:
     ({"tokens", "logprobs", "sampling_logprobs": [N, C], "lengths": int32[N],
@@ -71,11 +99,11 @@ def generate(params, cache: dict, prompt_tokens: jax.Array, prompt_mask: jax.Arr
   batch = lambda x: sharding.constrain(x, ("batch",) + (None,) * (x.ndim - 1), mesh)
 
   # 1-2. Prefill all prompt tokens but the last, once per prompt; share the cache across samples.
-  prompt_cache = decoder.init_cache(config, b, p - 1)
+  prompt_cache = decoder.init_cache(config, b, p - 1, per_layer="layers" not in params)
   _, prompt_cache = decoder.forward(config, params, prompt_tokens[:, :-1],
                                     attention_mask=prompt_mask[:, :-1], cache=prompt_cache,
                                     heads=(), mesh=mesh)
-  cache = _put_prompt_cache(cache, prompt_cache, num_samples, mesh)
+  cache = _put_prompt_cache(cache, prompt_cache, num_samples)
   last_token = batch(jnp.repeat(prompt_tokens[:, -1], num_samples))
   padding_row = batch(jnp.repeat(~jnp.any(prompt_mask, axis=1), num_samples))
   row_keys = batch(_row_keys(seed, n))
@@ -87,14 +115,15 @@ def generate(params, cache: dict, prompt_tokens: jax.Array, prompt_mask: jax.Arr
     logits = outputs["logits"][:, 0]                                 # float32[N, V]
     if greedy:
       new = jnp.argmax(logits, axis=-1).astype(jnp.int32)
-      sampling_lp = jnp.zeros((n,), jnp.float32)
+      logprob = ops.token_logprobs(logits, new)
+      sampling_lp = jnp.zeros((n,), jnp.float32)  # a point mass
     else:
-      processed = processors.process_logits(logits, temperature, top_k,
-                                            top_p if use_top_p else None)
+      processed = processors.process_logits(logits, temperature if use_temperature else None,
+                                            top_k, top_p if use_top_p else None)
       keys = jax.vmap(jax.random.fold_in, (0, None))(row_keys, step)
       new = processors.draw(keys, processed)
-      sampling_lp = ops.token_logprobs(processed, new)
-    logprob = ops.token_logprobs(logits, new)
+      logprob = ops.token_logprobs(logits, new)
+      sampling_lp = logprob if processed is logits else ops.token_logprobs(processed, new)
     live = ~done
     new = jnp.where(live, new, pad_id)
     columns = {"tokens": new, "logprobs": jnp.where(live, logprob, 0.0),

@@ -13,18 +13,22 @@ import jax.numpy as jnp
 _MASKED = -jnp.inf  # filtered tokens: exp(-inf) = 0 exactly, so they are never drawn
 
 
-def process_logits(logits: jax.Array, temperature: jax.Array, top_k: int | None,
+def process_logits(logits: jax.Array, temperature: jax.Array | None, top_k: int | None,
                    top_p: jax.Array | None) -> jax.Array:
   """The logits of the sampling distribution: float32[N, V], -inf where a filter removed a token.
 
   Args:
     logits: float32[N, V] raw next-token logits.
-    temperature: float32 scalar > 0 (greedy decoding does not come here).
+    temperature: float32 scalar > 0 (greedy decoding does not come here); None for 1.
     top_k: keep the k largest logits (ties with the k-th are kept too); None keeps all. Static.
     top_p: keep the smallest set of most likely tokens whose probability reaches top_p (always at
       least the most likely one); None keeps all.
   """
-  x = logits.astype(jnp.float32) / temperature
+  if temperature is None and top_k is None and top_p is None:
+    return logits  # the policy's own distribution (callers may test `is logits`)
+  x = logits.astype(jnp.float32)
+  if temperature is not None:
+    x = x / temperature
   if top_k is not None:
     top_values = jax.lax.top_k(x, top_k)[0]                    # [N, k], descending
     x = jnp.where(x < top_values[:, -1:], _MASKED, x)

@@ -8,6 +8,7 @@ batch axes divide. Padding prompts are dropped from the result.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from typing import Any, Sequence
@@ -106,37 +107,28 @@ def _check_options(config, longest: int, longest_index: int, max_new_tokens, tem
         f"max_seq_len={config.max_seq_len}; shorten the prompt or max_new_tokens")
 
 
-@functools.partial(jax.jit, static_argnames=("config", "batch", "length", "mesh"))
-def _empty_cache(config, batch: int, length: int, mesh) -> dict:
+@functools.partial(jax.jit, static_argnames=("config", "batch", "length", "mesh", "per_layer"))
+def _empty_cache(config, batch: int, length: int, mesh, per_layer: bool) -> dict:
   cache = decoder.init_cache(config, batch, length)
-  return {k: sharding.constrain(v, decoder.CACHE_AXES[k], mesh) for k, v in cache.items()}
+  cache = {k: sharding.constrain(v, decoder.CACHE_AXES[k], mesh) for k, v in cache.items()}
+  if per_layer:
+    cache.update(k=tuple(cache["k"]), v=tuple(cache["v"]))
+  return cache
 
 
-def sample(policy, prompts, *, max_new_tokens: int, temperature: float = 1.0,
-           top_k: int | None = None, top_p: float | None = None, num_samples: int = 1,
-           seed: int = 0, stop_tokens: Sequence[int] | None = None) -> Rollouts:
-  """Samples `num_samples` completions of each prompt with the policy.
+@dataclasses.dataclass(frozen=True)
+class _Request:
+  """A checked, padded request: the engine's arguments and what `Rollouts` needs back."""
+  args: tuple
+  static: dict
+  tokens: np.ndarray      # int32[B, P] padded prompts (B bucketed)
+  mask: np.ndarray        # bool[B, P]
+  num_prompts: int
+  num_samples: int
 
-  Args:
-    policy: a `rlthink.Policy` (its mesh shards the batch over (data, fsdp), heads over tensor).
-    prompts: token-id lists of any lengths (or strings, when the policy has a tokenizer).
-    max_new_tokens: C, the most tokens sampled per completion.
-    temperature: softmax temperature; 0 means greedy (argmax) decoding.
-    top_k / top_p: keep only the k most likely tokens / the smallest set of most likely tokens
-      with probability >= top_p (applied after the temperature, top-k first). None: no filter.
-    num_samples: completions per prompt; the prompt is prefilled once and shared.
-    seed: the same seed gives the same rollouts on any mesh and batch composition.
-    stop_tokens: a row finishes after sampling one of these ids (kept as its last token). None:
-      the model's (and tokenizer's) eos id; () never stops early.
 
-  Returns:
-    `Rollouts` with N = len(prompts) * num_samples rows (row i * num_samples + j is sample j of
-    prompt i), as numpy arrays.
-
-  Raises:
-    ValueError / TypeError before compiling anything, for empty prompts, token ids outside the
-    vocabulary, prompts that do not fit the cache with max_new_tokens, or bad options.
-  """
+def _request(policy, prompts, max_new_tokens, temperature, top_k, top_p, num_samples, seed,
+             stop_tokens, unroll_layers) -> _Request:
   config = policy.config
   rows = _check_prompts(prompts, config.vocab_size, policy.tokenizer)
   stop_tokens = _default_stop_tokens(policy) if stop_tokens is None else tuple(stop_tokens)
@@ -161,20 +153,70 @@ def sample(policy, prompts, *, max_new_tokens: int, temperature: float = 1.0,
   mesh = policy.mesh
   put = (lambda x: jnp.asarray(x)) if mesh is None else (
       lambda x: jax.device_put(x, sharding.batch_sharding(mesh, x.shape)))
-  cache = _empty_cache(config, b * num_samples, p - 1 + max_new_tokens, mesh)
+  cache = _empty_cache(config, b * num_samples, p - 1 + max_new_tokens, mesh, unroll_layers)
   greedy = temperature == 0
   top_p = None if top_p is not None and top_p >= 1 else top_p  # 1 keeps every token: no sort
-  out, _ = engine.generate(
-      policy.params, cache, put(tokens), put(mask), jnp.uint32(seed),
-      jnp.float32(temperature if not greedy else 1.0), jnp.float32(1.0 if top_p is None else top_p),
-      jnp.asarray(stops), config=config, mesh=mesh, max_new_tokens=max_new_tokens,
-      num_samples=num_samples, greedy=greedy, top_k=None if greedy else top_k,
-      use_top_p=top_p is not None and not greedy, pad_id=pad_id)
-  return _to_rollouts(jax.device_get(out), tokens, mask, num_prompts, num_samples)
+  params = policy.params
+  if unroll_layers or config.param_dtype != config.dtype:
+    params = engine.params_for_sampling(params, config, unroll_layers)
+  args = (params, cache, put(tokens), put(mask), jnp.uint32(seed),
+          jnp.float32(1.0 if greedy else temperature), jnp.float32(1.0 if top_p is None else top_p),
+          jnp.asarray(stops))
+  static = dict(config=config, mesh=mesh, max_new_tokens=max_new_tokens, num_samples=num_samples,
+                greedy=greedy, use_temperature=not greedy and temperature != 1,
+                top_k=None if greedy else top_k,
+                use_top_p=top_p is not None and not greedy, pad_id=pad_id)
+  return _Request(args, static, tokens, mask, num_prompts, num_samples)
 
 
-def _to_rollouts(out: dict[str, Any], tokens, mask, num_prompts: int, num_samples: int
-                 ) -> Rollouts:
+def sample(policy, prompts, *, max_new_tokens: int, temperature: float = 1.0,
+           top_k: int | None = None, top_p: float | None = None, num_samples: int = 1,
+           seed: int = 0, stop_tokens: Sequence[int] | None = None,
+           unroll_layers: bool = True) -> Rollouts:
+  """Samples `num_samples` completions of each prompt with the policy.
+
+  Args:
+    policy: a `rlthink.Policy` (its mesh shards the batch over (data, fsdp), heads over tensor).
+    prompts: token-id lists of any lengths (or strings, when the policy has a tokenizer).
+    max_new_tokens: C, the most tokens sampled per completion.
+    temperature: softmax temperature; 0 means greedy (argmax) decoding.
+    top_k / top_p: keep only the k most likely tokens / the smallest set of most likely tokens
+      with probability >= top_p (applied after the temperature, top-k first). None: no filter.
+    num_samples: completions per prompt; the prompt is prefilled once and shared.
+    seed: the same seed gives the same rollouts on any mesh and batch composition.
+    stop_tokens: a row finishes after sampling one of these ids (kept as its last token). None:
+      the model's (and tokenizer's) eos id; () never stops early.
+    unroll_layers: compile the layers one by one, each with its own weight and KV-cache buffers
+      (a per-call copy of the weights in the compute dtype), so the decode loop never slices a
+      stacked array; False runs the scanned stack (one compiled layer: faster compilation).
+
+  Returns:
+    `Rollouts` with N = len(prompts) * num_samples rows (row i * num_samples + j is sample j of
+    prompt i), as numpy arrays.
+
+  Raises:
+    ValueError / TypeError before compiling anything, for empty prompts, token ids outside the
+    vocabulary, prompts that do not fit the cache with max_new_tokens, or bad options.
+  """
+  req = _request(policy, prompts, max_new_tokens, temperature, top_k, top_p, num_samples, seed,
+                 stop_tokens, unroll_layers)
+  out, _ = engine.generate(*req.args, **req.static)
+  return _to_rollouts(jax.device_get(out), req)
+
+
+def lower_sample(policy, prompts, *, max_new_tokens: int, temperature: float = 1.0,
+                 top_k: int | None = None, top_p: float | None = None, num_samples: int = 1,
+                 seed: int = 0, stop_tokens: Sequence[int] | None = None,
+                 unroll_layers: bool = True):
+  """The `jax.stages.Lowered` program that `sample` would run (same arguments): for inspecting
+  the compiled HLO (`.compile().as_text()`), its cost or memory analysis."""
+  req = _request(policy, prompts, max_new_tokens, temperature, top_k, top_p, num_samples, seed,
+                 stop_tokens, unroll_layers)
+  return engine.generate.lower(*req.args, **req.static)
+
+
+def _to_rollouts(out: dict[str, Any], req: _Request) -> Rollouts:
+  tokens, mask, num_prompts, num_samples = req.tokens, req.mask, req.num_prompts, req.num_samples
   n = num_prompts * num_samples
   lengths = np.asarray(out["lengths"][:n], np.int32)
   c = out["tokens"].shape[1]

@@ -11,9 +11,11 @@ names, `tfds.data_source("rlthink_<name>/<config_name>:<version>", data_dir=...)
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
+import sys
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -116,7 +118,8 @@ def build(task: Task, data_dir: str | None = None) -> TaskBuilder:
   builder = make_builder(task, data_dir)
   if not builder.is_prepared():
     tfds.display_progress_bar(False)
-    builder.download_and_prepare()
+    with contextlib.redirect_stdout(sys.stderr):  # TFDS prints progress; keep stdout for results
+      builder.download_and_prepare()
   return builder
 
 

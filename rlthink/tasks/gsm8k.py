@@ -23,7 +23,7 @@ import re
 import socket
 from typing import Iterator
 
-from rlthink.tasks import answers
+from rlthink.tasks import answers, arithmetic
 from rlthink.tasks.base import Task
 
 _ANNOTATION = re.compile(r"<<[^<>]{0,200}>>")
@@ -189,6 +189,10 @@ class Gsm8k(Task):
 
   def verify_answer(self, answer: str, example: dict) -> float:
     return answers.verify_number(answer, example["answer"])
+
+  def operations(self, completion: str, with_operands: bool = True) -> tuple[str, ...]:
+    """The operation sequence of a completion (Expert Iteration de-duplication)."""
+    return arithmetic.operation_sequence(completion, with_operands, self.format)
 
 
 def make_task(**options) -> Gsm8k:

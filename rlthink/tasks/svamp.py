@@ -20,7 +20,7 @@ from typing import Iterator
 
 import numpy as np
 
-from rlthink.tasks import answers
+from rlthink.tasks import answers, arithmetic
 from rlthink.tasks.base import Task
 
 _OPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
@@ -145,6 +145,10 @@ class Svamp(Task):
 
   def verify_answer(self, answer: str, example: dict) -> float:
     return answers.verify_number(answer, example["answer"])
+
+  def operations(self, completion: str, with_operands: bool = True) -> tuple[str, ...]:
+    """The operation sequence of a completion (Expert Iteration de-duplication)."""
+    return arithmetic.operation_sequence(completion, with_operands, self.format)
 
 
 def make_task(**options) -> Svamp:

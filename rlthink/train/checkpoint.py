@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 from typing import Any
 
 import jax
@@ -20,7 +21,8 @@ class CheckpointMismatchError(ValueError):
 def ensure_writable(directory: str) -> str:
   """Creates `directory` if needed and checks that files can be written there."""
   directory = os.path.abspath(directory)
-  probe = os.path.join(directory, ".rlthink_write_probe")
+  # One probe per process: hosts sharing the workdir check it at the same time.
+  probe = os.path.join(directory, f".rlthink_write_probe.{socket.gethostname()}.{os.getpid()}")
   try:
     os.makedirs(directory, exist_ok=True)
     with open(probe, "w") as f:
@@ -85,6 +87,14 @@ class Checkpointer:
     restored = self._manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
     return restored["state"], restored["meta"]
+
+  def restore_raw(self, step: int | None = None) -> Any:
+    """The saved state tree as host arrays, without a template (e.g. to read only the params)."""
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"no checkpoint in {self.directory}")
+    return self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore()))["state"]
 
   def close(self) -> None:
     self._manager.close()

@@ -11,8 +11,9 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from rlthink import ops, sharding
 from rlthink.models import decoder
@@ -93,7 +94,23 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, st
 
 
 def shard_batch(batch: dict, mesh: Mesh | None) -> dict:
-  """Puts host arrays on the devices, batch axis over (data, fsdp)."""
+  """Puts a batch on the mesh's devices, batch axis over (data, fsdp).
+
+  Host (numpy) arrays are the GLOBAL batch, identical on every process (each builds it from the
+  same seed and data position); each process copies only the rows its own devices hold, so this is
+  correct on one host or many. jax.Arrays (e.g. from `rlthink.distributed.global_batch`, where each
+  host read only its slice) are moved to the batch sharding; already there, they pass unchanged.
+  Scalars are replicated.
+  """
   if mesh is None:
     return jax.tree.map(jnp.asarray, batch)
-  return jax.tree.map(lambda x: jax.device_put(x, sharding.batch_sharding(mesh, x.shape)), batch)
+
+  def put(x):
+    x = x if isinstance(x, jax.Array) else np.asarray(x)
+    target = (sharding.batch_sharding(mesh, x.shape) if x.ndim else
+              NamedSharding(mesh, PartitionSpec()))  # scalars: replicated
+    if isinstance(x, jax.Array):
+      return jax.device_put(x, target)
+    return jax.make_array_from_callback(x.shape, target, lambda index: x[index])
+
+  return jax.tree.map(put, batch)

@@ -68,3 +68,13 @@ def test_same_buckets_reuse_the_compiled_program_and_rows_follow_prompts():
 
 def test_sample_is_the_public_entry_point():
   assert rlthink.sample is sampler.sample
+
+
+def test_scanned_and_unrolled_layers_sample_the_same_rollouts():
+  policy = sf.tiny_policy()
+  prompts = sf.ragged_prompts(512, (4, 13), seed=3)
+  options = dict(max_new_tokens=6, temperature=0.9, num_samples=2, seed=4, stop_tokens=())
+  unrolled = rlthink.sample(policy, prompts, **options)
+  scanned = rlthink.sample(policy, prompts, unroll_layers=False, **options)
+  np.testing.assert_array_equal(unrolled.completion_tokens, scanned.completion_tokens)
+  np.testing.assert_allclose(unrolled.logprobs, scanned.logprobs, atol=1e-5)

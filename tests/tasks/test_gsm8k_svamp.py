@@ -81,6 +81,8 @@ def test_gsm8k_from_local_files(tmp_path):
   assert task.verify(task.reference(first), first) == 1.0
   assert task.verify("<think>x</think>6,000 eggs", second) == 1.0
   assert task.verify("<think>#### 6000</think>", second) == 0.0
+  assert task.operations(task.reference(first)) == ("3*12", "36-5")  # annotations removed
+  assert task.operations("<think>3 * 12 = 36, 36 - 5 = 31</think>31", False) == ("*", "-")
   assert len(task.examples("test")) == 1
   keep = tasks.get("gsm8k", path=str(data), keep_calculator_annotations=True, size="tiny")
   assert "<<3*12=36>>" in next(keep.generate("train"))["thinking"]
@@ -145,6 +147,7 @@ def test_svamp_from_the_official_file(svamp_file, tmp_path):
   rope = by_id["chal-3"]
   assert rope["question"] == "A rope of 10 m is cut into 4 equal parts How long is each part?"
   assert rope["answer"] == "2.5" and rope["steps"] == ["10/4=2.5"]
+  assert task.operations(task.reference(rope)) == ("10/4",) == tuple(rope["operations"])
   assert task.verify(task.reference(rope), rope) == 1.0
   assert task.verify("<think>10/4</think>2.50 m", rope) == 1.0
   assert task.verify("<think>10/4</think>2", rope) == 0.0

@@ -1,0 +1,333 @@
+"""PPO with a value model (Havrilla et al. 2024, after Ziegler et al. 2019 / Ouyang et al. 2022).
+
+Each iteration: sample completions of a batch of training questions with the current policy,
+score them with the task's verifier, build per-token rewards (the sparse final reward on the last
+token, minus kl_coef * KL to the frozen reference policy on every token), estimate advantages with
+GAE on the value model's values, then run `epochs` passes of clipped-policy + clipped-value
+(+ entropy) minibatch updates. The KL coefficient is fixed or adaptive (`kl_target`).
+
+The value model is either a separate copy of the initial policy with a value head
+(`value_model="separate"`, its own learning rate) or the policy's own trunk with a value head
+(`value_model="shared"`). The value head starts at zero (V = 0).
+
+The rollout's log-probs (from the sampler's cached decode) are checked against a forward pass of
+the same params every iteration; the drift is logged (`logprob_drift_mean/max`).
+
+Resumable: the checkpoint after each iteration holds the train state (policy, value, both
+optimizer states, rng), the reference params and the KL controller; the JSON meta holds the
+iteration and the history. Data positions are pure functions of (seed, iteration), so a resumed run
+is exactly the uninterrupted one.
+
+This module imports only JAX-side code at the top, so the benchmark (`rlthink.bench.ppo`) runs on
+images without gin, grain or tensorboardX; the driver imports that machinery when it runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from rlthink import ops
+from rlthink.algorithms import core
+from rlthink.models import decoder
+
+try:  # gin binds PPOConfig in experiments; the accelerator image (benchmarks) has no gin.
+  import gin
+  _configurable = gin.configurable
+except ModuleNotFoundError:
+  _configurable = lambda cls: cls
+
+VALUE_MODELS = ("separate", "shared")
+OLD_LOGPROBS = ("forward", "rollout")
+VALUE_HEAD = ("value_head", "value_bias")
+TRAIN_KEYS = ("tokens", "attention_mask", "completion_mask", "old_logprobs", "old_values",
+              "advantages", "returns")
+
+
+@_configurable
+@dataclasses.dataclass(frozen=True)
+class PPOConfig:
+  """PPO settings.
+
+  iterations: rounds of sample -> score -> advantages -> update.
+  prompts_per_iteration / samples_per_prompt: the rollout batch is their product (rows).
+  epochs, minibatch_size: passes over the rollout batch and rows per optimizer step.
+  clip_eps (clip_eps_high): policy-ratio clip range; value_clip_eps: value clip (None: off).
+  vf_coef, entropy_coef: weights of the value loss and of the entropy bonus.
+  gamma, lam: GAE discount and lambda.
+  kl_coef: initial KL-penalty coefficient; kl_target: None for a fixed coefficient, else the
+    per-sequence KL the adaptive controller steers to (with kl_horizon); kl_estimator: the
+    per-token KL in the reward ("k1", "k2", "k3").
+  whiten_advantages: normalize advantages over the rollout batch.
+  aggregation: how token losses reduce ("token_mean", "sequence_mean", "token_sum_norm").
+  value_model: "separate" (own params, `value_learning_rate`, default the policy's) or "shared".
+  old_logprobs: "forward" (recompute with a training forward: exact ratios) or "rollout" (the
+    sampler's); the drift between the two is logged either way.
+  score_batch_size: rows per scoring forward (policy, reference, value).
+  """
+
+  iterations: int = 10
+  prompts_per_iteration: int = 64
+  samples_per_prompt: int = 1
+  split: str = "train"
+  temperature: float = 1.0
+  max_new_tokens: int = 64
+  epochs: int = 2
+  minibatch_size: int = 32
+  clip_eps: float = 0.2
+  clip_eps_high: float | None = None
+  value_clip_eps: float | None = 0.2
+  vf_coef: float = 0.5
+  entropy_coef: float = 0.0
+  gamma: float = 1.0
+  lam: float = 0.95
+  kl_coef: float = 0.05
+  kl_target: float | None = None
+  kl_horizon: float = 10_000.0
+  kl_estimator: str = "k1"
+  whiten_advantages: bool = True
+  aggregation: str = "token_mean"
+  value_model: str = "separate"
+  value_learning_rate: float | None = None
+  old_logprobs: str = "forward"
+  score_batch_size: int = 64
+  sample_batch_size: int = 256
+  seed: int = 0
+  log_every: int = 10
+
+  def __post_init__(self):
+    core.check_choice("PPOConfig.value_model", self.value_model, VALUE_MODELS)
+    core.check_choice("PPOConfig.old_logprobs", self.old_logprobs, OLD_LOGPROBS)
+    core.check_choice("PPOConfig.kl_estimator", self.kl_estimator, core.KL_ESTIMATORS)
+    core.check_choice("PPOConfig.aggregation", self.aggregation, core.AGGREGATIONS)
+    positive = ("iterations", "prompts_per_iteration", "samples_per_prompt", "epochs",
+                "minibatch_size", "max_new_tokens", "score_batch_size", "sample_batch_size")
+    bad = [f"{k}={getattr(self, k)}" for k in positive if getattr(self, k) < 1]
+    if bad or self.clip_eps <= 0 or self.kl_coef < 0 or not 0 <= self.lam <= 1 or not (
+        0 <= self.gamma <= 1) or (self.kl_target is not None and self.kl_target <= 0):
+      raise ValueError(f"PPOConfig: {', '.join(bad) or 'a value'} out of range (counts >= 1, "
+                       f"clip_eps > 0, kl_coef >= 0, gamma and lam in [0, 1], kl_target > 0 or "
+                       f"None): {self}")
+
+
+# ------------------------------------------------------------------------------------------------
+# Parameters: the policy, the value model, the value head.
+
+
+def add_value_head(params, config, mesh=None, drop_lm_head: bool = False):
+  """`params` plus a zero value head (value_head [E], value_bias []); optionally without lm_head
+  (a separate value model never computes logits)."""
+  out = {k: v for k, v in params.items() if not (drop_lm_head and k == "lm_head")}
+  shapes, _ = decoder.abstract_params(config, ("value",))
+  shardings = None if mesh is None else decoder.param_shardings(config, mesh, ("value",))
+  for key in VALUE_HEAD:
+    zero = jnp.zeros(shapes[key].shape, shapes[key].dtype)
+    out[key] = zero if shardings is None else jax.device_put(zero, shardings[key])
+  return out
+
+
+def strip_value_head(params):
+  """The policy params alone (the value head removed, when there is one)."""
+  return {k: v for k, v in params.items() if k not in VALUE_HEAD}
+
+
+def initial_params(policy, cfg: PPOConfig) -> dict:
+  """{"policy": ..., "value": ...} (separate) or {"policy": trunk with value head} (shared)."""
+  if cfg.value_model == "shared":
+    return {"policy": add_value_head(policy.params, policy.config, policy.mesh)}
+  return {"policy": policy.params,
+          "value": add_value_head(policy.params, policy.config, policy.mesh, drop_lm_head=True)}
+
+
+def make_ppo_optimizer(optimizer_cfg, cfg: PPOConfig, total_steps: int):
+  """The optimizer over {"policy", "value"}: one (clipped AdamW) chain per model, so the value
+  model has its own learning rate and gradient clipping."""
+  from rlthink.train import make_optimizer
+  transforms = {"policy": make_optimizer(optimizer_cfg, total_steps)}
+  if cfg.value_model == "separate":
+    value_cfg = optimizer_cfg
+    if cfg.value_learning_rate is not None:
+      value_cfg = dataclasses.replace(optimizer_cfg, learning_rate=cfg.value_learning_rate)
+    transforms["value"] = make_optimizer(value_cfg, total_steps)
+  labels = lambda params: {k: jax.tree.map(lambda _: k, v) for k, v in params.items()}
+  return optax.multi_transform(transforms, labels)
+
+
+# ------------------------------------------------------------------------------------------------
+# The loss and the advantages: pure functions.
+
+
+def ppo_loss(config, cfg: PPOConfig, mesh=None):
+  """loss_fn(params, batch, rng) -> (loss, metrics) for `rlthink.train.make_train_step`.
+
+  params: {"policy", "value"} or {"policy"} (shared trunk). batch (token frame, see `core`):
+  tokens, attention_mask [B, T]; completion_mask, old_logprobs, old_values, advantages,
+  returns [B, T-1]. loss = clipped policy loss + vf_coef * clipped value loss
+  - entropy_coef * entropy.
+  """
+
+  def loss_fn(params, batch, rng):
+    del rng
+    tokens, attention = batch["tokens"], batch["attention_mask"]
+    forward = functools.partial(decoder.forward, config, tokens=tokens, attention_mask=attention,
+                                mesh=mesh)
+    if "value" in params:
+      logits = forward(params["policy"], heads=("logits",))[0]["logits"]
+      values = forward(params["value"], heads=("value",))[0]["value"]
+    else:
+      out, _ = forward(params["policy"], heads=("logits", "value"))
+      logits, values = out["logits"], out["value"]
+    mask = batch["completion_mask"]
+    logprobs = ops.next_token_logprobs(logits, tokens)
+    pg_loss, pg_metrics = core.clipped_policy_loss(
+        logprobs, batch["old_logprobs"], batch["advantages"], mask, cfg.clip_eps,
+        cfg.clip_eps_high, cfg.aggregation)
+    vf_loss, vf_metrics = core.clipped_value_loss(values[:, :-1], batch["old_values"],
+                                                  batch["returns"], mask, cfg.value_clip_eps,
+                                                  cfg.aggregation)
+    entropy = core.entropy_bonus(logits[:, :-1], mask, cfg.aggregation)
+    if cfg.entropy_coef == 0:
+      entropy = jax.lax.stop_gradient(entropy)  # a metric only
+    loss = pg_loss + cfg.vf_coef * vf_loss - cfg.entropy_coef * entropy
+    return loss, {"policy_loss": pg_loss, "value_loss": vf_loss, "entropy": entropy,
+                  **pg_metrics, **vf_metrics}
+
+  return loss_fn
+
+
+@functools.partial(jax.jit, static_argnames=("gamma", "lam", "kl_estimator", "whiten"))
+def compute_advantages(batch: dict, final_rewards: jax.Array, kl_coef: jax.Array, *,
+                       gamma: float, lam: float, kl_estimator: str, whiten: bool):
+  """Per-token rewards -> GAE. batch needs completion_mask, old_logprobs, ref_logprobs and
+  old_values [B, T-1]; final_rewards float[B]. Returns (advantages, returns, stats)."""
+  mask = batch["completion_mask"]
+  kl = core.kl_estimate(batch["old_logprobs"], batch["ref_logprobs"], kl_estimator) * mask
+  rewards = core.per_token_rewards(final_rewards, mask, kl, kl_coef)
+  advantages, returns = core.compute_gae(rewards, batch["old_values"], mask, gamma, lam)
+  stats = {"kl": jnp.mean(jnp.sum(kl, axis=1)),  # per sequence
+           "return_mean": ops.masked_mean(returns, mask),
+           "value_mean": ops.masked_mean(batch["old_values"], mask),
+           "advantage_std": jnp.sqrt(ops.masked_mean(jnp.square(
+               advantages - ops.masked_mean(advantages, mask)), mask))}
+  if whiten:
+    advantages = core.whiten(advantages, mask)
+  return advantages, returns, stats
+
+
+def prepare_batch(config, params: dict, reference, rollouts, final_rewards: np.ndarray,
+                  kl_coef, cfg: PPOConfig, mesh=None) -> tuple[dict, dict]:
+  """The training batch of one rollout batch: scores (policy, reference, value), advantages.
+
+  Returns (batch with `TRAIN_KEYS` as numpy arrays, stats: KL, drift, returns...)."""
+  batch = core.rollout_batch(rollouts)
+  tokens, attention = batch["tokens"], batch["attention_mask"]
+  score = functools.partial(core.score_in_chunks, config, tokens=tokens,
+                            attention_mask=attention, chunk_size=cfg.score_batch_size, mesh=mesh)
+  shared = "value" not in params
+  policy_scores = score(params["policy"], heads=("logits", "value") if shared else ("logits",))
+  values = policy_scores["values"] if shared else score(params["value"], heads=("value",))["values"]
+  stats = core.logprob_drift(policy_scores["logprobs"], batch["old_logprobs"],
+                             batch["completion_mask"])
+  if cfg.old_logprobs == "forward":
+    batch["old_logprobs"] = policy_scores["logprobs"]
+  batch["ref_logprobs"] = score(reference, heads=("logits",))["logprobs"]
+  batch["old_values"] = values
+  advantages, returns, adv_stats = compute_advantages(
+      {k: batch[k] for k in ("completion_mask", "old_logprobs", "ref_logprobs", "old_values")},
+      jnp.asarray(final_rewards, jnp.float32), jnp.asarray(kl_coef, jnp.float32),
+      gamma=cfg.gamma, lam=cfg.lam, kl_estimator=cfg.kl_estimator,
+      whiten=cfg.whiten_advantages)
+  batch["advantages"], batch["returns"] = np.asarray(advantages), np.asarray(returns)
+  stats.update({k: float(v) for k, v in jax.device_get(adv_stats).items()})
+  return {k: batch[k] for k in TRAIN_KEYS}, stats
+
+
+def steps_per_iteration(cfg: PPOConfig) -> int:
+  rows = cfg.prompts_per_iteration * cfg.samples_per_prompt
+  return cfg.epochs * -(-rows // cfg.minibatch_size)
+
+
+# ------------------------------------------------------------------------------------------------
+# The driver.
+
+
+def run_ppo(policy, task, cfg: PPOConfig, optimizer_cfg, workdir: str,
+            on_iteration: Callable[[int, object], dict] | None = None,
+            progress: bool = True):
+  """Runs (or resumes from `<workdir>/ppo`) PPO from `policy`; returns (policy, history).
+
+  history: one dict per iteration (reward_mean, kl, kl_coef, logprob drift, losses...).
+  on_iteration(i, policy) -> dict of extra metrics (e.g. evaluation), recorded in the history.
+  """
+  from rlthink.rollout import rollout_examples
+  from rlthink.train import Checkpointer, MetricsLogger, create_state, make_train_step, run_steps
+
+  if policy.tokenizer is None:
+    raise ValueError("PPO needs a policy with a tokenizer attached")
+  task.check_split(cfg.split)
+  questions = task.examples(cfg.split)
+  phase_dir = os.path.join(workdir, "ppo")
+  ckpt = Checkpointer(phase_dir, policy.config)
+  per_iteration = steps_per_iteration(cfg)
+  optimizer = make_ppo_optimizer(optimizer_cfg, cfg, cfg.iterations * per_iteration)
+  tree = {"state": create_state(initial_params(policy, cfg), optimizer, cfg.seed),
+          "reference": policy.params, "kl": core.init_kl_controller(cfg.kl_coef)}
+  meta = {"iteration": 0, "history": []}
+  if ckpt.latest_step() is not None:
+    tree, meta = ckpt.restore(tree)
+  step_fn = make_train_step(ppo_loss(policy.config, cfg, policy.mesh), optimizer, tree["state"],
+                            optimizer_cfg.grad_accum_steps)
+  logger = MetricsLogger(phase_dir, total=cfg.iterations * per_iteration,
+                         initial=meta["iteration"] * per_iteration, desc="ppo", progress=progress)
+  rows = cfg.prompts_per_iteration * cfg.samples_per_prompt
+  try:
+    while meta["iteration"] < cfg.iterations:
+      i = meta["iteration"]
+      state = tree["state"]
+      current = policy.replace(params=strip_value_head(state.params["policy"]))
+      examples = [questions[int(j)] for j in core.iteration_indices(
+          len(questions), i, cfg.prompts_per_iteration, cfg.seed)]
+      scored = rollout_examples(current, task, examples, num_samples=cfg.samples_per_prompt,
+                                max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                                seed=cfg.seed * 100_003 + i, batch_size=cfg.sample_batch_size)
+      batch, stats = prepare_batch(policy.config, state.params, tree["reference"],
+                                   scored.rollouts, scored.rewards, tree["kl"].coef, cfg,
+                                   policy.mesh)
+      batch_at = lambda s: {k: v[core.minibatch_rows(rows, cfg.minibatch_size, s,
+                                                     [cfg.seed, i])] for k, v in batch.items()}
+      state, last = run_steps(state, step_fn, batch_at, 0, per_iteration, mesh=policy.mesh,
+                              logger=logger, log_every=cfg.log_every,
+                              global_offset=i * per_iteration, prefix="ppo/train_")
+      record = {"iteration": i + 1, "reward_mean": float(np.mean(scored.rewards)),
+                "kl_coef": float(tree["kl"].coef),
+                "completion_length": float(np.mean(scored.rollouts.lengths)), **stats,
+                **{k.removeprefix("ppo/train_"): v for k, v in last.items()}}
+      kl = core.update_kl_controller(tree["kl"], stats["kl"], rows, cfg.kl_target,
+                                     cfg.kl_horizon)
+      tree = dict(tree, state=state, kl=kl)
+      if on_iteration is not None:
+        record.update(on_iteration(i + 1, policy.replace(
+            params=strip_value_head(state.params["policy"]))))
+      logger.log(i + 1, record, "ppo/")
+      meta = {"iteration": i + 1, "history": meta["history"] + [record]}
+      ckpt.save(i + 1, tree, meta)
+  finally:
+    logger.close()
+  final = policy.replace(params=strip_value_head(tree["state"].params["policy"]))
+  return final, meta["history"]
+
+
+def run_stage(policy, task, optimizer_cfg, workdir, *, evaluate_fn=None, progress=True):
+  """The experiment-stage entry point (see `rlthink.algorithms`)."""
+  on_iteration = None
+  if evaluate_fn is not None:
+    on_iteration = lambda i, p: {f"eval_{k}": v for k, v in evaluate_fn(p).items()}
+  return run_ppo(policy, task, PPOConfig(), optimizer_cfg, workdir, on_iteration=on_iteration,
+                 progress=progress)

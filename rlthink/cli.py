@@ -1,0 +1,196 @@
+"""The `rlthink` command line: train | sample | eval | convert | bench | data.
+
+Every subcommand but `bench` takes repeatable `--gin_file` / `--gin_param` and `--workdir`; gin
+binds the dataclass configs (ModelSpec, MeshSpec, Experiment, SFTConfig, EIConfig, EvalConfig,
+OptimizerConfig, SampleConfig, ...) before any compute, and a bad binding stops the command with
+one message naming the binding and the file. `bench` passes its arguments to the benchmark (it
+must run where gin is not installed, e.g. the GPU image).
+
+    rlthink train --workdir workdir/quickstart            # configs/experiments/quickstart.gin
+    rlthink train --gin_file experiments/grpo_tiny.gin --workdir workdir/grpo
+    rlthink sample --gin_file models/tiny.gin --prompt "Tom has 3 apples."
+    rlthink eval --gin_file experiments/quickstart.gin --workdir workdir/quickstart --stage ei
+    rlthink convert --workdir workdir/quickstart --stage ei --out exported_hf_dir
+    rlthink bench train --model qwen2.5-0.5b
+    rlthink data build arithmetic --option size=tiny
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import sys
+
+DEFAULT_EXPERIMENT = "experiments/quickstart.gin"
+BENCHMARKS = {"train": "rlthink.bench.train", "sample": "rlthink.bench.sample",
+              "ppo": "rlthink.bench.ppo"}
+
+
+def _common(p: argparse.ArgumentParser, workdir_required: bool = False) -> None:
+  p.add_argument("--gin_file", action="append", default=[],
+                 help="gin file (repeatable); paths relative to the cwd or to configs/")
+  p.add_argument("--gin_param", action="append", default=[],
+                 help="gin binding (repeatable), e.g. \"SFTConfig.steps = 10\"")
+  p.add_argument("--workdir", required=workdir_required, help="run directory")
+  p.add_argument("--coordinator", help="multi-host: coordinator address host:port")
+  p.add_argument("--num_processes", type=int, help="multi-host: number of processes")
+  p.add_argument("--process_id", type=int, help="multi-host: this process's id")
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(prog="rlthink", description=__doc__.split("\n")[0])
+  sub = parser.add_subparsers(dest="command", required=True)
+
+  p = sub.add_parser("train", help="run an experiment (default: the quickstart)")
+  _common(p)
+  p.add_argument("--no_progress", action="store_true", help="no progress bars")
+
+  p = sub.add_parser("sample", help="sample completions of text prompts")
+  _common(p)
+  p.add_argument("--prompt", action="append", default=[], help="prompt text (repeatable)")
+  p.add_argument("--prompts_file", help="a text file with one prompt per line")
+  p.add_argument("--out", help="write JSON lines here instead of stdout")
+  p.add_argument("--stage", help="sample from the final checkpoint of this stage of --workdir")
+
+  p = sub.add_parser("eval", help="maj@1 / maj@k / pass@k of a model on the experiment's task")
+  _common(p, workdir_required=True)
+  p.add_argument("--stage", help="evaluate the final checkpoint of this stage of the workdir's "
+                 "run (default: the model that ModelSpec names)")
+
+  p = sub.add_parser("convert", help="export a stage's checkpoint (or a model) to a Hugging Face "
+                     "directory")
+  _common(p)
+  p.add_argument("--stage", help="the stage whose final checkpoint to export (needs --workdir)")
+  p.add_argument("--out", required=True, help="the Hugging Face directory to write")
+
+  p = sub.add_parser("bench", help="benchmarks: " + ", ".join(BENCHMARKS))
+  p.add_argument("name", choices=sorted(BENCHMARKS))
+  p.add_argument("args", nargs=argparse.REMAINDER, help="the benchmark's own arguments")
+
+  p = sub.add_parser("data", help="build a task dataset and print its statistics")
+  p.add_argument("action", choices=("build",))
+  p.add_argument("name", help="task name, e.g. arithmetic")
+  p.add_argument("--option", action="append", default=[],
+                 help="task option key=value (repeatable), e.g. size=tiny")
+  p.add_argument("--gin_file", action="append", default=[])
+  p.add_argument("--gin_param", action="append", default=[],
+                 help="e.g. \"Experiment.task_options = {'size': 'tiny'}\"")
+  p.add_argument("--data_dir", help="where to build (default $RLTHINK_DATA_DIR or "
+                 "~/tensorflow_datasets)")
+  return parser
+
+
+def _setup(args) -> None:
+  """Multi-host init, then gin: everything is checked before any compute."""
+  from rlthink import distributed, gin_utils
+  distributed.initialize(coordinator_address=args.coordinator, num_processes=args.num_processes,
+                         process_id=args.process_id)
+  gin_utils.parse(args.gin_file, args.gin_param)
+
+
+def _policy_with_tokenizer():
+  from rlthink.experiment import Experiment, attach_tokenizer
+  from rlthink.gin_utils import MeshSpec, ModelSpec
+  return attach_tokenizer(ModelSpec().build(MeshSpec().build()), Experiment().tokenizer)
+
+
+def cmd_train(args) -> int:
+  from rlthink import experiment
+  if not args.gin_file:
+    args.gin_file = [DEFAULT_EXPERIMENT]
+  _setup(args)
+  experiment.run(args.workdir or "workdir/quickstart", progress=not args.no_progress)
+  return 0
+
+
+def cmd_sample(args) -> int:
+  from rlthink.sampling.text import sample_text
+  if not args.gin_file:
+    args.gin_file = ["models/tiny.gin"]
+  _setup(args)
+  prompts = list(args.prompt)
+  if args.prompts_file:
+    with open(args.prompts_file) as f:
+      prompts += [line.rstrip("\n") for line in f if line.strip()]
+  if not prompts:
+    raise ValueError("rlthink sample: give --prompt TEXT (repeatable) or --prompts_file FILE")
+  policy = _policy_with_tokenizer()
+  if args.stage:
+    from rlthink.experiment import load_stage_params
+    if not args.workdir:
+      raise ValueError("rlthink sample --stage needs --workdir (the run to sample from)")
+    policy = policy.replace(params=load_stage_params(args.workdir, args.stage, policy))
+  records = sample_text(policy, prompts)
+  lines = "".join(json.dumps(r) + "\n" for r in records)
+  if args.out:
+    with open(args.out, "w") as f:
+      f.write(lines)
+  else:
+    sys.stdout.write(lines)
+  return 0
+
+
+def cmd_eval(args) -> int:
+  from rlthink import experiment
+  _setup(args)
+  results = experiment.evaluate_run(args.workdir, args.stage)
+  print(json.dumps(results, indent=2))
+  return 0
+
+
+def cmd_convert(args) -> int:
+  from rlthink.experiment import load_stage_params
+  _setup(args)
+  policy = _policy_with_tokenizer()
+  if args.stage:
+    if not args.workdir:
+      raise ValueError("rlthink convert --stage needs --workdir (the run to export)")
+    policy = policy.replace(params=load_stage_params(args.workdir, args.stage, policy))
+  policy.save_pretrained(args.out)
+  print(f"wrote {args.out}")
+  return 0
+
+
+def cmd_bench(args) -> int:
+  module = importlib.import_module(BENCHMARKS[args.name])
+  return module.main(list(args.args))
+
+
+def cmd_data(args) -> int:
+  from rlthink import gin_utils
+  from rlthink.tasks import data_cli
+  gin_utils.parse(args.gin_file, args.gin_param)
+  from rlthink.experiment import Experiment
+  options = dict(Experiment().task_options) if (args.gin_file or args.gin_param) else {}
+  options.update(data_cli.parse_options(args.option))
+  print(data_cli.format_statistics(data_cli.build(args.name, options, args.data_dir)))
+  return 0
+
+
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "convert": cmd_convert,
+            "bench": cmd_bench, "data": cmd_data}
+
+
+def main(argv: list[str] | None = None) -> int:
+  args = build_parser().parse_args(argv)
+  logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+  for noisy in ("absl", "jax._src", "orbax", "tensorflow_datasets"):
+    logging.getLogger(noisy).setLevel(logging.WARNING)
+  if args.command == "bench":
+    return cmd_bench(args)
+  from rlthink.gin_utils import GinConfigError
+  try:
+    return COMMANDS[args.command](args)
+  except (GinConfigError, ValueError, FileNotFoundError, PermissionError) as e:
+    # Bad input: one clear line, no traceback (set RLTHINK_DEBUG=1 for it).
+    if os.environ.get("RLTHINK_DEBUG"):
+      raise
+    print(f"rlthink {args.command}: error: {e}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,67 @@
+"""The tiny RL set-up shared by the algorithm tests: the tiny arithmetic task, a 2-layer model with
+the character tokenizer, and a short SFT start.
+
+`sft_start(base)` runs SFT once per pytest session: its workdir lies under the session's base
+temp dir, and `run_sft` restores a finished phase, so the second test file (or a driver
+subprocess, `driver_script`) gets the same parameters without training again.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import rlthink
+from rlthink import tasks
+from rlthink.algorithms.sft import SFTConfig, run_sft
+from rlthink.models import tokenizer as tokenizers
+from rlthink.train import OptimizerConfig
+
+TASK_OPTIONS = {"size": "tiny", "seed": 0}
+SFT_STEPS = 120
+
+
+def tiny_policy():
+  tok = tokenizers.builtin_tokenizer()
+  return rlthink.init_policy("tiny", seed=0, num_layers=2, vocab_size=128, max_seq_len=256,
+                             tokenizer=tok, pad_token_id=tok.pad_token_id,
+                             eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
+
+
+def sft_start(base: str):
+  """(policy after a short SFT on tiny arithmetic, task); deterministic, cached under `base`."""
+  task = tasks.get("arithmetic", data_dir=os.path.join(base, "data"), **TASK_OPTIONS)
+  cfg = SFTConfig(steps=SFT_STEPS, batch_size=32, max_length=96, log_every=SFT_STEPS,
+                  checkpoint_every=SFT_STEPS)
+  policy = run_sft(tiny_policy(), task, cfg, OptimizerConfig(learning_rate=3e-3, warmup_steps=10),
+                   os.path.join(base, "sft_start"), progress=False)
+  return policy, task
+
+
+def session_base(tmp_path_factory) -> str:
+  base = tmp_path_factory.getbasetemp() / "rl_sft_start"
+  base.mkdir(exist_ok=True)
+  return str(base)
+
+
+def driver_script(base: str, workdir: str, module: str, runner: str, config_class: str,
+                  config: dict, optimizer: dict) -> str:
+  """Python source that runs `module.runner(policy, task, config_class(**config), ...)` from the
+  SFT start in `base` (for SIGKILL tests, run in a subprocess)."""
+  return textwrap.dedent(f"""
+      import sys
+      sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
+      import rl_fixtures
+      from {module} import {runner}, {config_class}
+      from rlthink.train import OptimizerConfig
+      policy, task = rl_fixtures.sft_start({base!r})
+      {runner}(policy, task, {config_class}(**{config!r}), OptimizerConfig(**{optimizer!r}),
+               {workdir!r}, progress=False)
+      """)
+
+
+def start_driver(source: str) -> subprocess.Popen:
+  return subprocess.Popen([sys.executable, "-c", source], env=dict(os.environ),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
