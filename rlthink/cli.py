@@ -188,8 +188,15 @@ def main(argv: list[str] | None = None) -> int:
     # Bad input: one clear line, no traceback (set RLTHINK_DEBUG=1 for it).
     if os.environ.get("RLTHINK_DEBUG"):
       raise
-    print(f"rlthink {args.command}: error: {e}", file=sys.stderr)
+    print(f"rlthink {args.command}: error: {_one_line(e)}", file=sys.stderr)
     return 2
+
+
+def _one_line(e: Exception) -> str:
+  """The message on one line, without gin's "In call to configurable ..." trailer (added when a
+  configurable's own check raises, e.g. an unknown name in `Experiment.stages`)."""
+  lines = [line.strip() for line in str(e).splitlines()]
+  return " ".join(line for line in lines if line and not line.startswith("In call to configurable"))
 
 
 if __name__ == "__main__":

@@ -100,6 +100,19 @@ def load_stage_params(workdir: str, stage: str, policy):
   return jax.tree.map(lambda x, s: jax.device_put(np.asarray(x), s), params, shardings)
 
 
+def check_stage_checkpoints(workdir: str, stages, model_config) -> None:
+  """Raises `CheckpointMismatchError` when a stage's checkpoints in `workdir` belong to a model
+  other than `model_config` (reads only; nothing is written)."""
+  from rlthink.train import Checkpointer
+  for stage in stages:
+    directory = os.path.join(workdir, stage)
+    if os.path.isdir(os.path.join(directory, "checkpoints")):
+      ckpt = Checkpointer(directory, model_config)
+      meta = ckpt.read_meta()
+      if meta is not None:
+        ckpt.check_compatible(meta)
+
+
 def evaluate_run(workdir: str, stage: str | None = None) -> dict:
   """`rlthink eval`: evaluates the gin-named model (or a stage's final checkpoint of `workdir`)
   on the experiment's task; writes eval/<name>.json and .md under `workdir`."""
@@ -126,12 +139,15 @@ def run(workdir: str, experiment: Experiment | None = None, progress: bool = Tru
 
   exp = experiment or Experiment()
   workdir = ensure_writable(workdir)
-  with open(os.path.join(workdir, "config.gin"), "w") as f:
-    f.write(gin.config_str())
-  task = tasks.get(exp.task, data_dir=exp.data_dir or os.path.join(workdir, "data"),
-                   **dict(exp.task_options))
   eval_cfg, opt_cfg = EvalConfig(), OptimizerConfig()
   policy = attach_tokenizer(ModelSpec().build(MeshSpec().build()), exp.tokenizer)
+  # Bad input (another model's checkpoints, an unknown task) stops the run before it writes
+  # anything into the workdir, so a resumable run there keeps its config.gin.
+  check_stage_checkpoints(workdir, exp.stages, policy.config)
+  task = tasks.get(exp.task, data_dir=exp.data_dir or os.path.join(workdir, "data"),
+                   **dict(exp.task_options))
+  with open(os.path.join(workdir, "config.gin"), "w") as f:
+    f.write(gin.config_str())
 
   def evaluated(name: str, current) -> dict:
     path = os.path.join(workdir, "eval", f"{name}.json")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -32,3 +34,129 @@ def entropy(logits: jax.Array) -> jax.Array:
   """Entropy of softmax(logits) over the last axis, float32."""
   logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
   return -jnp.sum(jnp.exp(logp) * logp, axis=-1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Log-probs straight from the last hidden states: the vocab projection, log-softmax and gather in
+# chunks of positions, so the float32 logits [B, T, V] never exist whole (5 GB at 8x1024 tokens
+# and a 152k vocab) and the backward runs bf16 matmuls.
+
+
+def fused_token_logprobs(hidden: jax.Array, unembedding: jax.Array, tokens: jax.Array,
+                         chunk_size: int = 256, save_probs: bool = False) -> jax.Array:
+  """log softmax(hidden @ unembedding.T)[tokens], computed `chunk_size` positions at a time.
+
+  The same function as `token_logprobs(einsum("bte,ve->btv", hidden, unembedding), tokens)` with
+  float32 logits, but memory holds one chunk of logits [B, chunk_size, V] at a time.
+
+  Args:
+    hidden: [B, T, E] in the compute dtype (the decoder's "hidden" head).
+    unembedding: [V, E], the output embedding (`decoder.unembedding`), any float dtype; it is cast
+      to hidden's dtype for the matmuls and its gradient comes back in its own dtype, summed over
+      the chunks in float32.
+    tokens: int[B, T] the ids whose log-probs are wanted.
+    chunk_size: positions per chunk (T is padded up to a multiple of it).
+    save_probs: keep the softmax [B, T, V] in hidden's dtype for the backward instead of
+      recomputing the chunk's logits there: one matmul less per chunk, for B*T*V*2 bytes of memory.
+
+  Returns:
+    float32[B, T]. Differentiable in hidden and unembedding: the backward runs each chunk's two
+    matmuls on the softmax in hidden's dtype with float32 accumulation (the one-hot part of
+    d(logits) becomes a gather and a scatter-add), never forming d(logits) itself.
+  """
+  b, t, _ = hidden.shape
+  if tokens.shape != (b, t):
+    raise ValueError(f"fused_token_logprobs: tokens {tokens.shape} must be hidden's [B, T] = "
+                     f"{(b, t)}")
+  if unembedding.shape[1] != hidden.shape[2]:
+    raise ValueError(f"fused_token_logprobs: unembedding {unembedding.shape} must be [V, E] with "
+                     f"E = hidden's last axis {hidden.shape[2]}")
+  chunk = max(1, min(int(chunk_size), t))
+  pad = -t % chunk
+  if pad:  # padded positions see zero hidden states: finite log-probs, sliced off below
+    hidden = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
+    tokens = jnp.pad(tokens, ((0, 0), (0, pad)))
+  logp = _fused_logprobs(hidden, unembedding, tokens.astype(jnp.int32), chunk, bool(save_probs))
+  return logp[:, :t]
+
+
+def fused_next_token_logprobs(hidden: jax.Array, unembedding: jax.Array, tokens: jax.Array,
+                              chunk_size: int = 256, save_probs: bool = False) -> jax.Array:
+  """`next_token_logprobs` from hidden states [B, T, E]: log-prob of tokens[:, t+1] at position t,
+  float32[B, T-1], via `fused_token_logprobs` (all T positions run, the last is dropped, so T
+  keeps its divisibility by the chunk size)."""
+  targets = jnp.concatenate([tokens[:, 1:], tokens[:, :1]], axis=1)
+  return fused_token_logprobs(hidden, unembedding, targets, chunk_size, save_probs)[:, :-1]
+
+
+def _to_chunks(x: jax.Array, chunk: int) -> jax.Array:
+  """[B, T, ...] -> [T / chunk, B, chunk, ...]: the scanned axis first, the batch axis kept whole
+  (so a batch sharded over devices stays sharded)."""
+  b, t = x.shape[:2]
+  return jnp.moveaxis(x.reshape((b, t // chunk, chunk) + x.shape[2:]), 1, 0)
+
+
+def _from_chunks(x: jax.Array) -> jax.Array:
+  """[N, B, chunk, ...] -> [B, N * chunk, ...]."""
+  n, b, c = x.shape[:3]
+  return jnp.moveaxis(x, 0, 1).reshape((b, n * c) + x.shape[3:])
+
+
+def _chunk_logits(h: jax.Array, w: jax.Array) -> jax.Array:
+  """h [B, C, E] @ w [V, E].T -> float32 logits [B, C, V] (inputs in the compute dtype)."""
+  return jnp.einsum("bce,ve->bcv", h, w, preferred_element_type=jnp.float32)
+
+
+def _fused_forward(hidden, unembedding, tokens, chunk, save_probs):
+  w = unembedding.astype(hidden.dtype)
+
+  def body(_, xs):
+    h, tok = xs
+    logits = _chunk_logits(h, w)
+    lse = jax.nn.logsumexp(logits, axis=-1)
+    picked = jnp.take_along_axis(logits, tok[..., None], axis=-1)[..., 0]
+    probs = jnp.exp(logits - lse[..., None]).astype(hidden.dtype) if save_probs else None
+    return None, (picked - lse, lse, probs)
+
+  _, (logp, lse, probs) = jax.lax.scan(body, None, (_to_chunks(hidden, chunk),
+                                                    _to_chunks(tokens, chunk)))
+  return _from_chunks(logp), lse, probs
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _fused_logprobs(hidden, unembedding, tokens, chunk, save_probs):
+  return _fused_forward(hidden, unembedding, tokens, chunk, save_probs=False)[0]
+
+
+def _fused_logprobs_fwd(hidden, unembedding, tokens, chunk, save_probs):
+  logp, lse, probs = _fused_forward(hidden, unembedding, tokens, chunk, save_probs)
+  return logp, (hidden, unembedding, tokens, lse, probs)
+
+
+def _fused_logprobs_bwd(chunk, save_probs, residuals, g):
+  # With p = softmax(logits) and d(logits) = g * (onehot - p), the two gradients are
+  #   d(hidden) = g * (W[tokens] - p @ W),  dW = scatter_add(tokens, g * hidden) - p.T @ (g * hidden),
+  # so each chunk's matmuls read p itself (compute dtype) and d(logits) is never written.
+  hidden, unembedding, tokens, lse, probs = residuals
+  dt = hidden.dtype
+  w = unembedding.astype(dt)
+  g = g.astype(jnp.float32)
+  gh = g[..., None] * hidden.astype(jnp.float32)  # [B, T, E]
+  dw_onehot = jnp.zeros(w.shape, jnp.float32).at[tokens.reshape(-1)].add(
+      gh.reshape(-1, gh.shape[-1]))
+
+  def body(dw, xs):
+    h, lse_c, gh_c, g_c, p_c = xs
+    if p_c is None:
+      p_c = jnp.exp(_chunk_logits(h, w) - lse_c[..., None]).astype(dt)
+    p_w = jnp.einsum("bcv,ve->bce", p_c, w, preferred_element_type=jnp.float32)
+    dw = dw - jnp.einsum("bcv,bce->ve", p_c, gh_c.astype(dt), preferred_element_type=jnp.float32)
+    return dw, -g_c[..., None] * p_w
+
+  xs = (_to_chunks(hidden, chunk), lse, _to_chunks(gh, chunk), _to_chunks(g, chunk), probs)
+  dw, dh_p = jax.lax.scan(body, dw_onehot, xs)
+  dh = _from_chunks(dh_p) + g[..., None] * jnp.take(w, tokens, axis=0).astype(jnp.float32)
+  return dh.astype(dt), dw.astype(unembedding.dtype), None
+
+
+_fused_logprobs.defvjp(_fused_logprobs_fwd, _fused_logprobs_bwd)

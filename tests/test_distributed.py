@@ -27,7 +27,7 @@ MESH_SHAPE = (1, 2, 2)
 TASK = dict(size="tiny", num_train=64, num_test=8, seed=0)
 SFT = dict(steps=4, batch_size=8, max_length=96, seed=3, log_every=2, checkpoint_every=2)
 OPT = dict(learning_rate=3e-3, warmup_steps=1)
-WORKER_TIMEOUT_S = 240
+WORKER_TIMEOUT_S = 300  # catches a hung collective; a normal run takes ~30-90 s
 
 
 def _job():
@@ -74,6 +74,7 @@ def _worker(args) -> None:
   from rlthink.algorithms.sft import run_sft
   from rlthink.train import Checkpointer
 
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")  # cross-process CPU collectives
   info = distributed.initialize(f"localhost:{args.port}", 2, args.process_id,
                                 initialization_timeout=60)
   assert (info.process_count, info.device_count, info.method) == (2, 4, "explicit"), info
@@ -231,6 +232,19 @@ def test_one_process_is_a_no_op():
   assert (info.process_count, info.process_index, info.method) == (1, 0, "single")
   assert info.device_count == info.local_device_count == len(jax.devices())
   assert distributed.is_main_process()
+
+
+def test_logging_on_one_process_keeps_the_level():
+  import logging
+  root = logging.getLogger()
+  handlers, level = root.handlers[:], root.level
+  try:
+    distributed.configure_logging(logging.DEBUG)
+    assert root.level == logging.DEBUG  # process 0 logs at the asked level
+    assert "[process" not in root.handlers[0].formatter._fmt  # no tag on one process
+  finally:
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def test_explicit_settings_from_environment_and_flags():

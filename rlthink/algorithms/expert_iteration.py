@@ -41,6 +41,7 @@ class EIConfig:
   epochs: passes over the accumulated dataset per round (steps = ceil(epochs * |D| / batch)),
     capped by max_steps_per_iteration.
   min_reward: a sample is kept when the verifier gives at least this.
+  learning_rate: the fine-tuning learning rate of each round (None: OptimizerConfig's).
   """
 
   iterations: int = 3
@@ -56,6 +57,7 @@ class EIConfig:
   batch_size: int = 32
   max_length: int = 256
   min_reward: float = 1.0
+  learning_rate: float | None = None
   seed: int = 0
   sample_batch_size: int = 256
   log_every: int = 10
@@ -94,6 +96,8 @@ def run_expert_iteration(policy: Policy, task: Task, cfg: EIConfig,
   if policy.tokenizer is None:
     raise ValueError("Expert Iteration needs a policy with a tokenizer attached")
   task.check_split(cfg.split)
+  if cfg.learning_rate is not None:
+    optimizer_cfg = dataclasses.replace(optimizer_cfg, learning_rate=cfg.learning_rate)
   phase_dir = os.path.join(workdir, "ei")
   ckpt = Checkpointer(phase_dir, policy.config)
   source = task.examples(cfg.split)

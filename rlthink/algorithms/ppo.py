@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import time
 from typing import Callable
 
 import jax
@@ -57,6 +58,8 @@ class PPOConfig:
   """PPO settings.
 
   iterations: rounds of sample -> score -> advantages -> update.
+  num_questions: the first this many questions of `split` form the training pool (None: all);
+    each iteration takes the next `prompts_per_iteration` of a per-pass permutation of the pool.
   prompts_per_iteration / samples_per_prompt: the rollout batch is their product (rows).
   epochs, minibatch_size: passes over the rollout batch and rows per optimizer step.
   clip_eps (clip_eps_high): policy-ratio clip range; value_clip_eps: value clip (None: off).
@@ -76,6 +79,7 @@ class PPOConfig:
   iterations: int = 10
   prompts_per_iteration: int = 64
   samples_per_prompt: int = 1
+  num_questions: int | None = None
   split: str = "train"
   temperature: float = 1.0
   max_new_tokens: int = 64
@@ -110,6 +114,8 @@ class PPOConfig:
     positive = ("iterations", "prompts_per_iteration", "samples_per_prompt", "epochs",
                 "minibatch_size", "max_new_tokens", "score_batch_size", "sample_batch_size")
     bad = [f"{k}={getattr(self, k)}" for k in positive if getattr(self, k) < 1]
+    if self.num_questions is not None and self.num_questions < 1:
+      bad.append(f"num_questions={self.num_questions}")
     if bad or self.clip_eps <= 0 or self.kl_coef < 0 or not 0 <= self.lam <= 1 or not (
         0 <= self.gamma <= 1) or (self.kl_target is not None and self.kl_target <= 0):
       raise ValueError(f"PPOConfig: {', '.join(bad) or 'a value'} out of range (counts >= 1, "
@@ -273,6 +279,8 @@ def run_ppo(policy, task, cfg: PPOConfig, optimizer_cfg, workdir: str,
     raise ValueError("PPO needs a policy with a tokenizer attached")
   task.check_split(cfg.split)
   questions = task.examples(cfg.split)
+  if cfg.num_questions is not None:
+    questions = [questions[j] for j in range(min(cfg.num_questions, len(questions)))]
   phase_dir = os.path.join(workdir, "ppo")
   ckpt = Checkpointer(phase_dir, policy.config)
   per_iteration = steps_per_iteration(cfg)
@@ -294,20 +302,24 @@ def run_ppo(policy, task, cfg: PPOConfig, optimizer_cfg, workdir: str,
       current = policy.replace(params=strip_value_head(state.params["policy"]))
       examples = [questions[int(j)] for j in core.iteration_indices(
           len(questions), i, cfg.prompts_per_iteration, cfg.seed)]
+      clock = time.perf_counter()
       scored = rollout_examples(current, task, examples, num_samples=cfg.samples_per_prompt,
                                 max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                                 seed=cfg.seed * 100_003 + i, batch_size=cfg.sample_batch_size)
+      times = {"time_rollout_s": time.perf_counter() - clock}
       batch, stats = prepare_batch(policy.config, state.params, tree["reference"],
                                    scored.rollouts, scored.rewards, tree["kl"].coef, cfg,
                                    policy.mesh)
+      times["time_score_s"] = time.perf_counter() - clock - times["time_rollout_s"]
       batch_at = lambda s: {k: v[core.minibatch_rows(rows, cfg.minibatch_size, s,
                                                      [cfg.seed, i])] for k, v in batch.items()}
       state, last = run_steps(state, step_fn, batch_at, 0, per_iteration, mesh=policy.mesh,
                               logger=logger, log_every=cfg.log_every,
                               global_offset=i * per_iteration, prefix="ppo/train_")
+      times["time_train_s"] = time.perf_counter() - clock - sum(times.values())
       record = {"iteration": i + 1, "reward_mean": float(np.mean(scored.rewards)),
                 "kl_coef": float(tree["kl"].coef),
-                "completion_length": float(np.mean(scored.rollouts.lengths)), **stats,
+                "completion_length": float(np.mean(scored.rollouts.lengths)), **stats, **times,
                 **{k.removeprefix("ppo/train_"): v for k, v in last.items()}}
       kl = core.update_kl_controller(tree["kl"], stats["kl"], rows, cfg.kl_target,
                                      cfg.kl_horizon)

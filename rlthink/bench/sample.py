@@ -20,6 +20,7 @@ starts its JAX backend. One JSON line per case on stdout (and appended to --out)
 
     python -m rlthink.bench.sample --model qwen2.5-0.5b --batch 1 64 256 --out bench.jsonl
     python -m rlthink.bench.sample --quick          # tiny model on CPU, well under a minute
+    python -m rlthink.bench.sample --layers unrolled scan --hlo_dir hlo/   # compare, keep HLO
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ def parse_args(argv):
   p.add_argument("--dtype", default="bfloat16", help="compute dtype of both sides")
   p.add_argument("--param_dtype", default="float32", help="stored parameter dtype (rlthink)")
   p.add_argument("--temperature", type=float, default=1.0, help="rlthink's sampling temperature")
+  p.add_argument("--layers", action="extend", nargs="+", choices=("unrolled", "scan"),
+                 help="rlthink's decode layers (sample(unroll_layers=...)); several values time "
+                 "each (default: unrolled)")
   p.add_argument("--iters", type=int, help="timed calls per case (default 5; 2 with --quick)")
   p.add_argument("--warmup", type=int, default=1, help="untimed calls after compilation")
   p.add_argument("--mesh", help="mesh sizes data,fsdp,tensor (used with more than one device)")
@@ -62,6 +66,7 @@ def parse_args(argv):
   args.prompt_len = args.prompt_len or (16 if quick else 128)
   args.new_tokens = args.new_tokens or (16 if quick else 256)
   args.iters = args.iters or (2 if quick else 5)
+  args.layers = list(dict.fromkeys(args.layers or ["unrolled"]))
   for name in ("prompt_len", "new_tokens", "iters"):
     if getattr(args, name) <= 0:
       p.error(f"--{name} must be positive")
@@ -89,7 +94,8 @@ def floor(config, batch: int, prompt_len: int, new_tokens: int, hbm_bytes_per_s:
   # Attended context of decode step t (0-based) is prompt_len + t tokens.
   context = new_tokens * prompt_len + new_tokens * (new_tokens - 1) // 2
   total_bytes = (new_tokens + 1) * weight_bytes + batch * context * kv_bytes_per_token
-  matmul_flops = 2 * batch * (prompt_len * l * layer_matmul + new_tokens * (l * layer_matmul + head))
+  matmul_flops = 2 * batch * (prompt_len * l * layer_matmul
+                              + new_tokens * (l * layer_matmul + head))
   attention_flops = 4 * l * h * d * batch * (prompt_len * (prompt_len + 1) // 2 + context)
   total_flops = matmul_flops + attention_flops
   memory_s = total_bytes / hbm_bytes_per_s
@@ -100,7 +106,7 @@ def floor(config, batch: int, prompt_len: int, new_tokens: int, hbm_bytes_per_s:
           "floor_bytes": total_bytes, "floor_flops": total_flops}
 
 
-def bench_rlthink(policy, batch: int, args, name: str) -> dict:
+def bench_rlthink(policy, batch: int, args, name: str, layers: str) -> dict:
   """Compiles and times `rlthink.sample` for one case; returns the rlthink half of the record."""
   import jax
   import numpy as np
@@ -110,7 +116,7 @@ def bench_rlthink(policy, batch: int, args, name: str) -> dict:
   rng = np.random.RandomState(batch)
   prompts = rng.randint(0, policy.config.vocab_size, (batch, args.prompt_len)).tolist()
   options = dict(max_new_tokens=args.new_tokens, temperature=args.temperature, stop_tokens=(),
-                 seed=0)
+                 seed=0, unroll_layers=layers == "unrolled")
   start = time.perf_counter()
   ro = sampler.sample(policy, prompts, **options)
   first_s = time.perf_counter() - start
@@ -120,7 +126,7 @@ def bench_rlthink(policy, batch: int, args, name: str) -> dict:
   if args.hlo_dir:
     os.makedirs(args.hlo_dir, exist_ok=True)
     text = sampler.lower_sample(policy, prompts, **options).compile().as_text()
-    with open(os.path.join(args.hlo_dir, f"{name}_b{batch}.hlo.txt"), "w") as f:
+    with open(os.path.join(args.hlo_dir, f"{name}_b{batch}_{layers}.hlo.txt"), "w") as f:
       f.write(text)
   times = common.time_fn(lambda: sampler.sample(policy, prompts, **options),
                          warmup=args.warmup, iters=args.iters)
@@ -185,11 +191,12 @@ def main(argv: list[str] | None = None) -> int:
     matmul = hardware.measure_matmul_flops(args.dtype, device=devices[0])
     for m in args.model:
       policy = rlthink.init_policy(configs[m], seed=0, mesh=mesh)
-      for batch in args.batch:
+      for batch, layers in [(b, l) for b in args.batch for l in args.layers]:
         rec = {"bench": "sample", "model": m, "batch": batch, "prompt_len": args.prompt_len,
                "new_tokens": args.new_tokens, "dtype": args.dtype,
-               "param_dtype": args.param_dtype, "temperature": args.temperature}
-        rec.update(bench_rlthink(policy, batch, args, m))
+               "param_dtype": args.param_dtype, "temperature": args.temperature,
+               "layers": layers}
+        rec.update(bench_rlthink(policy, batch, args, m, layers))
         rec.update(torch_results[m][batch])
         torch_tps = rec.get("torch_tok_s")
         rec["torch_tok_s"] = torch_tps
@@ -212,10 +219,10 @@ def _print_table(records) -> None:
   """A short human-readable summary on stderr (stdout stays JSON lines)."""
   def fmt(x, spec):
     return "-" if x is None else format(x, spec)
-  print(f"{'model':<14}{'batch':>6}{'tok/s':>11}{'ms/step':>9}{'torch tok/s':>12}{'ratio':>7}"
-        f"{'floor tok/s':>12}{'% floor':>8}", file=sys.stderr)
+  print(f"{'model':<14}{'batch':>6}{'layers':>9}{'tok/s':>11}{'ms/step':>9}{'torch tok/s':>12}"
+        f"{'ratio':>7}{'floor tok/s':>12}{'% floor':>8}", file=sys.stderr)
   for r in records:
-    print(f"{r['model']:<14}{r['batch']:>6}{r['rlthink_tok_s']:>11.0f}"
+    print(f"{r['model']:<14}{r['batch']:>6}{r['layers']:>9}{r['rlthink_tok_s']:>11.0f}"
           f"{r['rlthink_ms_per_step']:>9.2f}{fmt(r['torch_tok_s'], '.0f'):>12}"
           f"{fmt(r['ratio'], '.2f'):>7}{r['floor_tok_s']:>12.0f}{r['pct_floor']:>8.1f}",
           file=sys.stderr)

@@ -41,6 +41,17 @@ def parse_args(argv):
   p.add_argument("--attention", choices=("cudnn", "xla"),
                  help="attention kernel (default cudnn on GPU, xla elsewhere)")
   p.add_argument("--remat", action="store_true", help="rematerialize each layer in the backward")
+  p.add_argument("--loss", choices=("fused", "logits"), default="fused",
+                 help="fused: log-probs from the hidden states in chunks "
+                 "(ops.fused_next_token_logprobs); logits: the float32 logits head")
+  p.add_argument("--chunk", type=int, default=256, help="positions per chunk of the fused loss")
+  p.add_argument("--save_probs", action="store_true",
+                 help="fused loss keeps the bf16 softmax for the backward (no recomputed matmul)")
+  p.add_argument("--scan_unroll", type=int, default=1,
+                 help="layers per scan iteration (ModelConfig.scan_unroll; 0: fully unrolled)")
+  p.add_argument("--cast_params", action="store_true",
+                 help="cast the fp32 params to the compute dtype once, before the forward, so the "
+                 "gradients come out in it (AdamW still updates fp32 params and moments)")
   p.add_argument("--lr", type=float, default=3e-4)
   p.add_argument("--mesh", help="mesh sizes data,fsdp,tensor, e.g. 1,-1,1 (used with >1 device)")
   p.add_argument("--no_torch", action="store_true", help="skip the PyTorch baseline")
@@ -61,8 +72,15 @@ def parse_args(argv):
   return args
 
 
-def make_train_step(config, optimizer, mesh):
-  """train_step(state, tokens int32[B, T]) -> (state, {"loss"}); state = {"params", "opt_state"}."""
+def make_train_step(config, optimizer, mesh, loss: str = "fused", chunk: int = 256,
+                    save_probs: bool = False, cast_params: bool = False):
+  """train_step(state, tokens int32[B, T]) -> (state, {"loss"}); state = {"params", "opt_state"}.
+
+  loss "fused": the decoder's hidden states into `ops.fused_next_token_logprobs` (what
+  `rlthink.train.sft_loss` does); "logits": the float32 logits head and `ops.next_token_logprobs`.
+  cast_params: differentiate with respect to a compute-dtype copy of the params (the decoder casts
+  each weight at use anyway), so gradients are not widened to float32 before AdamW reads them.
+  """
   import jax
   import jax.numpy as jnp
   import optax
@@ -71,11 +89,19 @@ def make_train_step(config, optimizer, mesh):
   from rlthink.models import decoder
 
   def loss_fn(params, tokens):
-    outputs, _ = decoder.forward(config, params, tokens, mesh=mesh)
-    return -jnp.mean(ops.next_token_logprobs(outputs["logits"], tokens))
+    if loss == "logits":
+      outputs, _ = decoder.forward(config, params, tokens, mesh=mesh)
+      return -jnp.mean(ops.next_token_logprobs(outputs["logits"], tokens))
+    outputs, _ = decoder.forward(config, params, tokens, heads=("hidden",), mesh=mesh)
+    logp = ops.fused_next_token_logprobs(outputs["hidden"], decoder.unembedding(config, params),
+                                         tokens, chunk, save_probs)
+    return -jnp.mean(logp)
 
   def train_step(state, tokens):
-    loss, grads = jax.value_and_grad(loss_fn)(state["params"], tokens)
+    params = state["params"]
+    if cast_params:
+      params = jax.tree.map(lambda p: p.astype(config.dtype), params)
+    loss, grads = jax.value_and_grad(loss_fn)(params, tokens)
     updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
     return {"params": optax.apply_updates(state["params"], updates), "opt_state": opt_state}, {
         "loss": loss}
@@ -120,7 +146,8 @@ def bench_jax(config, args, devices, name: str = "model") -> dict:
   tok_sharding = None if mesh is None else sharding.batch_sharding(mesh, tokens.shape)
   if tok_sharding is not None:
     tokens = jax.device_put(tokens, tok_sharding)
-  step = jax.jit(make_train_step(config, optimizer, mesh), donate_argnums=0,
+  step = jax.jit(make_train_step(config, optimizer, mesh, args.loss, args.chunk, args.save_probs,
+                                 args.cast_params), donate_argnums=0,
                  in_shardings=None if mesh is None else (state_shardings, tok_sharding),
                  out_shardings=None if mesh is None else (state_shardings, None))
   start = time.perf_counter()
@@ -169,9 +196,96 @@ def _profile(compiled, one_step, name: str, profile_dir: str) -> None:
   os.makedirs(profile_dir, exist_ok=True)
   with open(os.path.join(profile_dir, name + ".hlo.txt"), "w") as f:
     f.write(compiled.as_text())
-  with jax.profiler.trace(os.path.join(profile_dir, name)):
+  trace_dir = os.path.join(profile_dir, name)
+  with jax.profiler.trace(trace_dir):
     for _ in range(3):
       jax.block_until_ready(one_step())
+  try:
+    summary = profile_summary(trace_dir, steps=3, hlo_text=compiled.as_text())
+  except Exception as e:  # a summary is a convenience; the trace itself is written
+    summary = f"no summary of {trace_dir}: {type(e).__name__}: {e}\n"
+  with open(os.path.join(profile_dir, name + ".ops.txt"), "w") as f:
+    f.write(summary)
+
+
+def _kernel_kind(kernel: str, op: str) -> str:
+  k = kernel.lower()
+  if any(s in k for s in ("cudnn", "flash", "fmha", "sdpa")):
+    return "attention"
+  if any(s in k for s in ("gemm", "cutlass", "xmma", "cublas", "sm90_", "nvjet")):
+    return "matmul"
+  if "triton" in k:
+    return "triton"
+  if any(s in k for s in ("memcpy", "memset", "copy")):
+    return "copy"
+  return "reduce" if "reduce" in (k + op.lower()) else "fusion"
+
+
+def _op_paths(hlo_text: str) -> dict:
+  """HLO instruction name -> its JAX op_name, shortened to 'fwd|bwd|step: path' (e.g.
+  'bwd: layers/mlp/dot_general'), from the compiled module's text."""
+  import re
+
+  paths = {}
+  for m in re.finditer(r'%([\w.\-]+) = [^\n]*?op_name="([^"]*)"', hlo_text):
+    name, op = m.groups()
+    phase = "bwd" if "transpose(" in op else "fwd" if "jvp(" in op else "step"
+    parts = [p for p in op.split("/") if p and not p.startswith(("jit(", "jvp(", "transpose("))
+             and p not in ("while", "body", "eval_jaxpr", "cond", "checkpoint", "remat")]
+    paths[name] = f"{phase}: {'/'.join(parts[-3:])}"
+  return paths
+
+
+def profile_summary(trace_dir: str, steps: int, top: int = 60, hlo_text: str | None = None) -> str:
+  """GPU kernel time of a trace (`jax.profiler.trace` directory) per step: by kind (matmul,
+  attention, reductions, other fusions, copies), by model op (from `hlo_text`, the compiled
+  module: forward / backward / rest of the step and the op's path), by HLO op and by kernel name,
+  largest first. Kernels inside command buffers are named by the buffer only: run with
+  XLA_FLAGS=--xla_gpu_enable_command_buffer= to attribute every kernel."""
+  import collections
+  import glob
+  import re
+
+  import jax
+
+  op_paths = _op_paths(hlo_text) if hlo_text else {}
+  by_path = collections.Counter()
+
+  paths = sorted(glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True))
+  if not paths:
+    return f"no .xplane.pb under {trace_dir}\n"
+  data = jax.profiler.ProfileData.from_file(paths[-1])
+  by_op, by_kernel, by_kind = (collections.Counter() for _ in range(3))
+  counts = collections.Counter()
+  planes = [p for p in data.planes if p.name.startswith("/device:GPU")]
+  lines = [l for p in planes for l in p.lines if l.name.startswith("Stream")]
+  if not lines:  # other profiler versions name the kernel lines differently
+    lines = [l for p in planes for l in p.lines if "XLA" not in l.name]
+  names = sorted({l.name for p in planes for l in p.lines})
+  for line in lines:
+    for ev in line.events:
+      stats = dict(ev.stats)
+      op = str(stats.get("hlo_op", "?"))
+      us = ev.duration_ns / 1e3 / steps
+      by_op[op] += us
+      counts[op] += 1
+      by_kernel[ev.name[:120]] += us
+      by_kind[_kernel_kind(ev.name, op)] += us
+      fusion = re.sub(r"_(\d+)$", r".\1", ev.name)  # kernel loop_add_fusion_3: HLO loop_add_fusion.3
+      by_path[op_paths.get(op, op_paths.get(fusion, op))] += us
+  total = sum(by_kind.values())
+  out = [f"GPU kernel time per step: {total / 1e3:.2f} ms ({paths[-1]}; lines {names})",
+         "by kind:"]
+  out += [f"  {k:<10}{v / 1e3:9.2f} ms {100 * v / max(total, 1e-9):5.1f}%"
+          for k, v in by_kind.most_common()]
+  if op_paths:
+    out.append("by model op (ms/step):")
+    out += [f"  {v / 1e3:8.3f}  {k}" for k, v in by_path.most_common(2 * top)]
+  out.append("by HLO op (ms/step, launches/step):")
+  out += [f"  {v / 1e3:8.3f} {counts[k] / steps:6.0f}  {k}" for k, v in by_op.most_common(top)]
+  out.append("by kernel (ms/step):")
+  out += [f"  {v / 1e3:8.3f}  {k}" for k, v in by_kernel.most_common(top)]
+  return "\n".join(out) + "\n"
 
 
 def run_torch(config, args) -> dict:
@@ -197,7 +311,8 @@ def run_torch(config, args) -> dict:
 def main(argv: list[str] | None = None) -> int:
   args = parse_args(argv)
   from rlthink.models.presets import get_preset
-  configs = {m: get_preset(m, dtype=args.dtype, param_dtype="float32", remat=args.remat)
+  configs = {m: get_preset(m, dtype=args.dtype, param_dtype="float32", remat=args.remat,
+                          scan_unroll=args.scan_unroll)
              for m in args.model}
   # PyTorch first: this process has not started its JAX backend yet, so the GPU is all torch's.
   torch_results = {m: run_torch(configs[m], args) for m in args.model}
@@ -220,6 +335,9 @@ def main(argv: list[str] | None = None) -> int:
       flops = config.flops_per_token(args.seq)
       rec = {"bench": "train", "model": m, "batch": args.batch, "seq": args.seq,
              "dtype": args.dtype, "attention": attention, "remat": args.remat,
+             "loss": args.loss, "chunk": args.chunk, "save_probs": args.save_probs,
+             "cast_params": args.cast_params,
+             "scan_unroll": args.scan_unroll, "xla_flags": os.environ.get("XLA_FLAGS", ""),
              "num_devices": len(devices)}
       rec.update(bench_jax(config, args, devices, m))
       rec.update(torch_results[m])

@@ -39,6 +39,9 @@ class ModelConfig:
     attention_impl: "xla" (portable einsum attention) or "cudnn" (fused flash attention on NVIDIA
       GPUs, used for full causal forwards without a cache or packing; XLA otherwise).
     remat: rematerialize each layer in the backward pass (less memory, ~1/3 more compute).
+    scan_unroll: layers per iteration of the scanned layer stack (1: a loop of num_layers
+      iterations; 0 or num_layers: fully unrolled, which lets XLA schedule across layers at the
+      cost of compile time). Numerics and parameters are the same for every value.
     bos_token_id / eos_token_id / pad_token_id: special ids carried into Hugging Face exports.
   """
 
@@ -67,6 +70,7 @@ class ModelConfig:
   param_dtype: str = "float32"
   attention_impl: str = "xla"
   remat: bool = False
+  scan_unroll: int = 1
   bos_token_id: int | None = None
   eos_token_id: int | None = None
   pad_token_id: int | None = None
@@ -96,6 +100,8 @@ class ModelConfig:
     need(self.param_dtype in DTYPES, f"param_dtype={self.param_dtype!r} is not one of {DTYPES}")
     need(self.attention_impl in ATTENTION_IMPLS,
          f"attention_impl={self.attention_impl!r} is not one of {ATTENTION_IMPLS}")
+    need(isinstance(self.scan_unroll, int) and self.scan_unroll >= 0,
+         f"scan_unroll={self.scan_unroll!r} must be an int >= 0")
     need(self.sliding_window is None or self.sliding_window > 0,
          f"sliding_window={self.sliding_window!r} must be None or positive")
 

@@ -24,7 +24,7 @@ from jax.sharding import Mesh
 from rlthink import sharding
 from rlthink.models.config import ModelConfig
 
-HEADS = ("logits", "value", "reward")
+HEADS = ("logits", "value", "reward", "hidden")
 _NEG_INF = -1e30  # finite, so fully masked rows (padding queries) give no NaNs
 
 
@@ -65,6 +65,31 @@ def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: np.ndarray) -> jax.
   x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
   out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
   return out.astype(x.dtype)
+
+
+@jax.custom_vjp
+def project_logits(x: jax.Array, w: jax.Array) -> jax.Array:
+  """x [B, T, E] @ w [E, V] -> float32 logits [B, T, V], from compute-dtype inputs.
+
+  The backward casts d(logits) to the inputs' dtype first, so its two matmuls run in that dtype
+  (bf16 tensor cores) instead of float32 x bf16 (float32 matmuls over the whole vocab).
+  """
+  return jnp.einsum("bte,ev->btv", x, w, preferred_element_type=jnp.float32)
+
+
+def _project_logits_fwd(x, w):
+  return project_logits(x, w), (x, w)
+
+
+def _project_logits_bwd(residuals, g):
+  x, w = residuals
+  g = g.astype(x.dtype)
+  dx = jnp.einsum("btv,ev->bte", g, w.astype(x.dtype))
+  dw = jnp.einsum("bte,btv->ev", x, g, preferred_element_type=jnp.float32)
+  return dx.astype(x.dtype), dw.astype(w.dtype)
+
+
+project_logits.defvjp(_project_logits_fwd, _project_logits_bwd)
 
 
 class RMSNorm(nn.Module):
@@ -237,6 +262,7 @@ class Transformer(nn.Module):
     else:
       stack = nn.scan(layer, variable_axes={"params": 0}, split_rngs={"params": True},
                       in_axes=(nn.broadcast, nn.broadcast), length=cfg.num_layers,
+                      unroll=cfg.scan_unroll if cfg.scan_unroll > 0 else cfg.num_layers,
                       metadata_params={nn.PARTITION_NAME: "layers"})
       layer_caches = None if cache is None else (cache["k"], cache["v"], jnp.int32(0))
       (x, layer_caches), _ = stack(cfg, self.mesh, name="layers")((x, layer_caches), positions,
@@ -250,8 +276,10 @@ class Transformer(nn.Module):
           w = embedding.T
         else:
           w = _param(self, "lm_head", (cfg.hidden_size, cfg.vocab_size), ("embed", "vocab"))
-        logits = jnp.einsum("bte,ev->btv", x, w.astype(dt), preferred_element_type=jnp.float32)
+        logits = project_logits(x, w.astype(dt))
         outputs[head] = sharding.constrain(logits, ("batch", "length", "vocab"), self.mesh)
+      elif head == "hidden":  # for losses that fuse the vocab projection (ops.fused_*logprobs)
+        outputs[head] = x
       elif head in ("value", "reward"):
         w = _param(self, f"{head}_head", (cfg.hidden_size,), ("embed",))
         b = _param(self, f"{head}_bias", (), (), nn.initializers.zeros)
@@ -344,6 +372,12 @@ def unstack_layers(params):
                      for i in range(num_layers)}}
 
 
+def unembedding(config: ModelConfig, params) -> jax.Array:
+  """The output projection as [V, E] (the tied embedding table, or lm_head transposed), in the
+  parameter dtype: logits = hidden @ unembedding.T."""
+  return params["embedding"] if config.tie_embeddings else params["lm_head"].T
+
+
 def forward(config: ModelConfig, params, tokens: jax.Array, *, positions: jax.Array | None = None,
             attention_mask: jax.Array | None = None, segment_ids: jax.Array | None = None,
             cache: dict | None = None, heads: Sequence[str] = ("logits",),
@@ -359,7 +393,9 @@ def forward(config: ModelConfig, params, tokens: jax.Array, *, positions: jax.Ar
       positions must then be given). Not used with a cache.
     cache: from `init_cache`: the tokens are written at `cache["index"]` and attend to every valid
       earlier slot; the returned cache has the index advanced by T.
-    heads: any of "logits" (float32[B, T, V]), "value" and "reward" (float32[B, T]).
+    heads: any of "logits" (float32[B, T, V]), "value" and "reward" (float32[B, T]), and
+      "hidden" (the final-normed hidden states [B, T, E] in the compute dtype: with
+      `unembedding(config, params)` they give the logits, see `ops.fused_token_logprobs`).
 
   `params` from `unstack_layers` run the layers unrolled (with a `per_layer` cache).
   """

@@ -3,8 +3,11 @@
 One jitted XLA program per (model, mesh, bucketed shapes, static options) does the whole rollout:
 prefill once per prompt, share the prompt's KV cache across its `num_samples` samples, then a
 `lax.while_loop` decode over a preallocated, donated cache that stops as soon as every row has
-sampled a stop token. See `engine` for the program, `sampler` for the checks and shape buckets,
-`processors` for temperature / top-k / top-p, `rollouts` for the output layout, `text` for strings.
+sampled a stop token. By default the layers run unrolled from a per-call copy of the weights in
+the compute dtype, each layer with its own weight and KV-cache buffers, so the loop never slices
+a stacked array (`unroll_layers=False` keeps the scanned stack). See `engine` for the program,
+`sampler` for the checks and shape buckets, `processors` for temperature / top-k / top-p,
+`rollouts` for the output layout, `text` for strings and `config` for the gin-bound options.
 
     ro = rlthink.sample(policy, [[1, 5, 7], [1, 9]], max_new_tokens=64, temperature=0.7,
                         num_samples=4, seed=0)
@@ -14,17 +17,20 @@ sampled a stop token. See `engine` for the program, `sampler` for the checks and
     ro.lengths, ro.finish_reason
 
 Numerics: `ro.logprobs` equal the log-probs of one full forward over `ro.tokens` with `ro.mask`
-(within 1e-5 in float32 on CPU; the tests require 1e-4). In bfloat16 the cached decode and the full
-forward round differently (the cache holds bf16 keys/values computed one token at a time); on the
-tiny preset the gap is about 1e-2 nats per token (max abs), see tests/sampling/test_logprobs.py.
+(within 1e-6 in float32 on CPU; the tests require 1e-4). In bfloat16 the decode and the full
+forward round differently (different fusions, keys/values cached one token at a time): on the tiny
+preset (random init, CPU) the gap is 4.6e-3 nats per token at most and 1.2e-3 on average, the
+same size as the gap of either bf16 computation to float32 (5e-3 max, 1.3e-3 mean); see
+tests/sampling/test_logprobs.py. Trainers that need exact ratios recompute them with the
+training forward.
 """
 
 from rlthink.sampling.processors import draw, process_logits
 from rlthink.sampling.rollouts import Rollouts
-from rlthink.sampling.sampler import batch_bucket, prompt_bucket, sample
+from rlthink.sampling.sampler import batch_bucket, lower_sample, prompt_bucket, sample
 
 __all__ = ["Rollouts", "SampleConfig", "batch_bucket", "decode_completions", "draw",
-           "process_logits", "prompt_bucket", "sample", "sample_text"]
+           "lower_sample", "process_logits", "prompt_bucket", "sample", "sample_text"]
 
 # Text helpers and the gin-bound `SampleConfig` load on first use: gin is not on every accelerator
 # image, and the benchmark path (`rlthink.bench.sample`) never needs it.

@@ -5,7 +5,7 @@
 1. Prefill: all but the last prompt token of each (left-padded) prompt go through the decoder into
    a prompt-length KV cache, once per prompt.
 2. The prompt cache is repeated `num_samples` times along the batch and written into the front of
-   the donated decode cache (N = prompts * num_samples rows, P + C slots).
+   the donated decode cache (N = prompts * num_samples rows, P - 1 + C slots).
 3. Decode: a `while_loop` whose step feeds the previous token (first the last prompt token), samples
    the next one per row and records it with its log-probs; it stops after C steps or as soon as
    every row has sampled a stop token.
@@ -99,11 +99,12 @@ def generate(params, cache: dict, prompt_tokens: jax.Array, prompt_mask: jax.Arr
   batch = lambda x: sharding.constrain(x, ("batch",) + (None,) * (x.ndim - 1), mesh)
 
   # 1-2. Prefill all prompt tokens but the last, once per prompt; share the cache across samples.
-  prompt_cache = decoder.init_cache(config, b, p - 1, per_layer="layers" not in params)
-  _, prompt_cache = decoder.forward(config, params, prompt_tokens[:, :-1],
-                                    attention_mask=prompt_mask[:, :-1], cache=prompt_cache,
-                                    heads=(), mesh=mesh)
-  cache = _put_prompt_cache(cache, prompt_cache, num_samples)
+  if p > 1:
+    prompt_cache = decoder.init_cache(config, b, p - 1, per_layer="layers" not in params)
+    _, prompt_cache = decoder.forward(config, params, prompt_tokens[:, :-1],
+                                      attention_mask=prompt_mask[:, :-1], cache=prompt_cache,
+                                      heads=(), mesh=mesh)
+    cache = _put_prompt_cache(cache, prompt_cache, num_samples)
   last_token = batch(jnp.repeat(prompt_tokens[:, -1], num_samples))
   padding_row = batch(jnp.repeat(~jnp.any(prompt_mask, axis=1), num_samples))
   row_keys = batch(_row_keys(seed, n))

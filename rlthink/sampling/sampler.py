@@ -1,4 +1,4 @@
-"""`sample`: checks the request, pads it to cached shapes, runs the jitted engine, builds `Rollouts`.
+"""`sample`: checks a request, pads it to cached shapes, runs the jitted engine, builds `Rollouts`.
 
 Everything a user can get wrong is checked here, in numpy, before anything is compiled. Shapes are
 bucketed so that RL loops (and ragged evaluation batches) reuse compiled programs: the prompt
@@ -31,9 +31,9 @@ def _next_pow2(n: int) -> int:
 
 
 def prompt_bucket(longest: int, max_new_tokens: int, max_seq_len: int) -> int:
-  """Padded prompt length P: a power of two >= longest (>= 16), cut to fit P - 1 + C slots."""
+  """Padded prompt length P: a power of two >= longest (>= 16), cut so that P + C fits."""
   return max(longest, min(_next_pow2(max(longest, MIN_PROMPT_BUCKET)),
-                          max_seq_len + 1 - max_new_tokens))
+                          max_seq_len - max_new_tokens))
 
 
 def batch_bucket(num_prompts: int, mesh) -> int:
@@ -51,6 +51,8 @@ def _default_stop_tokens(policy) -> tuple[int, ...]:
 
 
 def _check_prompts(prompts, vocab_size: int, tokenizer) -> list[np.ndarray]:
+  if hasattr(prompts, "__array__") and not isinstance(prompts, np.ndarray):  # e.g. a jax.Array
+    prompts = np.asarray(prompts)
   if isinstance(prompts, (str, bytes)) or not isinstance(prompts, (Sequence, np.ndarray)):
     raise TypeError(f"prompts must be a list of token-id lists (or of strings with a tokenizer), "
                     f"got {type(prompts).__name__}")
@@ -100,11 +102,12 @@ def _check_options(config, longest: int, longest_index: int, max_new_tokens, tem
   for t in stop_tokens:
     if not is_int(t) or not 0 <= t < config.vocab_size:
       raise ValueError(f"stop token {t!r} is not a token id in [0, {config.vocab_size})")
-  if longest + max_new_tokens - 1 > config.max_seq_len:
+  if longest + max_new_tokens > config.max_seq_len:
     raise ValueError(
         f"prompt {longest_index} has {longest} tokens: with max_new_tokens={max_new_tokens} the "
-        f"KV cache needs {longest + max_new_tokens - 1} slots, more than the model's "
-        f"max_seq_len={config.max_seq_len}; shorten the prompt or max_new_tokens")
+        f"rollout needs {longest + max_new_tokens} positions, more than the model's "
+        f"max_seq_len={config.max_seq_len} (the KV cache's limit); shorten the prompt or "
+        "max_new_tokens")
 
 
 @functools.partial(jax.jit, static_argnames=("config", "batch", "length", "mesh", "per_layer"))
@@ -131,6 +134,9 @@ def _request(policy, prompts, max_new_tokens, temperature, top_k, top_p, num_sam
              stop_tokens, unroll_layers) -> _Request:
   config = policy.config
   rows = _check_prompts(prompts, config.vocab_size, policy.tokenizer)
+  if stop_tokens is not None and not isinstance(stop_tokens, (Sequence, np.ndarray)):
+    raise ValueError(f"stop_tokens must be a list of token ids (or None, or ()), got "
+                     f"{stop_tokens!r}")
   stop_tokens = _default_stop_tokens(policy) if stop_tokens is None else tuple(stop_tokens)
   lengths = [len(r) for r in rows]
   longest_index = int(np.argmax(lengths))

@@ -65,10 +65,13 @@ class Checkpointer:
   def check_compatible(self, meta: dict) -> None:
     saved = meta.get("model_config", {})
     current = dataclasses.asdict(self.model_config)
-    # dtype/attention/remat choices do not change the parameter shapes.
-    ignore = {"dtype", "attention_impl", "remat", "max_seq_len"}
-    diff = {k: (saved.get(k), v) for k, v in current.items()
-            if k not in ignore and saved.get(k) != v}
+    # dtype/attention/remat/unroll choices do not change the parameters.
+    ignore = {"dtype", "attention_impl", "remat", "max_seq_len", "scan_unroll"}
+    # A field the checkpoint predates counts as its default (added fields must default to the
+    # old behaviour).
+    defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
+    diff = {k: (saved.get(k, defaults[k]), v) for k, v in current.items()
+            if k not in ignore and saved.get(k, defaults[k]) != v}
     if diff:
       fields = ", ".join(f"{k}: checkpoint {a!r} vs run {b!r}" for k, (a, b) in sorted(diff.items()))
       raise CheckpointMismatchError(

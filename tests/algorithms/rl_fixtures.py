@@ -19,7 +19,7 @@ from rlthink.algorithms.sft import SFTConfig, run_sft
 from rlthink.models import tokenizer as tokenizers
 from rlthink.train import OptimizerConfig
 
-TASK_OPTIONS = {"size": "tiny", "seed": 0}
+TASK_OPTIONS = {"size": "tiny", "seed": 0, "max_steps": 1}
 SFT_STEPS = 120
 
 
@@ -33,7 +33,7 @@ def tiny_policy():
 def sft_start(base: str):
   """(policy after a short SFT on tiny arithmetic, task); deterministic, cached under `base`."""
   task = tasks.get("arithmetic", data_dir=os.path.join(base, "data"), **TASK_OPTIONS)
-  cfg = SFTConfig(steps=SFT_STEPS, batch_size=32, max_length=96, log_every=SFT_STEPS,
+  cfg = SFTConfig(steps=SFT_STEPS, batch_size=32, max_length=64, log_every=SFT_STEPS,
                   checkpoint_every=SFT_STEPS)
   policy = run_sft(tiny_policy(), task, cfg, OptimizerConfig(learning_rate=3e-3, warmup_steps=10),
                    os.path.join(base, "sft_start"), progress=False)

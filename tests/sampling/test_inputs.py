@@ -24,6 +24,7 @@ from rlthink.sampling import engine, sampler
     ([[1, 2]], dict(max_new_tokens=4, top_k=0), "top_k must be"),
     ([[1, 2]], dict(max_new_tokens=4, num_samples=0), "num_samples must be"),
     ([[1, 2]], dict(max_new_tokens=4, stop_tokens=[600]), "stop token 600"),
+    ([[1, 2]], dict(max_new_tokens=4, stop_tokens=2), "stop_tokens must be a list"),
 ])
 def test_bad_requests_fail_before_compiling(prompts, options, message):
   policy = sf.tiny_policy()
@@ -37,7 +38,7 @@ def test_bad_requests_fail_before_compiling(prompts, options, message):
 def test_buckets():
   assert sampler.prompt_bucket(3, 8, 1024) == 16
   assert sampler.prompt_bucket(17, 8, 1024) == 32
-  assert sampler.prompt_bucket(600, 8, 1024) == 1017  # cut so that P - 1 + C fits max_seq_len
+  assert sampler.prompt_bucket(600, 8, 1024) == 1016  # cut so that P + C fits max_seq_len
   assert sampler.batch_bucket(3, None) == 4 and sampler.batch_bucket(64, None) == 64
 
 
