@@ -25,7 +25,7 @@ import os
 import sys
 
 DEFAULT_EXPERIMENT = "experiments/quickstart.gin"
-BENCHMARKS = {"train": "rlthink.bench.train", "sample": "rlthink.bench.sample",
+BENCHMARKS = {"train": "rlthink.bench.train", "sample": "rlthink.bench.sample", "ei": "rlthink.bench.ei",
               "ppo": "rlthink.bench.ppo"}
 
 
@@ -88,7 +88,10 @@ def _setup(args) -> None:
   from rlthink import distributed, gin_utils
   distributed.initialize(coordinator_address=args.coordinator, num_processes=args.num_processes,
                          process_id=args.process_id)
+  distributed.configure_logging()
   gin_utils.parse(args.gin_file, args.gin_param)
+  if getattr(args, "workdir", None):
+    args.workdir = distributed.prepare_workdir(args.workdir)
 
 
 def _policy_with_tokenizer():
@@ -101,8 +104,9 @@ def cmd_train(args) -> int:
   from rlthink import experiment
   if not args.gin_file:
     args.gin_file = [DEFAULT_EXPERIMENT]
+  args.workdir = args.workdir or "workdir/quickstart"
   _setup(args)
-  experiment.run(args.workdir or "workdir/quickstart", progress=not args.no_progress)
+  experiment.run(args.workdir, progress=not args.no_progress)
   return 0
 
 

@@ -19,7 +19,7 @@ import gin
 import jax
 import numpy as np
 
-from rlthink import algorithms
+from rlthink import algorithms, distributed
 from rlthink.evaluation import EvalConfig, evaluate
 from rlthink.evaluation import report
 from rlthink.gin_utils import MeshSpec, ModelSpec
@@ -146,8 +146,10 @@ def run(workdir: str, experiment: Experiment | None = None, progress: bool = Tru
   check_stage_checkpoints(workdir, exp.stages, policy.config)
   task = tasks.get(exp.task, data_dir=exp.data_dir or os.path.join(workdir, "data"),
                    **dict(exp.task_options))
-  with open(os.path.join(workdir, "config.gin"), "w") as f:
-    f.write(gin.config_str())
+  main = distributed.is_main_process()  # one process writes the shared workdir's reports
+  if main:
+    with open(os.path.join(workdir, "config.gin"), "w") as f:
+      f.write(gin.config_str())
 
   def evaluated(name: str, current) -> dict:
     path = os.path.join(workdir, "eval", f"{name}.json")
@@ -155,7 +157,8 @@ def run(workdir: str, experiment: Experiment | None = None, progress: bool = Tru
       with open(path) as f:
         return json.load(f)
     results = evaluate(current, task, eval_cfg)
-    report.write_json(path, results)
+    if main:
+      report.write_json(path, results)
     return results
 
   rows = []
@@ -170,16 +173,17 @@ def run(workdir: str, experiment: Experiment | None = None, progress: bool = Tru
     rows.append((stage, evaluated(stage, policy)))
 
   results = dict(rows)
-  report.write_json(os.path.join(workdir, "results.json"), {"results": results,
-                                                            "history": histories})
   table = report.markdown_table(rows)
-  with open(os.path.join(workdir, "results.md"), "w") as f:
-    f.write(f"# {exp.task}: {' -> '.join(exp.stages)}\n\n{table}")
-  report.plot_pass_curves(rows, os.path.join(workdir, "pass_at_k.png"))
-  for stage, history in histories.items():
-    if history:
-      keys = sorted(k for k in history[0] if k == "solve_rate" or k.startswith("eval_"))
-      report.plot_history(history, keys, os.path.join(workdir, f"{stage}_history.png"))
+  if main:
+    report.write_json(os.path.join(workdir, "results.json"), {"results": results,
+                                                              "history": histories})
+    with open(os.path.join(workdir, "results.md"), "w") as f:
+      f.write(f"# {exp.task}: {' -> '.join(exp.stages)}\n\n{table}")
+    report.plot_pass_curves(rows, os.path.join(workdir, "pass_at_k.png"))
+    for stage, history in histories.items():
+      if history:
+        keys = sorted(k for k in history[0] if k == "solve_rate" or k.startswith("eval_"))
+        report.plot_history(history, keys, os.path.join(workdir, f"{stage}_history.png"))
   print(table, flush=True)
   return results
 

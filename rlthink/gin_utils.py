@@ -39,6 +39,13 @@ CONFIGURABLE_MODULES: tuple[str, ...] = (
     "rlthink.evaluation.evaluate",
     "rlthink.algorithms.sft",
     "rlthink.algorithms.expert_iteration",
+    "rlthink.algorithms.ppo",
+    "rlthink.algorithms.grpo",
+    "rlthink.algorithms.start",
+    "rlthink.algorithms.rcrl",
+    "rlthink.rewards.reward_model",
+    "rlthink.evaluation.rerank",
+    "rlthink.evaluation.cross_generation",
     "rlthink.experiment",
 )
 

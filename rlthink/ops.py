@@ -42,8 +42,18 @@ def entropy(logits: jax.Array) -> jax.Array:
 # and a 152k vocab) and the backward runs bf16 matmuls.
 
 
+# With save_probs=None the fused log-probs keep the softmax when it takes at most this (bytes).
+SAVE_PROBS_MAX_BYTES = 4 << 30
+
+
+def default_save_probs(batch: int, length: int, vocab: int, dtype) -> bool:
+  """Whether the fused log-probs keep the softmax [batch, length, vocab] of `dtype` for the
+  backward by default: when it takes at most `SAVE_PROBS_MAX_BYTES`."""
+  return batch * length * vocab * jnp.dtype(dtype).itemsize <= SAVE_PROBS_MAX_BYTES
+
+
 def fused_token_logprobs(hidden: jax.Array, unembedding: jax.Array, tokens: jax.Array,
-                         chunk_size: int = 256, save_probs: bool = False) -> jax.Array:
+                         chunk_size: int = 256, save_probs: bool | None = None) -> jax.Array:
   """log softmax(hidden @ unembedding.T)[tokens], computed `chunk_size` positions at a time.
 
   The same function as `token_logprobs(einsum("bte,ve->btv", hidden, unembedding), tokens)` with
@@ -58,6 +68,7 @@ def fused_token_logprobs(hidden: jax.Array, unembedding: jax.Array, tokens: jax.
     chunk_size: positions per chunk (T is padded up to a multiple of it).
     save_probs: keep the softmax [B, T, V] in hidden's dtype for the backward instead of
       recomputing the chunk's logits there: one matmul less per chunk, for B*T*V*2 bytes of memory.
+      None: `default_save_probs` (keep it when it takes at most `SAVE_PROBS_MAX_BYTES`).
 
   Returns:
     float32[B, T]. Differentiable in hidden and unembedding: the backward runs each chunk's two
@@ -71,6 +82,8 @@ def fused_token_logprobs(hidden: jax.Array, unembedding: jax.Array, tokens: jax.
   if unembedding.shape[1] != hidden.shape[2]:
     raise ValueError(f"fused_token_logprobs: unembedding {unembedding.shape} must be [V, E] with "
                      f"E = hidden's last axis {hidden.shape[2]}")
+  if save_probs is None:
+    save_probs = default_save_probs(b, t, unembedding.shape[0], hidden.dtype)
   chunk = max(1, min(int(chunk_size), t))
   pad = -t % chunk
   if pad:  # padded positions see zero hidden states: finite log-probs, sliced off below
@@ -81,7 +94,7 @@ def fused_token_logprobs(hidden: jax.Array, unembedding: jax.Array, tokens: jax.
 
 
 def fused_next_token_logprobs(hidden: jax.Array, unembedding: jax.Array, tokens: jax.Array,
-                              chunk_size: int = 256, save_probs: bool = False) -> jax.Array:
+                              chunk_size: int = 256, save_probs: bool | None = None) -> jax.Array:
   """`next_token_logprobs` from hidden states [B, T, E]: log-prob of tokens[:, t+1] at position t,
   float32[B, T-1], via `fused_token_logprobs` (all T positions run, the last is dropped, so T
   keeps its divisibility by the chunk size)."""
@@ -135,7 +148,7 @@ def _fused_logprobs_fwd(hidden, unembedding, tokens, chunk, save_probs):
 
 def _fused_logprobs_bwd(chunk, save_probs, residuals, g):
   # With p = softmax(logits) and d(logits) = g * (onehot - p), the two gradients are
-  #   d(hidden) = g * (W[tokens] - p @ W),  dW = scatter_add(tokens, g * hidden) - p.T @ (g * hidden),
+  #   d(hidden) = g * (W[tokens] - p @ W),  dW = scatter_add(tokens, g * hidden) - p.T @ (g*hidden),
   # so each chunk's matmuls read p itself (compute dtype) and d(logits) is never written.
   hidden, unembedding, tokens, lse, probs = residuals
   dt = hidden.dtype

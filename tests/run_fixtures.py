@@ -1,7 +1,7 @@
 """The tiny end-to-end run shared by the CLI, experiment, SFT and Expert Iteration tests.
 
 `shared_run(tmp_path_factory)` runs `python -m rlthink.cli train` once per pytest session (SFT
-then three rounds of Expert Iteration of a 2-layer tiny model on tiny arithmetic, on CPU) into
+then two rounds of Expert Iteration of a 2-layer tiny model on tiny arithmetic, on CPU) into
 the session's base temp dir and returns the workdir; later calls (from any test module) reuse it.
 `TINY_PARAMS` are its gin bindings: pass them to any command that must rebuild the same model.
 """
@@ -31,7 +31,7 @@ TINY_PARAMS = MODEL_PARAMS + (
     "SFTConfig.max_length = 96",
     "SFTConfig.log_every = 10",
     "SFTConfig.checkpoint_every = 20",
-    "EIConfig.iterations = 3",
+    "EIConfig.iterations = 2",
     "EIConfig.samples_per_question = 8",
     "EIConfig.num_questions = 96",
     "EIConfig.max_new_tokens = 24",
@@ -96,6 +96,8 @@ def shared_run(tmp_path_factory) -> str:
     raise AssertionError(f"the shared tiny run failed earlier: {_cache['error']}")
   if "workdir" not in _cache:
     workdir = tmp_path_factory.getbasetemp() / "rlthink_shared_run" / "workdir"
+    if os.environ.get("DEVTMP_SHARED"):  # TEMPORARY (development only)
+      import pathlib; workdir = pathlib.Path(os.environ["DEVTMP_SHARED"])
     workdir.parent.mkdir(parents=True, exist_ok=True)
     if not (workdir / "results.json").exists():
       try:

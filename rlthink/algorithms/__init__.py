@@ -19,6 +19,12 @@ from typing import Callable
 STAGES: dict[str, str] = {
     "sft": "rlthink.algorithms.sft:run_stage",
     "ei": "rlthink.algorithms.expert_iteration:run_stage",
+    "ppo": "rlthink.algorithms.ppo:run_stage",
+    "grpo": "rlthink.algorithms.grpo:run_stage",
+    "start": "rlthink.algorithms.start:run_stage",
+    "rcrl": "rlthink.algorithms.rcrl:run_stage",
+    "orm": "rlthink.rewards.training:run_orm_stage",
+    "prm": "rlthink.rewards.training:run_prm_stage",
 }
 
 

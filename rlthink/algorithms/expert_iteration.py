@@ -40,8 +40,10 @@ class EIConfig:
     continue from the current one.
   epochs: passes over the accumulated dataset per round (steps = ceil(epochs * |D| / batch)),
     capped by max_steps_per_iteration.
-  min_reward: a sample is kept when the verifier gives at least this.
-  learning_rate: the fine-tuning learning rate of each round (None: OptimizerConfig's).
+  min_reward: a finished sample (one that ended with a stop token) is kept when the verifier
+    gives at least this.
+  learning_rate / warmup_steps: the fine-tuning schedule of each round (None: OptimizerConfig's);
+    rounds are short, so a smaller rate than SFT's and little or no warm-up usually suit them.
   """
 
   iterations: int = 3
@@ -58,6 +60,7 @@ class EIConfig:
   max_length: int = 256
   min_reward: float = 1.0
   learning_rate: float | None = None
+  warmup_steps: int | None = None
   seed: int = 0
   sample_batch_size: int = 256
   log_every: int = 10
@@ -96,8 +99,9 @@ def run_expert_iteration(policy: Policy, task: Task, cfg: EIConfig,
   if policy.tokenizer is None:
     raise ValueError("Expert Iteration needs a policy with a tokenizer attached")
   task.check_split(cfg.split)
-  if cfg.learning_rate is not None:
-    optimizer_cfg = dataclasses.replace(optimizer_cfg, learning_rate=cfg.learning_rate)
+  for field in ("learning_rate", "warmup_steps"):
+    if getattr(cfg, field) is not None:
+      optimizer_cfg = dataclasses.replace(optimizer_cfg, **{field: getattr(cfg, field)})
   phase_dir = os.path.join(workdir, "ei")
   ckpt = Checkpointer(phase_dir, policy.config)
   source = task.examples(cfg.split)
@@ -136,7 +140,9 @@ def run_expert_iteration(policy: Policy, task: Task, cfg: EIConfig,
         new, kept = 0, 0
         ro = scored.rollouts
         for row, reward in enumerate(scored.rewards):
-          if reward < cfg.min_reward:
+          # A completion cut by max_new_tokens is no solution, even when its last number happens
+          # to verify; training on it would also teach the model not to stop.
+          if reward < cfg.min_reward or not ro.stopped[row]:
             continue
           kept += 1
           example = questions[row // cfg.samples_per_question]
@@ -176,7 +182,8 @@ def run_expert_iteration(policy: Policy, task: Task, cfg: EIConfig,
                                 optimizer_cfg.grad_accum_steps)
 
       def save(position, s):
-        ckpt.save(save_id(), tree(s), dict(meta, position=position))
+        if position < meta["steps"]:  # the round's end is saved below, with its train loss
+          ckpt.save(save_id(), tree(s), dict(meta, position=position))
 
       state, last = run_steps(state, step_fn, batcher, meta["position"], meta["steps"],
                               mesh=policy.mesh, logger=logger, log_every=cfg.log_every,
@@ -184,8 +191,11 @@ def run_expert_iteration(policy: Policy, task: Task, cfg: EIConfig,
                               global_offset=i * 1_000_000, prefix="ei/train_",
                               last_checkpoint=lambda: f"{ckpt.directory}/{ckpt.latest_step()}")
       record = meta["history"][-1]
-      record["train_loss"] = last.get("ei/train_loss")
-      record["train_steps"] = meta["steps"]
+      if meta["position"] < meta["steps"]:  # else resumed after this round's training
+        record["train_loss"] = last.get("ei/train_loss")
+        record["train_steps"] = meta["steps"]
+        meta.update(position=meta["steps"])
+        ckpt.save(save_id(), tree(state), meta)  # a kill during the evaluation keeps the round
       if on_iteration is not None:
         record.update(on_iteration(i + 1, policy.replace(params=state.params)))
       meta.update(iteration=i + 1, phase="sample", position=0)

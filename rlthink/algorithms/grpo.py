@@ -53,6 +53,8 @@ class GRPOConfig:
   normalize: "std" (divide by the group's std) or "none".
   aggregation: "sequence_mean" (the paper), "token_mean" or "token_sum_norm".
   entropy_coef: weight of an entropy bonus (0: logged only).
+  learning_rate: overrides the experiment's OptimizerConfig.learning_rate for this stage (the
+    experiment shares one OptimizerConfig between its stages; RL wants a smaller rate than SFT).
   old_logprobs: "forward" (recompute with a training forward) or "rollout" (the sampler's).
   """
 
@@ -73,6 +75,7 @@ class GRPOConfig:
   aggregation: str = "sequence_mean"
   entropy_coef: float = 0.0
   old_logprobs: str = "forward"
+  learning_rate: float | None = None
   score_batch_size: int = 64
   sample_batch_size: int = 256
   seed: int = 0
@@ -172,6 +175,8 @@ def run_grpo(policy, task, cfg: GRPOConfig, optimizer_cfg, workdir: str,
   phase_dir = os.path.join(workdir, "grpo")
   ckpt = Checkpointer(phase_dir, policy.config)
   per_iteration = cfg.steps_per_iteration
+  if cfg.learning_rate is not None:
+    optimizer_cfg = dataclasses.replace(optimizer_cfg, learning_rate=cfg.learning_rate)
   optimizer = make_optimizer(optimizer_cfg, cfg.iterations * per_iteration)
   tree = {"state": create_state(policy.params, optimizer, cfg.seed)}
   if cfg.kl_coef > 0:

@@ -71,6 +71,8 @@ class PPOConfig:
   whiten_advantages: normalize advantages over the rollout batch.
   aggregation: how token losses reduce ("token_mean", "sequence_mean", "token_sum_norm").
   value_model: "separate" (own params, `value_learning_rate`, default the policy's) or "shared".
+  learning_rate: overrides the experiment's OptimizerConfig.learning_rate for this stage (the
+    experiment shares one OptimizerConfig between its stages; RL wants a smaller rate than SFT).
   old_logprobs: "forward" (recompute with a training forward: exact ratios) or "rollout" (the
     sampler's); the drift between the two is logged either way.
   score_batch_size: rows per scoring forward (policy, reference, value).
@@ -101,6 +103,7 @@ class PPOConfig:
   value_model: str = "separate"
   value_learning_rate: float | None = None
   old_logprobs: str = "forward"
+  learning_rate: float | None = None
   score_batch_size: int = 64
   sample_batch_size: int = 256
   seed: int = 0
@@ -152,18 +155,29 @@ def initial_params(policy, cfg: PPOConfig) -> dict:
           "value": add_value_head(policy.params, policy.config, policy.mesh, drop_lm_head=True)}
 
 
+def _per_model(fn) -> optax.GradientTransformation:
+  """A stateless transformation: updates {model: tree} -> {model: fn(model, tree)}."""
+  return optax.GradientTransformation(
+      lambda params: optax.EmptyState(),
+      lambda updates, state, params=None: ({k: fn(k, u) for k, u in updates.items()}, state))
+
+
 def make_ppo_optimizer(optimizer_cfg, cfg: PPOConfig, total_steps: int):
-  """The optimizer over {"policy", "value"}: one (clipped AdamW) chain per model, so the value
-  model has its own learning rate and gradient clipping."""
+  """The optimizer over {"policy", "value"}: gradients clipped per model (clip_norm), then the
+  AdamW of `optimizer_cfg` at the policy's rate, the value model's updates rescaled to its own
+  rate (value_learning_rate, else learning_rate, else the OptimizerConfig's).
+
+  Stateless per-model steps around one AdamW (rather than optax.multi_transform) keep the
+  optimizer state a plain mirror of the params, which the sharded `create_state` needs.
+  """
   from rlthink.train import make_optimizer
-  transforms = {"policy": make_optimizer(optimizer_cfg, total_steps)}
-  if cfg.value_model == "separate":
-    value_cfg = optimizer_cfg
-    if cfg.value_learning_rate is not None:
-      value_cfg = dataclasses.replace(optimizer_cfg, learning_rate=cfg.value_learning_rate)
-    transforms["value"] = make_optimizer(value_cfg, total_steps)
-  labels = lambda params: {k: jax.tree.map(lambda _: k, v) for k, v in params.items()}
-  return optax.multi_transform(transforms, labels)
+  policy_lr = cfg.learning_rate or optimizer_cfg.learning_rate
+  scale = {"policy": 1.0, "value": (cfg.value_learning_rate or policy_lr) / policy_lr}
+  clip = optax.clip_by_global_norm(optimizer_cfg.clip_norm or float("inf"))
+  adamw = make_optimizer(dataclasses.replace(optimizer_cfg, learning_rate=policy_lr,
+                                             clip_norm=None), total_steps)
+  return optax.chain(_per_model(lambda k, u: clip.update(u, optax.EmptyState())[0]), adamw,
+                     _per_model(lambda k, u: jax.tree.map(lambda x: x * scale[k], u)))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -227,15 +241,14 @@ def compute_advantages(batch: dict, final_rewards: jax.Array, kl_coef: jax.Array
   return advantages, returns, stats
 
 
-def prepare_batch(config, params: dict, reference, rollouts, final_rewards: np.ndarray,
-                  kl_coef, cfg: PPOConfig, mesh=None) -> tuple[dict, dict]:
-  """The training batch of one rollout batch: scores (policy, reference, value), advantages.
-
-  Returns (batch with `TRAIN_KEYS` as numpy arrays, stats: KL, drift, returns...)."""
+def score_rollouts(config, params: dict, reference, rollouts, cfg: PPOConfig,
+                   mesh=None) -> tuple[dict, dict]:
+  """`core.rollout_batch` plus the forward scores: old_logprobs (policy), ref_logprobs,
+  old_values [N, T-1]. Returns (batch of numpy arrays, {logprob_drift_mean, logprob_drift_max})."""
   batch = core.rollout_batch(rollouts)
-  tokens, attention = batch["tokens"], batch["attention_mask"]
-  score = functools.partial(core.score_in_chunks, config, tokens=tokens,
-                            attention_mask=attention, chunk_size=cfg.score_batch_size, mesh=mesh)
+  score = functools.partial(core.score_in_chunks, config, tokens=batch["tokens"],
+                            attention_mask=batch["attention_mask"],
+                            chunk_size=cfg.score_batch_size, mesh=mesh)
   shared = "value" not in params
   policy_scores = score(params["policy"], heads=("logits", "value") if shared else ("logits",))
   values = policy_scores["values"] if shared else score(params["value"], heads=("value",))["values"]
@@ -245,14 +258,21 @@ def prepare_batch(config, params: dict, reference, rollouts, final_rewards: np.n
     batch["old_logprobs"] = policy_scores["logprobs"]
   batch["ref_logprobs"] = score(reference, heads=("logits",))["logprobs"]
   batch["old_values"] = values
-  advantages, returns, adv_stats = compute_advantages(
+  return batch, stats
+
+
+def add_advantages(batch: dict, final_rewards: np.ndarray, kl_coef,
+                   cfg: PPOConfig) -> tuple[dict, dict]:
+  """The training batch (`TRAIN_KEYS`, numpy) of a scored batch and final rewards float[N], with
+  stats (per-sequence KL, mean return and value, advantage std before whitening)."""
+  advantages, returns, stats = compute_advantages(
       {k: batch[k] for k in ("completion_mask", "old_logprobs", "ref_logprobs", "old_values")},
       jnp.asarray(final_rewards, jnp.float32), jnp.asarray(kl_coef, jnp.float32),
       gamma=cfg.gamma, lam=cfg.lam, kl_estimator=cfg.kl_estimator,
       whiten=cfg.whiten_advantages)
-  batch["advantages"], batch["returns"] = np.asarray(advantages), np.asarray(returns)
-  stats.update({k: float(v) for k, v in jax.device_get(adv_stats).items()})
-  return {k: batch[k] for k in TRAIN_KEYS}, stats
+  batch = dict(batch, advantages=np.asarray(advantages), returns=np.asarray(returns))
+  return {k: batch[k] for k in TRAIN_KEYS}, {k: float(v) for k, v in
+                                             jax.device_get(stats).items()}
 
 
 def steps_per_iteration(cfg: PPOConfig) -> int:
@@ -307,9 +327,10 @@ def run_ppo(policy, task, cfg: PPOConfig, optimizer_cfg, workdir: str,
                                 max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                                 seed=cfg.seed * 100_003 + i, batch_size=cfg.sample_batch_size)
       times = {"time_rollout_s": time.perf_counter() - clock}
-      batch, stats = prepare_batch(policy.config, state.params, tree["reference"],
-                                   scored.rollouts, scored.rewards, tree["kl"].coef, cfg,
-                                   policy.mesh)
+      scores, stats = score_rollouts(policy.config, state.params, tree["reference"],
+                                     scored.rollouts, cfg, policy.mesh)
+      batch, adv_stats = add_advantages(scores, scored.rewards, tree["kl"].coef, cfg)
+      stats.update(adv_stats)
       times["time_score_s"] = time.perf_counter() - clock - times["time_rollout_s"]
       batch_at = lambda s: {k: v[core.minibatch_rows(rows, cfg.minibatch_size, s,
                                                      [cfg.seed, i])] for k, v in batch.items()}

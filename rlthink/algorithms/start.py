@@ -62,6 +62,7 @@ class STARTConfig:
     reward model under `<reward_model_dir or workdir>/orm`).
   dense_reward: "none", "steps" (reference-step matching) or "prm" (process reward model under
     `<reward_model_dir or workdir>/prm`), added as returns-to-go scaled by dense_coef.
+  learning_rate / warmup_steps: this stage's schedule (None: the experiment's OptimizerConfig).
   """
 
   schedule: tuple = (("thinking", 4), ("response", 2))
@@ -83,6 +84,8 @@ class STARTConfig:
   dense_reward: str = "none"
   dense_coef: float = 0.5
   reward_model_dir: str | None = None
+  learning_rate: float | None = None
+  warmup_steps: int | None = None
   score_batch_size: int = 64
   sample_batch_size: int = 256
   seed: int = 0
@@ -226,12 +229,24 @@ def iteration_batch(config, params, reference, scored, rewards: np.ndarray, span
     advantages = advantages + dense.returns_to_go(step_rewards, completion)
     stats["dense_reward_mean"] = float(np.mean(np.sum(step_rewards, axis=1)))
   batch["advantages"] = advantages.astype(np.float32)
+  references = [task.steps(scored.examples[row // scored.num_samples])
+                for row in range(len(scored.texts))]
+  if all(r is not None for r in references):  # thinking quality, apart from the answer
+    stats["thinking_accuracy"] = float(np.mean([dense.thinking_matches(t, r, task.format)
+                                                for t, r in zip(scored.texts, references)]))
   lengths = np.maximum(np.asarray(ro.lengths), 1)
   stats.update(closed_rate=float(np.mean(closed)),
                thinking_fraction=float(np.mean(np.sum(thinking, 1) / lengths)),
-               span_tokens=float(np.mean(np.sum(batch["train_mask"], 1))))
+               span_tokens_per_row=float(np.mean(np.sum(batch["train_mask"], 1))))
   keys = TRAIN_KEYS + (("ref_logprobs",) if cfg.kl_coef > 0 else ())
   return {k: batch[k] for k in keys}, stats
+
+
+def stage_optimizer(optimizer_cfg, cfg):
+  """`optimizer_cfg` with the stage config's learning_rate / warmup_steps where they are set."""
+  changes = {k: getattr(cfg, k) for k in ("learning_rate", "warmup_steps")
+             if getattr(cfg, k, None) is not None}
+  return dataclasses.replace(optimizer_cfg, **changes) if changes else optimizer_cfg
 
 
 def _reward_models(cfg: STARTConfig, workdir: str, policy, resumed: bool) -> dict:
@@ -268,6 +283,7 @@ def run_start(policy, task, cfg: STARTConfig, optimizer_cfg, workdir: str,
   if policy.tokenizer is None:
     raise ValueError("START needs a policy with a tokenizer attached")
   task.check_split(cfg.split)
+  optimizer_cfg = stage_optimizer(optimizer_cfg, cfg)
   questions = task.examples(cfg.split)
   if cfg.num_questions is not None:
     questions = [questions[i] for i in range(min(cfg.num_questions, len(questions)))]

@@ -58,6 +58,8 @@ def parse_args(argv):
   p.add_argument("--no_torch", action="store_true", help="skip the PyTorch baseline")
   p.add_argument("--quick", action="store_true", help="tiny model, tiny shapes, CPU: a smoke test")
   p.add_argument("--hlo_dir", help="write each case's optimized HLO (<model>_b<batch>.hlo.txt)")
+  p.add_argument("--breakdown", action="store_true",
+                 help="also time the parts of a decode step (rlthink.bench.sample_breakdown)")
   p.add_argument("--out", help="append the JSON lines to this file")
   args = p.parse_args(argv)
   quick = args.quick
@@ -197,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
                "param_dtype": args.param_dtype, "temperature": args.temperature,
                "layers": layers}
         rec.update(bench_rlthink(policy, batch, args, m, layers))
+        if args.breakdown:
+          from rlthink.bench import sample_breakdown
+          rec.update(sample_breakdown.breakdown(policy, batch, args, layers == "unrolled", hbm))
         rec.update(torch_results[m][batch])
         torch_tps = rec.get("torch_tok_s")
         rec["torch_tok_s"] = torch_tps

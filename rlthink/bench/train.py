@@ -2,9 +2,12 @@
 
 The step is what RL fine-tuning runs at its core: forward, next-token cross-entropy, backward and
 an AdamW update, on random tokens. fp32 master parameters and AdamW state, bf16 compute (the
-decoder casts each weight at use), float32 logits and loss (`rlthink.ops.next_token_logprobs`),
-compiled once with the train state donated so the update happens in place. With several devices the
-batch is sharded over a (data, fsdp, tensor) mesh (default: all fsdp).
+decoder casts each weight at use), float32 log-probs and loss, compiled once with the train state
+donated so the update happens in place. By default the loss is what `rlthink.train.sft_loss` runs
+(`ops.fused_next_token_logprobs` on the decoder's hidden states: float32 logits a chunk at a time,
+bf16 backward matmuls; `--loss logits` takes the full float32 logits head instead) and the layers
+are unrolled (`--scan_unroll 0`; 1 is the rolled `lax.scan`). With several devices the batch is
+sharded over a (data, fsdp, tensor) mesh (default: all fsdp).
 
 MFU = tokens/s * ModelConfig.flops_per_token(seq) / (devices * peak), with the datasheet dense bf16
 peak (`mfu`) and with the matmul rate measured here (`mfu_measured_peak`). Each case prints one
@@ -45,10 +48,11 @@ def parse_args(argv):
                  help="fused: log-probs from the hidden states in chunks "
                  "(ops.fused_next_token_logprobs); logits: the float32 logits head")
   p.add_argument("--chunk", type=int, default=256, help="positions per chunk of the fused loss")
-  p.add_argument("--save_probs", action="store_true",
-                 help="fused loss keeps the bf16 softmax for the backward (no recomputed matmul)")
-  p.add_argument("--scan_unroll", type=int, default=1,
-                 help="layers per scan iteration (ModelConfig.scan_unroll; 0: fully unrolled)")
+  p.add_argument("--probs", choices=("auto", "save", "recompute"), default="auto",
+                 help="fused loss: keep the bf16 softmax for the backward (save) or recompute the "
+                 "logits there; auto: as rlthink.train.sft_loss (save when it takes <= 4 GiB)")
+  p.add_argument("--scan_unroll", type=int, default=0,
+                 help="layers per scan iteration (ModelConfig.scan_unroll; default 0: unrolled)")
   p.add_argument("--cast_params", action="store_true",
                  help="cast the fp32 params to the compute dtype once, before the forward, so the "
                  "gradients come out in it (AdamW still updates fp32 params and moments)")
@@ -134,8 +138,9 @@ def bench_jax(config, args, devices, name: str = "model") -> dict:
   import jax
   import optax
 
-  from rlthink import sharding
+  from rlthink import ops, sharding
 
+  start = time.perf_counter()
   mesh = None
   if len(devices) > 1:
     shape = tuple(int(s) for s in args.mesh.split(",")) if args.mesh else None
@@ -146,13 +151,19 @@ def bench_jax(config, args, devices, name: str = "model") -> dict:
   tok_sharding = None if mesh is None else sharding.batch_sharding(mesh, tokens.shape)
   if tok_sharding is not None:
     tokens = jax.device_put(tokens, tok_sharding)
-  step = jax.jit(make_train_step(config, optimizer, mesh, args.loss, args.chunk, args.save_probs,
+  save_probs = {"save": True, "recompute": False}.get(args.probs)
+  if save_probs is None:
+    save_probs = ops.default_save_probs(args.batch, args.seq, config.vocab_size, config.dtype)
+  step = jax.jit(make_train_step(config, optimizer, mesh, args.loss, args.chunk, save_probs,
                                  args.cast_params), donate_argnums=0,
                  in_shardings=None if mesh is None else (state_shardings, tok_sharding),
                  out_shardings=None if mesh is None else (state_shardings, None))
+  init_s = time.perf_counter() - start
+  _progress(name, f"state ready in {init_s:.1f} s")
   start = time.perf_counter()
   compiled = step.lower(state, tokens).compile()
   compile_s = time.perf_counter() - start
+  _progress(name, f"compiled in {compile_s:.1f} s")
 
   box = [state]
   losses = []
@@ -161,17 +172,25 @@ def bench_jax(config, args, devices, name: str = "model") -> dict:
     box[0], metrics = compiled(box[0], tokens)
     return box[0], metrics
 
+  start = time.perf_counter()
   losses.append(float(one_step()[1]["loss"]))
+  first_step_s = time.perf_counter() - start
+  _progress(name, f"first step in {first_step_s:.1f} s")
   times = common.time_fn(one_step, warmup=max(args.warmup - 1, 0), iters=args.steps)
   losses.append(float(one_step()[1]["loss"]))
   if args.profile_dir:
     _profile(compiled, one_step, f"train_{name}_{args.batch}x{args.seq}", args.profile_dir)
   step_s = statistics.median(times)
   record = {"tokens_per_s": args.batch * args.seq / step_s, "step_ms": 1e3 * step_s,
-            "step_spread": (max(times) - min(times)) / step_s, "compile_s": compile_s,
+            "step_spread": (max(times) - min(times)) / step_s, "init_s": init_s,
+            "compile_s": compile_s, "first_step_s": first_step_s, "save_probs": save_probs,
             "loss_first": losses[0], "loss_last": losses[-1]}
   record.update(_memory(compiled, devices[0]))
   return record
+
+
+def _progress(name: str, what: str) -> None:
+  print(f"[bench train] {name}: {what}", file=sys.stderr, flush=True)
 
 
 def _memory(compiled, device) -> dict:
@@ -271,7 +290,7 @@ def profile_summary(trace_dir: str, steps: int, top: int = 60, hlo_text: str | N
       counts[op] += 1
       by_kernel[ev.name[:120]] += us
       by_kind[_kernel_kind(ev.name, op)] += us
-      fusion = re.sub(r"_(\d+)$", r".\1", ev.name)  # kernel loop_add_fusion_3: HLO loop_add_fusion.3
+      fusion = re.sub(r"_(\d+)$", r".\1", ev.name)  # kernel fusion_3 is HLO fusion.3
       by_path[op_paths.get(op, op_paths.get(fusion, op))] += us
   total = sum(by_kind.values())
   out = [f"GPU kernel time per step: {total / 1e3:.2f} ms ({paths[-1]}; lines {names})",
@@ -335,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
       flops = config.flops_per_token(args.seq)
       rec = {"bench": "train", "model": m, "batch": args.batch, "seq": args.seq,
              "dtype": args.dtype, "attention": attention, "remat": args.remat,
-             "loss": args.loss, "chunk": args.chunk, "save_probs": args.save_probs,
+             "loss": args.loss, "chunk": args.chunk,
              "cast_params": args.cast_params,
              "scan_unroll": args.scan_unroll, "xla_flags": os.environ.get("XLA_FLAGS", ""),
              "num_devices": len(devices)}

@@ -37,10 +37,7 @@ def write_json(path: str, value) -> None:
 
 def plot_pass_curves(rows: Sequence[tuple[str, dict]], path: str) -> None:
   """pass@k vs k (log2 axis), one line per (run, split)."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  fig, ax = plt.subplots(figsize=(5, 3.5))
+  fig, ax = _figure()
   for name, results in rows:
     for split, metrics in results.items():
       ks = sorted(int(k) for k in metrics["pass_curve"])
@@ -53,16 +50,12 @@ def plot_pass_curves(rows: Sequence[tuple[str, dict]], path: str) -> None:
   ax.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
-  plt.close(fig)
 
 
 def plot_history(history: Sequence[dict], keys: Sequence[str], path: str,
                  xlabel: str = "iteration") -> None:
   """Metrics per iteration (e.g. EI's eval maj@1 and train solve rate)."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  fig, ax = plt.subplots(figsize=(5, 3.5))
+  fig, ax = _figure()
   for key in keys:
     points = [(h["iteration"], h[key]) for h in history if h.get(key) is not None]
     if points:
@@ -74,4 +67,11 @@ def plot_history(history: Sequence[dict], keys: Sequence[str], path: str,
   ax.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
-  plt.close(fig)
+
+
+def _figure():
+  """A figure drawn straight to a file: no pyplot, so the caller's backend (e.g. a notebook's
+  inline plots) stays as it was."""
+  from matplotlib.figure import Figure
+  fig = Figure(figsize=(5, 3.5))
+  return fig, fig.subplots()

@@ -301,9 +301,15 @@ def _dummy_ctx(batch: int, length: int):
   return (slots, None, None, None, jnp.int32(0))
 
 
+def _init_config(config: ModelConfig) -> ModelConfig:
+  # Initialisation runs the layer loop rolled: unrolling changes no parameter (each layer draws
+  # from its own split key either way) and an unrolled random init is slow to compile.
+  return config.replace(scan_unroll=1) if config.scan_unroll != 1 else config
+
+
 def abstract_params(config: ModelConfig, heads: Sequence[str] = ("logits",)):
   """(shape tree, logical-axes tree) of the parameters, without allocating them."""
-  model = Transformer(config, None, tuple(heads))
+  model = Transformer(_init_config(config), None, tuple(heads))
   tokens = jnp.zeros((1, 1), jnp.int32)
   boxed = jax.eval_shape(
       lambda rng: model.init(rng, tokens, jnp.zeros((1, 1), jnp.int32), _dummy_ctx(1, 1), None),
@@ -323,7 +329,7 @@ def param_shardings(config: ModelConfig, mesh: Mesh, heads: Sequence[str] = ("lo
 def init_params(config: ModelConfig, rng: jax.Array, heads: Sequence[str] = ("logits",),
                 mesh: Mesh | None = None):
   """Random parameters, created directly in their shardings when `mesh` is given."""
-  model = Transformer(config, None, tuple(heads))
+  model = Transformer(_init_config(config), None, tuple(heads))
   tokens = jnp.zeros((1, 1), jnp.int32)
 
   def init(rng):

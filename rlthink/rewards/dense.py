@@ -136,6 +136,14 @@ def match_steps(steps: Sequence[str], references: Sequence[str],
   return out
 
 
+def thinking_matches(text: str, references: Sequence[str], fmt: PromptFormat,
+                     pattern: str = STEP_PATTERN) -> bool:
+  """The completion's thinking is exactly the reference steps, in order (its thinking quality,
+  apart from its answer)."""
+  steps = [text[a:b] for a, b in completion_steps(text, fmt, pattern)]
+  return len(steps) == len(references) and all(match_steps(steps, references, "prefix"))
+
+
 def step_tokens(tokenizer, completion_ids: Sequence[int], text: str, fmt: PromptFormat,
                 pattern: str = STEP_PATTERN) -> tuple[list[str], list[int]]:
   """(step texts, index of the completion token that ends each step)."""

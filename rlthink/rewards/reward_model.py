@@ -56,6 +56,7 @@ class RewardModelConfig:
   orm_targets: "last" (ORM logit on the last token) or "all" (on every completion token).
   step_match / step_pattern: PRM labels (see `rlthink.rewards.dense`).
   epochs, max_steps: steps = ceil(epochs * rows / batch_size), capped by max_steps.
+  learning_rate / warmup_steps: this stage's schedule (None: the experiment's OptimizerConfig).
   """
 
   kind: str = "outcome"
@@ -71,6 +72,8 @@ class RewardModelConfig:
   step_pattern: str = dense.STEP_PATTERN
   epochs: float = 4.0
   max_steps: int | None = None
+  learning_rate: float | None = None
+  warmup_steps: int | None = None
   batch_size: int = 32
   max_length: int = 256
   seed: int = 0

@@ -17,6 +17,7 @@ import jax
 import numpy as np
 
 from rlthink.algorithms import core
+from rlthink.algorithms.start import stage_optimizer
 from rlthink.rewards import reward_model as rm_lib
 from rlthink.rewards.reward_model import RewardModel, RewardModelConfig
 
@@ -74,6 +75,7 @@ def train_reward_model(policy, task, cfg: RewardModelConfig, optimizer_cfg, work
   if policy.tokenizer is None:
     raise ValueError("reward-model training needs a policy with a tokenizer attached")
   task.check_split(cfg.split)
+  optimizer_cfg = stage_optimizer(optimizer_cfg, cfg)
   name = rm_lib.STAGE_DIRS[cfg.kind]
   phase_dir = os.path.join(workdir, name)
   ckpt = Checkpointer(phase_dir, policy.config)

@@ -43,11 +43,41 @@ def process_logits(logits: jax.Array, temperature: jax.Array | None, top_k: int 
   return x
 
 
+CHUNK = 128  # vocabulary chunk of the two-level draw
+
+
+def _first_above(cdf: jax.Array, target: jax.Array) -> jax.Array:
+  """Index of the first entry of the non-decreasing cdf [N, M] that exceeds target [N]."""
+  return jnp.sum(cdf <= target[:, None], axis=1).astype(jnp.int32)
+
+
 def draw(keys: jax.Array, logits: jax.Array) -> jax.Array:
   """One token per row from softmax(logits): keys [N] (one key per row), logits [N, V] -> int32[N].
+
+  Inverse-CDF sampling in two levels, with two uniforms per row: a chunk of CHUNK tokens by the
+  cumulative chunk masses, then a token within it. It reads the logits twice (max, chunk masses)
+  and needs no random number per vocabulary entry. Tokens of probability 0 (-inf logits) are
+  never drawn: each target lies strictly below the total mass it is compared with.
 
   Each row draws from its own key only, so a row's token does not depend on the other rows, the
   batch size or the mesh.
   """
-  return jax.vmap(lambda key, row: jax.random.categorical(key, row))(keys, logits).astype(
-      jnp.int32)
+  n, v = logits.shape
+  c = min(CHUNK, v)
+  x = logits.astype(jnp.float32)
+  if v % c:
+    x = jnp.pad(x, ((0, 0), (0, c - v % c)), constant_values=_MASKED)
+  x = x.reshape(n, -1, c)                                       # [N, chunks, c]
+  top = jnp.max(x, axis=(1, 2))                                 # [N]
+  uniforms = jax.vmap(lambda key: jax.random.uniform(key, (2,)))(keys)   # [N, 2] in [0, 1)
+
+  def pick(masses, u):  # masses [N, M] >= 0 with a positive sum -> index of mass drawn
+    cdf = jnp.cumsum(masses, axis=1)
+    total = cdf[:, -1]
+    target = jnp.minimum(u * total, jnp.nextafter(total, 0.0))  # < total, so never a 0-mass entry
+    return _first_above(cdf, target)
+
+  chunk = pick(jnp.sum(jnp.exp(x - top[:, None, None]), axis=2), uniforms[:, 0])
+  within = jnp.take_along_axis(x, chunk[:, None, None], axis=1)[:, 0]   # [N, c]
+  index = pick(jnp.exp(within - top[:, None]), uniforms[:, 1])
+  return chunk * c + index

@@ -42,8 +42,8 @@ def create_state(params, optimizer: optax.GradientTransformation, seed: int,
   """
   param_shardings = jax.tree.map(lambda x: x.sharding, params)
   mesh = _mesh_of(params)
-  if mesh is None:
-    shardings = None
+  if mesh is None:  # committed to the params' device, so the first step does not recompile
+    shardings = jax.sharding.SingleDeviceSharding(next(iter(jax.tree.leaves(params)[0].devices())))
   else:
     replicated = NamedSharding(mesh, PartitionSpec())
     abstract_opt = jax.eval_shape(optimizer.init, params)

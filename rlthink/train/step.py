@@ -31,14 +31,17 @@ class NonFiniteLossError(FloatingPointError):
   """The loss became NaN or Inf."""
 
 
-def sft_loss(config: ModelConfig, mesh: Mesh | None = None, chunk_size: int = 256) -> LossFn:
+def sft_loss(config: ModelConfig, mesh: Mesh | None = None, chunk_size: int = 256,
+             save_probs: bool | None = None) -> LossFn:
   """Next-token cross-entropy over the tokens where `batch["loss_mask"]` is set.
 
   batch: tokens int32[B, T], loss_mask [B, T] (1 on target tokens: the completion, not the
   prompt), optional attention_mask [B, T], segment_ids and positions [B, T] for packed rows.
   loss_mask[:, t] marks whether token t is predicted (from position t-1).
   The log-probs come from the decoder's "hidden" head through `ops.fused_next_token_logprobs`
-  (`chunk_size` positions of float32 logits at a time, bf16 backward matmuls).
+  (`chunk_size` positions of float32 logits at a time, bf16 backward matmuls). save_probs: keep
+  the softmax for the backward instead of recomputing the logits there; None: keep it when it
+  takes at most `ops.SAVE_PROBS_MAX_BYTES` for the (micro-)batch.
   """
 
   def loss_fn(params, batch, rng):
@@ -46,8 +49,9 @@ def sft_loss(config: ModelConfig, mesh: Mesh | None = None, chunk_size: int = 25
     out, _ = decoder.forward(config, params, batch["tokens"], positions=batch.get("positions"),
                              attention_mask=batch.get("attention_mask"),
                              segment_ids=batch.get("segment_ids"), heads=("hidden",), mesh=mesh)
-    logp = ops.fused_next_token_logprobs(out["hidden"], decoder.unembedding(config, params),
-                                         batch["tokens"], chunk_size)
+    logp = ops.fused_next_token_logprobs(
+        out["hidden"], decoder.unembedding(config, params), batch["tokens"], chunk_size,
+        save_probs)
     mask = batch["loss_mask"][:, 1:].astype(jnp.float32)
     loss = -ops.masked_mean(logp, mask)
     return loss, {"loss": loss, "tokens": jnp.sum(mask)}

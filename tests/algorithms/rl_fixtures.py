@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import rlthink
 from rlthink import tasks
@@ -65,3 +66,27 @@ def driver_script(base: str, workdir: str, module: str, runner: str, config_clas
 def start_driver(source: str) -> subprocess.Popen:
   return subprocess.Popen([sys.executable, "-c", source], env=dict(os.environ),
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def kill_after_checkpoint(proc: subprocess.Popen, directory: str, timeout: float = 900) -> None:
+  """Kills `proc` (SIGKILL) as soon as the checkpoint `directory` is committed."""
+  deadline = time.time() + timeout
+  while proc.poll() is None and time.time() < deadline:
+    if os.path.exists(os.path.join(directory, "commit_success.txt")):
+      proc.kill()
+      break
+    time.sleep(0.05)
+  else:
+    if proc.poll() is None:
+      proc.kill()
+  proc.wait()
+
+
+def saved_tree(workdir: str, stage: str, step: int):
+  """The raw checkpointed tree and JSON meta of `<workdir>/<stage>` at `step` (numpy leaves)."""
+  import orbax.checkpoint as ocp
+  manager = ocp.CheckpointManager(os.path.join(workdir, stage, "checkpoints"))
+  out = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
+                                                      meta=ocp.args.JsonRestore()))
+  manager.close()
+  return out["state"], out["meta"]

@@ -55,3 +55,20 @@ def test_sampling_path_imports_only_what_the_accelerator_image_has():
           "if m in sys.modules])")
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
   assert out.stdout.strip() == "[]"
+
+
+def test_breakdown_reports_every_part_of_a_decode_step():
+  import argparse
+
+  import rlthink
+  from rlthink.bench import sample_breakdown
+
+  policy = rlthink.init_policy("tiny", seed=0, dtype="bfloat16", num_layers=2)
+  args = argparse.Namespace(prompt_len=8, new_tokens=8, temperature=1.0)
+  out = sample_breakdown.breakdown(policy, 2, args, unroll=True, hbm_bytes_per_s=1e10)
+  for part in ("decode_step", "forward", "trunk", "trunk_short", "sampling", "weights_floor",
+               "kv_floor"):
+    assert f"breakdown_{part}_ms" in out, part
+  assert all(v > 0 for k, v in out.items() if k != "breakdown_decode_step_ms")
+  assert out["breakdown_kv_floor_ms"] == pytest.approx(
+      1e3 * 2 * 15 * (2 * 2 * 2 * 32 * 2) / 1e10)  # rows * slots * bf16 k+v bytes per token

@@ -5,12 +5,14 @@ are compared with the distribution computed from one independent full forward pa
 chi-square test is also run against a plausible wrong answer, to show it has the power to fail.
 """
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import sampling_fixtures as sf
 
 import rlthink
-from rlthink.sampling import engine
+from rlthink.sampling import engine, processors
 
 DRAWS = 4000
 PROMPT = sf.ragged_prompts(32, [5], seed=1)[0]
@@ -77,3 +79,21 @@ def test_greedy_is_argmax_with_zero_sampling_logprob():
   assert (ro.sampling_logprobs == 0).all()
   np.testing.assert_allclose(ro.logprobs[:, 0], np.log(sf.softmax(logits)[np.argmax(logits)]),
                              atol=1e-4)
+
+
+def test_draw_matches_softmax_across_vocabulary_chunks():
+  # 300 tokens = 3 chunks of 128 (the last one padded), a third of them impossible (-inf).
+  rng = np.random.RandomState(0)
+  logits = 2.0 * rng.randn(300)
+  logits[rng.rand(300) < 0.33] = -np.inf
+  logits[299] = 3.0  # mass in the padded last chunk too
+  n = 20000
+  keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(5), i))(jnp.arange(n))
+  tokens = np.asarray(processors.draw(keys, jnp.tile(jnp.asarray(logits, jnp.float32), (n, 1))))
+  assert np.isfinite(logits[tokens]).all()
+  probs = sf.softmax(np.where(np.isfinite(logits), logits, -1e30))
+  _assert_fits(tokens, probs, sf.softmax(np.where(np.isfinite(logits), logits / 1.2, -1e30)))
+  # A certain token is always drawn, wherever it sits.
+  sure = np.full((4, 300), -np.inf, np.float32)
+  sure[np.arange(4), [0, 127, 128, 299]] = 0.0
+  np.testing.assert_array_equal(processors.draw(keys[:4], jnp.asarray(sure)), [0, 127, 128, 299])

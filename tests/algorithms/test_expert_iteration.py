@@ -1,0 +1,115 @@
+"""Expert Iteration: it raises the training-split solve rate over its SFT start, its dataset holds
+only correct, de-duplicated solutions accumulated over rounds, and bad input fails clearly.
+
+The end-to-end checks read the session's shared tiny run (SFT 40 steps, then 2 EI rounds of 96
+questions x 8 samples; see tests/run_fixtures.py).
+"""
+
+import math
+import os
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+import run_fixtures as rf  # noqa: E402
+
+import rlthink  # noqa: E402
+from rlthink import sharding, tasks  # noqa: E402
+from rlthink.algorithms.expert_iteration import (EIConfig, run_expert_iteration,  # noqa: E402
+                                                 solution_key)
+from rlthink.models import tokenizer as tokenizers  # noqa: E402
+from rlthink.tasks.pipeline import encode_prompt  # noqa: E402
+from rlthink.train import OptimizerConfig  # noqa: E402
+
+NUM_QUESTIONS, SAMPLES = 96, 8  # as bound in run_fixtures.TINY_PARAMS
+
+
+def _shared(tmp_path_factory):
+  workdir = rf.shared_run(tmp_path_factory)
+  history = rf.read_results(workdir)["history"]["ei"]
+  meta = max(rf.checkpoint_metas(os.path.join(workdir, "ei")).items())[1]
+  task = tasks.get("arithmetic", size="tiny", seed=0, data_dir=os.path.join(workdir, "data"))
+  return workdir, history, meta, task
+
+
+def test_ei_raises_the_training_solve_rate_over_its_sft_start(tmp_path_factory):
+  _, history, _, _ = _shared(tmp_path_factory)
+  assert [h["iteration"] for h in history] == [1, 2]
+  # Round 1 samples from the SFT model before any EI training: its solve rate is the start.
+  start, end = history[0], history[-1]
+  assert 0 < start["solve_rate"] < 0.5
+  assert end["solve_rate"] >= start["solve_rate"] + 0.1, history
+  assert end["sample_accuracy"] > start["sample_accuracy"], history
+
+
+def test_dataset_accumulates_unique_correct_solutions(tmp_path_factory):
+  _, history, meta, task = _shared(tmp_path_factory)
+  tokenizer = tokenizers.builtin_tokenizer()
+  train = task.examples("train")
+  by_prompt = {}
+  for i in range(NUM_QUESTIONS):
+    by_prompt[tuple(int(t) for t in encode_prompt(task, train[i], tokenizer))] = train[i]
+  dataset = meta["dataset"]
+  assert len(dataset) == history[-1]["dataset_size"] == len(meta["keys"])
+  operation_sequences = set()
+  for prompt, completion in dataset:
+    example = by_prompt[tuple(prompt)]  # only the round's training questions
+    text = tokenizer.decode(completion, skip_special_tokens=True)
+    assert task.verify(text, example) == 1.0, text
+    assert completion[-1] == tokenizer.eos_token_id  # finished solutions, eos included
+    key = (example["id"], task.operations(text))
+    assert key not in operation_sequences, f"duplicate solution {key}"
+    operation_sequences.add(key)
+  # D_i = R_i U D_{i-1}: each round adds its new unique solutions to the previous ones.
+  assert [h["dataset_size"] for h in history] == list(np.cumsum([h["new_unique"]
+                                                                 for h in history]))
+  for h in history:
+    # kept: the verified samples that also finished (ended with eos), before de-duplication.
+    assert h["new_unique"] <= h["kept"] <= round(h["sample_accuracy"] * NUM_QUESTIONS * SAMPLES)
+    assert h["train_steps"] == min(math.ceil(4.0 * h["dataset_size"] / 16), 16)
+    assert np.isfinite(h["train_loss"])
+    assert {"eval_maj@1", "eval_maj@4", "eval_pass@4"} <= set(h)  # per-round evaluation
+
+
+def test_solution_key_modes(tmp_path):
+  task = tasks.get("arithmetic", size="tiny", seed=0, data_dir=str(tmp_path))
+  example = {"id": "train-000001"}
+  a = "<think>3+4=7\n7-2=5</think>5"
+  b = "<think>3 + 4 = 7. Then 7 - 2 = 5</think> 5"  # same operations, other words
+  c = "<think>3+4=7\n7-1=6\n6-1=5</think>5"
+  assert solution_key(task, example, a, "operations") == solution_key(task, example, b,
+                                                                      "operations")
+  assert solution_key(task, example, a, "operations") != solution_key(task, example, c,
+                                                                      "operations")
+  assert solution_key(task, {"id": "train-000002"}, a, "operations") != solution_key(
+      task, example, a, "operations")
+  assert solution_key(task, example, a, "text") != solution_key(task, example, b, "text")
+  assert solution_key(task, example, a, "text") == solution_key(task, example, a, "text")
+  assert solution_key(task, example, a, "none") is None
+
+
+def test_ei_config_checks():
+  with pytest.raises(ValueError, match="EIConfig.dedup='exact'"):
+    EIConfig(dedup="exact")
+  with pytest.raises(ValueError, match="iterations and samples_per_question must be >= 1"):
+    EIConfig(iterations=0)
+
+
+def test_ei_from_a_model_that_solves_nothing_fails_with_a_clear_error(tmp_path):
+  tok = tokenizers.builtin_tokenizer()
+  policy = rlthink.init_policy("tiny", seed=0, mesh=sharding.make_mesh(), num_layers=1,
+                               tokenizer=tok, pad_token_id=tok.pad_token_id,
+                               eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
+  task = tasks.get("arithmetic", size="tiny", seed=0, num_train=16, num_test=8,
+                   data_dir=str(tmp_path / "data"))
+  cfg = EIConfig(iterations=1, samples_per_question=2, num_questions=8, max_new_tokens=6,
+                 batch_size=8)
+  with pytest.raises(RuntimeError, match="no correct sample among 16.*train it with SFT first"):
+    run_expert_iteration(policy, task, cfg, OptimizerConfig(), str(tmp_path / "run"),
+                         progress=False)
+  with pytest.raises(ValueError, match="needs a policy with a tokenizer"):
+    run_expert_iteration(policy.replace(tokenizer=None), task, cfg, OptimizerConfig(),
+                         str(tmp_path / "run"), progress=False)

@@ -1,0 +1,142 @@
+"""GRPO: the loss against a numpy reference, and a short run from an SFT start that raises the
+reward and resumes exactly after SIGKILL."""
+
+import os
+import threading
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rlthink.algorithms import grpo
+from rlthink.algorithms.grpo import GRPOConfig, run_grpo
+from rlthink.train import OptimizerConfig
+
+import rl_fixtures
+
+RUN = dict(iterations=6, num_questions=4, prompts_per_iteration=4, samples_per_prompt=16,
+           max_new_tokens=12, epochs=1, minibatch_size=32, kl_coef=0.02, kl_estimator="k3",
+           log_every=100)
+OPTIMIZER = dict(learning_rate=1e-3)
+KILL_AFTER = 3
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  """An uninterrupted run, and (concurrently, in a subprocess) the same run killed after
+  iteration KILL_AFTER's checkpoint, then resumed here."""
+  base = rl_fixtures.session_base(tmp_path_factory)
+  policy, task = rl_fixtures.sft_start(base)
+  root = tmp_path_factory.mktemp("grpo")
+  full_dir, killed_dir = str(root / "full"), str(root / "killed")
+  proc = rl_fixtures.start_driver(rl_fixtures.driver_script(
+      base, killed_dir, "rlthink.algorithms.grpo", "run_grpo", "GRPOConfig", RUN, OPTIMIZER))
+  watcher = threading.Thread(target=rl_fixtures.kill_after_checkpoint, args=(
+      proc, os.path.join(killed_dir, "grpo", "checkpoints", str(KILL_AFTER))))
+  watcher.start()
+  try:
+    final, history = run_grpo(policy, task, GRPOConfig(**RUN), OptimizerConfig(**OPTIMIZER),
+                              full_dir, progress=False)
+  finally:
+    watcher.join()
+  stderr = proc.stderr.read()
+  proc.stderr.close()
+  return dict(policy=policy, task=task, final=final, history=history, full_dir=full_dir,
+              killed_dir=killed_dir, returncode=proc.returncode, stderr=stderr)
+
+
+def test_grpo_raises_the_reward_from_sft(runs):
+  rewards = [h["reward_mean"] for h in runs["history"]]
+  assert len(rewards) == RUN["iterations"]
+  assert np.mean(rewards[-2:]) > rewards[0] + 0.15, rewards
+  for h in runs["history"]:
+    assert h["logprob_drift_max"] < 1e-4
+    assert 0 <= h["zero_advantage_frac"] <= 1
+  assert runs["history"][-1]["kl"] > 0
+
+
+def test_resume_after_sigkill_is_exact(runs):
+  assert runs["returncode"] == -9, runs["stderr"][-3000:]
+  killed_dir = runs["killed_dir"]
+  steps = sorted(int(d) for d in os.listdir(os.path.join(killed_dir, "grpo", "checkpoints"))
+                 if d.isdigit())
+  assert KILL_AFTER <= steps[-1] < RUN["iterations"], steps
+  final, history = run_grpo(runs["policy"], runs["task"], GRPOConfig(**RUN),
+                            OptimizerConfig(**OPTIMIZER), killed_dir, progress=False)
+  strip = lambda hs: [{k: v for k, v in h.items() if not k.startswith("time_")} for h in hs]
+  assert strip(history) == strip(runs["history"])
+  jax.tree.map(np.testing.assert_array_equal, final.params, runs["final"].params)
+  full, _ = rl_fixtures.saved_tree(runs["full_dir"], "grpo", RUN["iterations"])
+  resumed, _ = rl_fixtures.saved_tree(killed_dir, "grpo", RUN["iterations"])
+  assert set(full) == {"state", "reference"}
+  jax.tree.map(np.testing.assert_array_equal, full, resumed)
+
+
+@pytest.mark.parametrize("estimator,aggregation", [("k3", "sequence_mean"), ("k1", "token_mean"),
+                                                   ("k2", "token_sum_norm")])
+def test_grpo_loss_matches_numpy(estimator, aggregation):
+  policy = rl_fixtures.tiny_policy()
+  cfg = GRPOConfig(clip_eps=0.2, clip_eps_high=0.28, kl_coef=0.1, kl_estimator=estimator,
+                   aggregation=aggregation, entropy_coef=0.01)
+  rng = np.random.default_rng(0)
+  b, t = 4, 9
+  tokens = rng.integers(4, 100, size=(b, t)).astype(np.int32)
+  mask = np.zeros((b, t - 1), bool)
+  mask[:, 4:] = True
+  mask[2, 6:] = False
+  batch = {"tokens": tokens, "attention_mask": np.ones((b, t), bool), "completion_mask": mask,
+           "old_logprobs": rng.normal(-4.5, 0.3, (b, t - 1)).astype(np.float32),
+           "ref_logprobs": rng.normal(-4.5, 0.3, (b, t - 1)).astype(np.float32),
+           "advantages": np.array([1.0, -1.0, 0.5, 0.0], np.float32)}
+  loss, metrics = jax.jit(grpo.grpo_loss(policy.config, cfg))(policy.params, batch, None)
+
+  logits = np.asarray(policy.logits(tokens), np.float64)[:, :-1]
+  logp_all = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  logp = np.take_along_axis(logp_all, tokens[:, 1:, None], -1)[..., 0]
+  ratio = np.exp(logp - batch["old_logprobs"])
+  adv = batch["advantages"][:, None]
+  pg = np.maximum(-adv * ratio, -adv * np.clip(ratio, 0.8, 1.28))
+  d = batch["ref_logprobs"] - logp
+  kl = {"k1": -d, "k2": d * d / 2, "k3": np.exp(d) - d - 1}[estimator]
+  ent = -(np.exp(logp_all) * logp_all).sum(-1)
+  m = mask.astype(np.float64)
+  if aggregation == "sequence_mean":
+    agg = lambda x: np.mean((x * m).sum(1) / m.sum(1))
+  elif aggregation == "token_mean":
+    agg = lambda x: (x * m).sum() / m.sum()
+  else:
+    agg = lambda x: (x * m).sum() / m.size
+  assert float(metrics["policy_loss"]) == pytest.approx(agg(pg), rel=1e-4, abs=1e-6)
+  assert float(metrics["kl"]) == pytest.approx(agg(kl), rel=1e-4, abs=1e-7)
+  assert float(loss) == pytest.approx(agg(pg) + 0.1 * agg(kl) - 0.01 * agg(ent), rel=1e-4)
+
+
+def test_on_policy_gradient_raises_positive_advantage_completions():
+  # One on-policy step (ratio 1): log-probs of the completion with A > 0 rise, A < 0 fall.
+  policy = rl_fixtures.tiny_policy()
+  cfg = GRPOConfig(aggregation="sequence_mean")
+  tokens = np.tile(np.arange(10, 22, dtype=np.int32), (2, 1))
+  tokens[1, 6:] += 30
+  mask = np.zeros((2, 11), bool)
+  mask[:, 5:] = True
+  from rlthink.algorithms import core
+  old = core.score_tokens(policy.config, policy.params, jnp.asarray(tokens),
+                          jnp.ones((2, 12), bool))["logprobs"]
+  batch = {"tokens": tokens, "attention_mask": np.ones((2, 12), bool), "completion_mask": mask,
+           "old_logprobs": np.asarray(old), "advantages": np.array([1.0, -1.0], np.float32)}
+  grads = jax.jit(jax.grad(lambda p: grpo.grpo_loss(policy.config, cfg)(p, batch, None)[0]))(
+      policy.params)
+  params = jax.tree.map(lambda p, g: p - 1e-2 * g, policy.params, grads)
+  new = core.score_tokens(policy.config, params, jnp.asarray(tokens), jnp.ones((2, 12), bool))
+  change = np.asarray((new["logprobs"] - old) * mask).sum(1)
+  assert change[0] > 0 > change[1]
+
+
+def test_config_errors_name_the_field():
+  with pytest.raises(ValueError, match="samples_per_prompt=1"):
+    GRPOConfig(samples_per_prompt=1)
+  with pytest.raises(ValueError, match="normalize='z'"):
+    GRPOConfig(normalize="z")
+  with pytest.raises(ValueError, match="aggregation='sum'"):
+    GRPOConfig(aggregation="sum")

@@ -1,0 +1,45 @@
+"""notebooks/01_quickstart.ipynb executes top to bottom (SFT then EI at tiny scale), so it never
+rots: its plots and results table come out, and the run it makes is the one it reports."""
+
+import json
+import os
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+
+NOTEBOOK = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "notebooks",
+                        "01_quickstart.ipynb")
+
+
+def test_quickstart_notebook_is_stored_without_outputs():
+  nb = nbformat.read(NOTEBOOK, as_version=4)
+  nbformat.validate(nb)
+  code = [c for c in nb.cells if c.cell_type == "code"]
+  assert code and all(not c.outputs and c.execution_count is None for c in code)
+
+
+def test_quickstart_notebook_runs_and_shows_plots_and_the_results_table(tmp_path):
+  nb = nbformat.read(NOTEBOOK, as_version=4)
+  # Runs in tmp_path (the notebook's relative WORKDIR goes there); the kernel inherits this
+  # process's environment (CPU, the forced device count). A hung kernel fails the test.
+  client = nbclient.NotebookClient(nb, timeout=300, startup_timeout=120, kernel_name="python3",
+                                   resources={"metadata": {"path": str(tmp_path)}})
+  client.execute()  # raises CellExecutionError naming the failing cell
+
+  outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+  images = [o for o in outputs if "image/png" in o.get("data", {})]
+  assert len(images) == 2  # accuracy per EI round, pass@k against k
+  tables = [o["data"]["text/markdown"] for o in outputs if "text/markdown" in o.get("data", {})]
+  assert len(tables) == 1 and tables[0].startswith("# arithmetic: sft -> ei")
+  text = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
+  assert "round 2: kept" in text and "-> " in text
+
+  workdir = tmp_path / "workdir" / "notebook_quickstart"
+  with open(workdir / "results.json") as f:
+    run = json.load(f)
+  assert [h["iteration"] for h in run["history"]["ei"]] == [1, 2]
+  for stage in ("sft", "ei"):
+    row = f"| {stage} | test | {run['results'][stage]['test']['maj@1']:.3f} |"
+    assert row in tables[0]  # the table shows this run's numbers
