@@ -113,14 +113,20 @@ def _loss_batch(policy, tok, span, seed):
   return batch, ro, thinking
 
 
+@pytest.fixture(scope="module")
+def loss_grad():
+  """(policy, jitted gradient of the START loss): one compile for both span tests."""
+  policy = rlthink.init_policy("tiny", seed=1, num_layers=1, vocab_size=128, max_seq_len=128)
+  cfg = STARTConfig(kl_coef=0.1, clip_eps=0.2)
+  return policy, jax.jit(jax.grad(lambda p, b: start.start_loss(policy.config, cfg)(p, b, None)[0]))
+
+
 @pytest.mark.parametrize("span", ["thinking", "response"])
-def test_masked_spans_contribute_zero_gradient(span, tok):
+def test_masked_spans_contribute_zero_gradient(span, tok, loss_grad):
   """Stage one (thinking): anything in the response tokens - their ids, advantages, old and
   reference log-probs - leaves the gradient bit-for-bit unchanged; and the other way round for
   the response stage (where the thinking tokens are still the context)."""
-  policy = rlthink.init_policy("tiny", seed=1, num_layers=2, vocab_size=128, max_seq_len=128)
-  cfg = STARTConfig(kl_coef=0.1, clip_eps=0.2)
-  grad_fn = jax.jit(jax.grad(lambda p, b: start.start_loss(policy.config, cfg)(p, b, None)[0]))
+  policy, grad_fn = loss_grad
   batch, ro, thinking = _loss_batch(policy, tok, span, seed=0)
   masked = ~batch["train_mask"] & np.concatenate(
       [np.zeros((ro.num_rows, ro.prompt_tokens.shape[1] - 1), bool), ro.completion_mask], 1)

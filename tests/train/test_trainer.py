@@ -99,9 +99,13 @@ def test_sharded_training_matches_single_device(tmp_path):
       None, "fsdp", "tensor", None)
   np.testing.assert_allclose(m1["train/loss"], m2["train/loss"], rtol=1e-5)
   np.testing.assert_allclose(m1["train/grad_norm"], m2["train/grad_norm"], rtol=1e-5)
-  # Adam normalizes each update to ~lr, so near-zero gradients amplify float reordering noise.
+  # Adam normalizes each update to ~lr (3e-3 here), so a gradient element near zero can move its
+  # parameter by up to ~lr on either side under float reordering: compare at a small fraction of
+  # two steps' reach, and require nearly all elements to agree far tighter.
   for a, b in zip(jax.tree.leaves(single.params), jax.tree.leaves(sharded.params)):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-5)
+    diff = np.abs(np.asarray(a) - np.asarray(b))
+    assert diff.max() < 2e-4
+    assert np.mean(diff > 2e-6) < 1e-3
 
 
 def test_nan_loss_stops_with_step_and_last_checkpoint(tmp_path):
