@@ -96,8 +96,6 @@ def shared_run(tmp_path_factory) -> str:
     raise AssertionError(f"the shared tiny run failed earlier: {_cache['error']}")
   if "workdir" not in _cache:
     workdir = tmp_path_factory.getbasetemp() / "rlthink_shared_run" / "workdir"
-    if os.environ.get("DEVTMP_SHARED"):  # TEMPORARY (development only)
-      import pathlib; workdir = pathlib.Path(os.environ["DEVTMP_SHARED"])
     workdir.parent.mkdir(parents=True, exist_ok=True)
     if not (workdir / "results.json").exists():
       try:

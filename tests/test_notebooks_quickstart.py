@@ -43,3 +43,6 @@ def test_quickstart_notebook_runs_and_shows_plots_and_the_results_table(tmp_path
   for stage in ("sft", "ei"):
     row = f"| {stage} | test | {run['results'][stage]['test']['maj@1']:.3f} |"
     assert row in tables[0]  # the table shows this run's numbers
+  # The last cell decodes the same test questions greedily from the saved EI checkpoint.
+  greedy = float(text.split("greedy accuracy: ")[1].split()[0])
+  assert greedy == pytest.approx(run["results"]["ei"]["test"]["maj@1"], abs=1e-3)

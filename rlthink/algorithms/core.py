@@ -287,7 +287,8 @@ def score_in_chunks(config, params, tokens: np.ndarray, attention_mask: np.ndarr
                     heads: tuple[str, ...] = ("logits",), chunk_size: int = 32,
                     mesh=None) -> dict[str, np.ndarray]:
   """`score_tokens` over row chunks of one shape (the last chunk padded), as numpy arrays: the
-  whole rollout batch is scored without materializing [N, T, V] logits at once."""
+  whole rollout batch is scored without materializing [N, T, V] logits at once. On a mesh, make
+  chunk_size a multiple of the batch shards (data * fsdp)."""
   n = tokens.shape[0]
   chunk_size = max(1, min(chunk_size, n))
   put = (lambda x: jnp.asarray(x)) if mesh is None else (

@@ -92,6 +92,9 @@ class GRPOConfig:
     counts.update({k: getattr(self, k) for k in ("num_questions", "minibatch_size")
                    if getattr(self, k) is not None})
     bad = [f"{k}={v}" for k, v in counts.items() if v < 1]
+    if self.minibatch_size is not None and self.minibatch_size > self.rows:
+      bad.append(f"minibatch_size={self.minibatch_size} (more than the rollout batch, "
+                 f"prompts_per_iteration * samples_per_prompt)")
     if self.samples_per_prompt < 2:
       bad.append(f"samples_per_prompt={self.samples_per_prompt} (a group needs >= 2)")
     if bad or self.clip_eps <= 0 or self.kl_coef < 0:

@@ -119,6 +119,9 @@ class PPOConfig:
     bad = [f"{k}={getattr(self, k)}" for k in positive if getattr(self, k) < 1]
     if self.num_questions is not None and self.num_questions < 1:
       bad.append(f"num_questions={self.num_questions}")
+    if self.minibatch_size > self.prompts_per_iteration * self.samples_per_prompt:
+      bad.append(f"minibatch_size={self.minibatch_size} (more than the rollout batch, "
+                 f"prompts_per_iteration * samples_per_prompt)")
     if bad or self.clip_eps <= 0 or self.kl_coef < 0 or not 0 <= self.lam <= 1 or not (
         0 <= self.gamma <= 1) or (self.kl_target is not None and self.kl_target <= 0):
       raise ValueError(f"PPOConfig: {', '.join(bad) or 'a value'} out of range (counts >= 1, "

@@ -19,13 +19,15 @@ _BATCH_KEYS = ("tokens", "loss_mask", "attention_mask", "segment_ids", "position
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class SFTConfig:
-  """steps: optimizer steps; packing: first-fit pack several examples per row (segment-masked)."""
+  """steps: optimizer steps; packing: first-fit pack several examples per row (segment-masked);
+  num_examples: train on the first this many examples of the split (None: all of it)."""
 
   steps: int = 300
   batch_size: int = 32
   max_length: int = 128
   packing: bool = False
   split: str = "train"
+  num_examples: int | None = None
   seed: int = 0
   log_every: int = 10
   checkpoint_every: int = 100
@@ -48,9 +50,15 @@ def run_sft(policy: Policy, task: Task, cfg: SFTConfig, optimizer_cfg: Optimizer
   ckpt = Checkpointer(phase_dir, policy.config)
   optimizer = make_optimizer(optimizer_cfg, cfg.steps)
   state = create_state(policy.params, optimizer, cfg.seed)
+  examples = task.examples(cfg.split)
+  if cfg.num_examples is not None:
+    if not 0 < cfg.num_examples <= len(examples):
+      raise ValueError(f"SFTConfig.num_examples={cfg.num_examples} must be in [1, {len(examples)}] "
+                       f"(the size of split {cfg.split!r})")
+    examples = [examples[i] for i in range(cfg.num_examples)]
   data = iter(sft_dataset(task, cfg.split, policy.tokenizer, batch_size=cfg.batch_size,
                           max_length=cfg.max_length, packing=cfg.packing, seed=cfg.seed,
-                          num_epochs=None))
+                          num_epochs=None, examples=examples))
   start = 0
   if ckpt.latest_step() is not None:
     state, meta = ckpt.restore(state)

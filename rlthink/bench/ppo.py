@@ -43,8 +43,8 @@ def parse_args(argv):
   p.add_argument("--prompt_len", type=int, help="tokens per prompt (default 128; 16 quick)")
   p.add_argument("--new_tokens", type=int, help="tokens per completion (default 256; 16 quick)")
   p.add_argument("--epochs", type=int, default=2, help="PPO epochs over the rollout batch")
-  p.add_argument("--minibatch", type=int, help="rows per optimizer step (default 32; 4 quick)")
-  p.add_argument("--score_batch", type=int, help="rows per scoring forward (default 64; 8 quick)")
+  p.add_argument("--minibatch", type=int, help="rows per optimizer step (default 16; 4 quick)")
+  p.add_argument("--score_batch", type=int, help="rows per scoring forward (default 32; 8 quick)")
   p.add_argument("--value_model", choices=("separate", "shared"), default="separate")
   p.add_argument("--dtype", default="bfloat16", help="compute dtype (parameters stay float32)")
   p.add_argument("--remat", action="store_true", help="rematerialize each layer in the backward")
@@ -57,7 +57,7 @@ def parse_args(argv):
   defaults = (dict(model="tiny", prompts=8, prompt_len=16, new_tokens=16, minibatch=4,
                    score_batch=8) if args.quick else
               dict(model="qwen2.5-0.5b", prompts=256, prompt_len=128, new_tokens=256,
-                   minibatch=32, score_batch=64))
+                   minibatch=16, score_batch=32))
   for name, value in defaults.items():
     if getattr(args, name) is None:
       setattr(args, name, value)
