@@ -41,7 +41,8 @@ TINY_PARAMS = MODEL_PARAMS + (
     "EIConfig.max_steps_per_iteration = 16",
     "EIConfig.log_every = 4",
     "EIConfig.checkpoint_every = 4",
-    "EIConfig.reset_each_iteration = True",
+    "EIConfig.reset_each_iteration = False",
+    "EIConfig.learning_rate = 1e-3",
     "EvalConfig.k = 4",
     "EvalConfig.max_examples = 16",
     "EvalConfig.max_new_tokens = 24",
@@ -61,12 +62,18 @@ def gin_args(params: Sequence[str] = TINY_PARAMS) -> list[str]:
 
 
 def cli_env() -> dict:
-  """The environment of CLI subprocesses: CPU, the same forced device count as the test process."""
+  """The environment of CLI subprocesses: CPU, the same forced device count as the test process,
+  and (once the shared run started) one persistent XLA compilation cache, so later runs of the
+  same programs load them instead of compiling again (same executables, same numbers)."""
   env = dict(os.environ)
   env.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
   env["JAX_PLATFORMS"] = "cpu"
   env["PYTHONUNBUFFERED"] = "1"
   env.pop("RLTHINK_DEBUG", None)
+  if "jax_cache" in _cache:
+    env.update(JAX_COMPILATION_CACHE_DIR=_cache["jax_cache"],
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1")
   return env
 
 
@@ -97,6 +104,7 @@ def shared_run(tmp_path_factory) -> str:
   if "workdir" not in _cache:
     workdir = tmp_path_factory.getbasetemp() / "rlthink_shared_run" / "workdir"
     workdir.parent.mkdir(parents=True, exist_ok=True)
+    _cache["jax_cache"] = str(workdir.parent / "jax_cache")
     if not (workdir / "results.json").exists():
       try:
         run_train(str(workdir), str(workdir.parent / "train.log"))

@@ -92,9 +92,11 @@ def test_train_writes_checkpoints_metrics_results_and_plots(tmp_path_factory):
 def _greedy_reference(policy, prompt: str, max_new_tokens: int) -> tuple[str, str]:
   """Greedy decoding by full forwards (no KV cache): the independent reference of the sampler.
 
-  The model is causal, so the logits at position n-1 ignore the zero padding after it."""
+  The model is causal, so the logits at position n-1 ignore the zero padding after it; one
+  padded shape [8 rows (one per device), 128] serves every prompt and step."""
   ids = list(policy.tokenizer(prompt)["input_ids"])
-  tokens = np.zeros((8, len(ids) + max_new_tokens), np.int32)  # 8 rows: one per device
+  assert len(ids) + max_new_tokens <= 128
+  tokens = np.zeros((8, 128), np.int32)
   tokens[:, :len(ids)] = ids
   n, new = len(ids), []
   for _ in range(max_new_tokens):
@@ -112,7 +114,7 @@ def test_sample_from_a_stage_is_greedy_decoding_of_its_checkpoint(tmp_path_facto
                                                                  capsys):
   workdir = rf.shared_run(tmp_path_factory)
   params = rf.MODEL_PARAMS + ("SampleConfig.temperature = 0.0",
-                              "SampleConfig.max_new_tokens = 20")
+                              "SampleConfig.max_new_tokens = 16")
   prompts_file = tmp_path / "prompts.txt"
   prompts_file.write_text(PROMPTS[1] + "\n")
   code, out, err = _main(["sample", "--workdir", workdir, "--stage", "ei", "--prompt",
@@ -124,7 +126,7 @@ def test_sample_from_a_stage_is_greedy_decoding_of_its_checkpoint(tmp_path_facto
   assert [r["prompt"] for r in records] == [PROMPTS[0], PROMPTS[1].rstrip("\n")]
   policy = _stage_policy(workdir, "ei")
   for record in records:
-    text, reason = _greedy_reference(policy, record["prompt"], 20)
+    text, reason = _greedy_reference(policy, record["prompt"], 16)
     assert (record["completion"], record["finish_reason"]) == (text, reason)
     assert record["sample_index"] == 0 and record["num_tokens"] >= 1
     assert np.isfinite(record["logprob"]) and record["logprob"] <= 0

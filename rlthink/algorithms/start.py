@@ -109,6 +109,8 @@ class STARTConfig:
     counts = ("prompts_per_iteration", "samples_per_prompt", "epochs", "minibatch_size",
               "max_new_tokens", "score_batch_size", "sample_batch_size")
     bad = [f"{k}={getattr(self, k)}" for k in counts if getattr(self, k) < 1]
+    if self.samples_per_prompt < 2:
+      bad.append(f"samples_per_prompt={self.samples_per_prompt} (a group needs >= 2)")
     if bad or self.clip_eps <= 0 or self.kl_coef < 0:
       raise ValueError(f"STARTConfig: {', '.join(bad) or 'a value'} out of range (counts >= 1, "
                        f"clip_eps > 0, kl_coef >= 0): {self}")

@@ -153,15 +153,14 @@ def cross_generation_eval(thinkers: dict[str, Any], readers: dict[str, Any], tas
   return cross_generation(thinkers, readers, task, [source[i] for i in range(count)], cfg)
 
 
-def plot_cross_generation(result: dict, path: str, title: str = "cross-generation") -> None:
-  """A thinker x reader heatmap of the readers' accuracy (PNG)."""
-  import matplotlib
-  matplotlib.use("Agg")
+def plot_cross_generation(result: dict, path: str | None = None, title: str = "cross-generation"):
+  """A thinker x reader heatmap of the readers' accuracy; saved as PNG when `path` is given.
+  Returns the matplotlib figure (close it, or show it in a notebook)."""
   import matplotlib.pyplot as plt
   thinkers = list(result["accuracy"])
   readers = list(next(iter(result["accuracy"].values())))
   grid = np.asarray([[result["accuracy"][t][r] for r in readers] for t in thinkers])
-  fig, ax = plt.subplots(figsize=(1.6 + 1.1 * len(readers), 1.2 + 0.6 * len(thinkers)))
+  fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(readers), 1.2 + 0.6 * len(thinkers)))
   ax.imshow(grid, vmin=0, vmax=1, cmap="viridis")
   ax.set_xticks(range(len(readers)), [f"reader: {r}" for r in readers], fontsize=7)
   ax.set_yticks(range(len(thinkers)), [f"thinker: {t}" for t in thinkers], fontsize=7)
@@ -169,6 +168,6 @@ def plot_cross_generation(result: dict, path: str, title: str = "cross-generatio
     ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="w" if v < 0.6 else "k")
   ax.set_title(title, fontsize=9)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-
+  if path is not None:
+    fig.savefig(path, dpi=120)
+  return fig

@@ -2,7 +2,8 @@
 
 `train_reward_model(policy, task, cfg, optimizer_cfg, workdir)` samples solutions from `policy`,
 labels them (`reward_model.outcome_rows` / `process_rows`), holds out a fraction of the questions,
-trains the reward model with the shared train step and evaluates it on the held-out rows. The
+trains the reward model with the shared train step and evaluates it on its training rows ("fit_*":
+how well it learned them) and on the held-out questions ("holdout_*": how well it generalizes). The
 checkpoints under `<workdir>/orm` (or `prm`) hold the train state; their JSON meta holds the phase,
 the data position, the labelled rows and the history, so a killed run resumes exactly.
 """
@@ -115,9 +116,10 @@ def train_reward_model(policy, task, cfg: RewardModelConfig, optimizer_cfg, work
       model = dataclasses.replace(initial, params=state.params)
       record = dict(meta["history"][-1], train_loss=last.get(f"{name}/loss"),
                     train_steps=meta["steps"])
-      held = rm_lib.evaluate_rows(model, meta["holdout_rows"], cfg.max_length, pad_id,
-                                  cfg.score_batch_size)
-      record.update({f"holdout_{k}": v for k, v in held.items()})
+      for prefix, key in (("fit", "train_rows"), ("holdout", "holdout_rows")):
+        metrics = rm_lib.evaluate_rows(model, meta[key], cfg.max_length, pad_id,
+                                       cfg.score_batch_size)
+        record.update({f"{prefix}_{k}": v for k, v in metrics.items()})
       logger.log(meta["steps"], {k: v for k, v in record.items()
                                  if isinstance(v, (int, float)) and v is not None}, f"{name}/")
     finally:

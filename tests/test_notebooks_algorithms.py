@@ -1,0 +1,55 @@
+"""notebooks/02_algorithms.ipynb executes top to bottom (SFT, then EI, PPO, GRPO and START from the
+same start, then cross-generation) at tiny scale, so it never rots: its plots and table come out
+and the results it saves are the ones it shows."""
+
+import json
+import os
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+
+NOTEBOOK = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "notebooks",
+                        "02_algorithms.ipynb")
+ALGORITHMS = ("EI", "PPO", "GRPO", "START")
+
+
+def test_algorithms_notebook_is_stored_without_outputs():
+  nb = nbformat.read(NOTEBOOK, as_version=4)
+  nbformat.validate(nb)
+  code = [c for c in nb.cells if c.cell_type == "code"]
+  assert code and all(not c.outputs and c.execution_count is None for c in code)
+
+
+@pytest.mark.slow
+def test_algorithms_notebook_runs_and_compares_the_four_algorithms(tmp_path):
+  nb = nbformat.read(NOTEBOOK, as_version=4)
+  # Runs in tmp_path (the notebook's relative WORKDIR goes there); the kernel inherits this
+  # process's environment (CPU, the forced device count). A hung kernel fails the test.
+  client = nbclient.NotebookClient(nb, timeout=400, startup_timeout=120, kernel_name="python3",
+                                   resources={"metadata": {"path": str(tmp_path)}})
+  client.execute()  # raises CellExecutionError naming the failing cell
+
+  outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+  images = [o for o in outputs if "image/png" in o.get("data", {})]
+  assert len(images) == 2  # the curves, the cross-generation heatmap
+  tables = [o["data"]["text/markdown"] for o in outputs if "text/markdown" in o.get("data", {})]
+  assert len(tables) == 1
+
+  workdir = tmp_path / "workdir" / "notebook_algorithms"
+  with open(workdir / "results.json") as f:
+    results = json.load(f)
+  for name in ALGORITHMS:
+    history = results["histories"][name]
+    assert [h["iteration"] for h in history] == [1, 2, 3, 4]
+    assert all(0 <= h["maj@1"] <= h["pass@4"] + 1e-9 for h in history)
+    final = results["final"][name]
+    assert f"| {name} | {final['maj@1']:.3f} | {final['maj@4']:.3f} |" in tables[0]
+    assert os.path.isdir(workdir / name.lower() / "checkpoints")
+  assert [h["span"] for h in results["histories"]["START"]] == ["thinking"] * 2 + ["response"] * 2
+  cross = results["cross_generation"]
+  assert set(cross["accuracy"]) == {"SFT", "START", "reference", "empty"}
+  # The reference thinking is the readers' ceiling: the SFT reader copies its results.
+  assert cross["accuracy"]["reference"]["SFT"] >= cross["accuracy"]["empty"]["SFT"]
+  assert (workdir / "algorithms.png").exists() and (workdir / "cross_generation.png").exists()
