@@ -14,6 +14,7 @@ import dataclasses
 import json
 import logging
 import os
+import sys
 
 import gin
 import jax
@@ -100,6 +101,23 @@ def load_stage_params(workdir: str, stage: str, policy):
   return jax.tree.map(lambda x, s: jax.device_put(np.asarray(x), s), params, shardings)
 
 
+def check_stage_configs(stages) -> None:
+  """Builds the config dataclasses of each stage's driver module (e.g. `EIConfig()`) from the gin
+  bindings, so a bad value fails before the first stage computes, not when its stage starts."""
+  for stage in stages:
+    module = sys.modules[algorithms.stage_runner(stage).__module__]
+    for value in vars(module).values():
+      if (isinstance(value, type) and dataclasses.is_dataclass(value)
+          and value.__module__ == module.__name__ and _all_defaults(value)):
+        value()
+
+
+def _all_defaults(cls) -> bool:
+  missing = dataclasses.MISSING
+  return all(f.default is not missing or f.default_factory is not missing
+             for f in dataclasses.fields(cls))
+
+
 def check_stage_checkpoints(workdir: str, stages, model_config) -> None:
   """Raises `CheckpointMismatchError` when a stage's checkpoints in `workdir` belong to a model
   other than `model_config` (reads only; nothing is written)."""
@@ -138,6 +156,7 @@ def run(workdir: str, experiment: Experiment | None = None, progress: bool = Tru
   from rlthink import tasks  # TFDS and grain load only when an experiment runs
 
   exp = experiment or Experiment()
+  check_stage_configs(exp.stages)
   workdir = ensure_writable(workdir)
   eval_cfg, opt_cfg = EvalConfig(), OptimizerConfig()
   policy = attach_tokenizer(ModelSpec().build(MeshSpec().build()), exp.tokenizer)

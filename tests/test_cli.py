@@ -236,6 +236,9 @@ BAD_BINDINGS = {
     "mistyped parameter": ("SFTConfig.stpes = 30",
                            "unknown binding 'SFTConfig.stpes'"),
     "mistyped configurable": ("SFTConfg.steps = 30", "No configurable matching 'SFTConfg'"),
+    # A bad value of a later stage fails before the first stage computes.
+    "bad value of the EI stage": ("EIConfig.dedup = 'exact'",
+                                  "EIConfig.dedup='exact' is not one of"),
 }
 
 
