@@ -183,7 +183,7 @@ def run_grpo(policy, task, cfg: GRPOConfig, optimizer_cfg, workdir: str,
   optimizer = make_optimizer(optimizer_cfg, cfg.iterations * per_iteration)
   tree = {"state": create_state(policy.params, optimizer, cfg.seed)}
   if cfg.kl_coef > 0:
-    tree["reference"] = policy.params
+    tree["reference"] = core.frozen_reference(policy.params, policy.config)
   meta = {"iteration": 0, "history": []}
   if ckpt.latest_step() is not None:
     tree, meta = ckpt.restore(tree)

@@ -309,7 +309,8 @@ def run_ppo(policy, task, cfg: PPOConfig, optimizer_cfg, workdir: str,
   per_iteration = steps_per_iteration(cfg)
   optimizer = make_ppo_optimizer(optimizer_cfg, cfg, cfg.iterations * per_iteration)
   tree = {"state": create_state(initial_params(policy, cfg), optimizer, cfg.seed),
-          "reference": policy.params, "kl": core.init_kl_controller(cfg.kl_coef)}
+          "reference": core.frozen_reference(policy.params, policy.config),
+          "kl": core.init_kl_controller(cfg.kl_coef)}
   meta = {"iteration": 0, "history": []}
   if ckpt.latest_step() is not None:
     tree, meta = ckpt.restore(tree)

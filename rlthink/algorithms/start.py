@@ -296,7 +296,7 @@ def run_start(policy, task, cfg: STARTConfig, optimizer_cfg, workdir: str,
   optimizer = make_optimizer(optimizer_cfg, cfg.iterations * per_iteration)
   tree = {"state": create_state(policy.params, optimizer, cfg.seed)}
   if cfg.kl_coef > 0:
-    tree["reference"] = policy.params
+    tree["reference"] = core.frozen_reference(policy.params, policy.config)
   meta = {"iteration": 0, "history": []}
   resumed = ckpt.latest_step() is not None
   models = _reward_models(cfg, workdir, policy, resumed)

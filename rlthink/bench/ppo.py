@@ -51,6 +51,7 @@ def parse_args(argv):
   p.add_argument("--iterations", type=int, default=2, help="iterations run; the last is reported")
   p.add_argument("--lr", type=float, default=1e-6)
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--mesh", help="mesh sizes data,fsdp,tensor (default: automatic, with >1 device)")
   p.add_argument("--quick", action="store_true", help="tiny model, tiny shapes, CPU: a smoke test")
   p.add_argument("--out", help="append the JSON line to this file")
   args = p.parse_args(argv)
@@ -101,19 +102,23 @@ def run(args) -> dict:
   config = get_preset(args.model, dtype=args.dtype, param_dtype="float32", remat=args.remat,
                       max_seq_len=max(args.prompt_len + args.new_tokens,
                                       get_preset(args.model).max_seq_len))
-  mesh = sharding.make_mesh(None) if len(jax.devices()) > 1 else None
+  mesh = None
+  if len(jax.devices()) > 1 or args.mesh:
+    shape = None if args.mesh is None else [int(x) for x in args.mesh.split(",")]
+    mesh = sharding.make_mesh(shape, config=config)
   cfg = ppo.PPOConfig(prompts_per_iteration=args.prompts, samples_per_prompt=1,
                       max_new_tokens=args.new_tokens, epochs=args.epochs,
                       minibatch_size=args.minibatch, score_batch_size=args.score_batch,
                       value_model=args.value_model, seed=args.seed)
   policy = Policy(config, decoder.init_params(config, jax.random.key(args.seed), mesh=mesh), mesh)
-  reference = policy.params  # frozen: the train state holds its own copies (donated)
+  reference = core.frozen_reference(policy.params, config)  # the train state's copies are donated
   params = ppo.initial_params(policy, cfg)
   chain = lambda: optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(args.lr))
   optimizer = optax.multi_transform({k: chain() for k in params}, {k: k for k in params})
   state = {"params": jax.tree.map(jnp.copy, params),
            "opt_state": jax.jit(optimizer.init)(params)}
   del params
+  policy = policy.replace(params=None)  # its float32 weights live on only in the train state
   update = make_update(config, cfg, optimizer, mesh)
   kl = core.init_kl_controller(cfg.kl_coef)
   rng = np.random.default_rng(args.seed)
@@ -158,6 +163,7 @@ def run(args) -> dict:
   record = {"bench": "ppo", "model": args.model, "prompts": args.prompts,
             "prompt_len": args.prompt_len, "new_tokens": args.new_tokens, "epochs": args.epochs,
             "minibatch": args.minibatch, "value_model": args.value_model, "dtype": args.dtype,
+            "mesh": None if mesh is None else dict(mesh.shape), "remat": args.remat,
             "iterations": args.iterations, **last,
             "rollout_tok_s": args.prompts * args.new_tokens / last["time_rollout_s"],
             "train_tok_s": last["train_steps"] * args.minibatch * seq / last["time_train_s"],

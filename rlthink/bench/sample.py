@@ -58,6 +58,8 @@ def parse_args(argv):
   p.add_argument("--no_torch", action="store_true", help="skip the PyTorch baseline")
   p.add_argument("--quick", action="store_true", help="tiny model, tiny shapes, CPU: a smoke test")
   p.add_argument("--hlo_dir", help="write each case's optimized HLO (<model>_b<batch>.hlo.txt)")
+  p.add_argument("--profile_dir", help="trace one call per case with the JAX profiler; write the "
+                 "kernel-time summary (<model>_b<batch>_<layers>.ops.txt) and the trace there")
   p.add_argument("--breakdown", action="store_true",
                  help="also time the parts of a decode step (rlthink.bench.sample_breakdown)")
   p.add_argument("--out", help="append the JSON lines to this file")
@@ -137,9 +139,40 @@ def bench_rlthink(policy, batch: int, args, name: str, layers: str) -> dict:
          "rlthink_spread": (max(times) - min(times)) / med,
          "rlthink_ms_per_step": 1e3 * med / args.new_tokens,
          "rlthink_first_call_s": first_s, "mean_logprob": float(ro.logprobs.mean())}
+  if args.profile_dir:
+    out.update(_profile(policy, prompts, options, args, f"{name}_b{batch}_{layers}"))
   peak = common.peak_memory_bytes(jax.devices()[0])
   out["device_peak_memory_gb"] = None if peak is None else peak / 1e9
   return out
+
+
+def _profile(policy, prompts, options, args, case: str) -> dict:
+  """Traces one call; writes <case>.ops.txt (GPU kernel time per decode step by kind, op and
+  kernel) and returns the kernel time per step, to set against the wall time per step (the gap
+  is the device idling: launches, host round trips)."""
+  import re
+
+  import jax
+
+  from rlthink.bench.train import profile_summary
+  from rlthink.sampling import sampler
+
+  os.makedirs(args.profile_dir, exist_ok=True)
+  hlo = sampler.lower_sample(policy, prompts, **options).compile().as_text()
+  trace_dir = os.path.join(args.profile_dir, case)
+  with jax.profiler.trace(trace_dir):
+    start = time.perf_counter()
+    sampler.sample(policy, prompts, **options)
+    wall = time.perf_counter() - start
+  try:
+    summary = profile_summary(trace_dir, steps=args.new_tokens, hlo_text=hlo)
+  except Exception as e:  # the trace itself is written; the summary is a convenience
+    summary = f"no summary of {trace_dir}: {type(e).__name__}: {e}\n"
+  with open(os.path.join(args.profile_dir, case + ".ops.txt"), "w") as f:
+    f.write(f"wall time per step while tracing: {1e3 * wall / args.new_tokens:.3f} ms\n" + summary)
+  found = re.search(r"GPU kernel time per step: ([\d.]+) ms", summary)
+  return {"profile_kernel_ms_per_step": float(found.group(1)) if found else None,
+          "profile_wall_ms_per_step": 1e3 * wall / args.new_tokens}
 
 
 def run_torch(config, args) -> dict:

@@ -54,10 +54,22 @@ def _first_above(cdf: jax.Array, target: jax.Array) -> jax.Array:
 def draw(keys: jax.Array, logits: jax.Array) -> jax.Array:
   """One token per row from softmax(logits): keys [N] (one key per row), logits [N, V] -> int32[N].
 
+  See `draw_with_logprob`, which also returns the drawn token's log-probability.
+  """
+  return draw_with_logprob(keys, logits)[0]
+
+
+def draw_with_logprob(keys: jax.Array, logits: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """One token per row from softmax(logits), and its log-probability under that distribution.
+
+  keys [N] (one key per row), logits [N, V] -> (int32[N], float32[N]).
+
   Inverse-CDF sampling in two levels, with two uniforms per row: a chunk of CHUNK tokens by the
   cumulative chunk masses, then a token within it. It reads the logits twice (max, chunk masses)
-  and needs no random number per vocabulary entry. Tokens of probability 0 (-inf logits) are
-  never drawn: each target lies strictly below the total mass it is compared with.
+  and needs no random number per vocabulary entry; the chunk masses also give the log-partition,
+  so the log-probability costs no further pass over the vocabulary. Tokens of probability 0
+  (-inf logits) are never drawn: each target lies strictly below the total mass it is compared
+  with.
 
   Each row draws from its own key only, so a row's token does not depend on the other rows, the
   batch size or the mesh.
@@ -77,7 +89,10 @@ def draw(keys: jax.Array, logits: jax.Array) -> jax.Array:
     target = jnp.minimum(u * total, jnp.nextafter(total, 0.0))  # < total, so never a 0-mass entry
     return _first_above(cdf, target)
 
-  chunk = pick(jnp.sum(jnp.exp(x - top[:, None, None]), axis=2), uniforms[:, 0])
+  chunk_masses = jnp.sum(jnp.exp(x - top[:, None, None]), axis=2)       # [N, chunks]
+  chunk = pick(chunk_masses, uniforms[:, 0])
   within = jnp.take_along_axis(x, chunk[:, None, None], axis=1)[:, 0]   # [N, c]
   index = pick(jnp.exp(within - top[:, None]), uniforms[:, 1])
-  return chunk * c + index
+  picked = jnp.take_along_axis(within, index[:, None], axis=1)[:, 0]
+  logprob = picked - top - jnp.log(jnp.sum(chunk_masses, axis=1))
+  return chunk * c + index, logprob

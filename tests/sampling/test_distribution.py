@@ -97,3 +97,17 @@ def test_draw_matches_softmax_across_vocabulary_chunks():
   sure = np.full((4, 300), -np.inf, np.float32)
   sure[np.arange(4), [0, 127, 128, 299]] = 0.0
   np.testing.assert_array_equal(processors.draw(keys[:4], jnp.asarray(sure)), [0, 127, 128, 299])
+
+
+def test_draw_returns_the_log_probability_of_the_drawn_token():
+  rng = np.random.RandomState(1)
+  logits = (3.0 * rng.randn(64, 300)).astype(np.float32)
+  logits[rng.rand(64, 300) < 0.2] = -np.inf
+  keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(2), i))(jnp.arange(64))
+  tokens, logprobs = processors.draw_with_logprob(keys, jnp.asarray(logits))
+  np.testing.assert_array_equal(tokens, processors.draw(keys, jnp.asarray(logits)))
+  x = logits.astype(np.float64)
+  top = x.max(-1, keepdims=True)
+  log_softmax = x - top - np.log(np.exp(x - top).sum(-1, keepdims=True))
+  expected = log_softmax[np.arange(64), np.asarray(tokens)]
+  np.testing.assert_allclose(np.asarray(logprobs), expected, atol=1e-5)
