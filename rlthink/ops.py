@@ -173,3 +173,69 @@ def _fused_logprobs_bwd(chunk, save_probs, residuals, g):
 
 
 _fused_logprobs.defvjp(_fused_logprobs_fwd, _fused_logprobs_bwd)
+
+
+# ----------------------------------------------------------------------------------------------
+# Log-probs and entropy from the hidden states, for the RL losses: the same chunking, with each
+# chunk's float32 logits recomputed in the backward (jax.checkpoint) instead of a hand-written
+# VJP, so the entropy (which needs the whole distribution) comes with it.
+
+
+def chunked_token_logprobs(hidden: jax.Array, unembedding: jax.Array, tokens: jax.Array,
+                           chunk_size: int = 128, with_entropy: bool = True):
+  """(log softmax(logits)[tokens], entropy of softmax(logits)), logits = hidden @ unembedding.T.
+
+  Equal to `token_logprobs` and `entropy` of the float32 logits, but memory holds the logits of
+  one chunk of `chunk_size` positions [B, chunk_size, V] at a time, in the forward and in the
+  backward (which recomputes them). The PPO/GRPO/START/RCRL losses use it: their full logits
+  (and the log-softmax, the softmax and their gradients, all [B, T, V] float32) took tens of GB
+  at a 152k vocabulary.
+
+  Args:
+    hidden: [B, T, E] in the compute dtype (the decoder's "hidden" head).
+    unembedding: [V, E] (`decoder.unembedding`); cast to hidden's dtype inside each chunk, so its
+      gradient is summed over the chunks in its own dtype.
+    tokens: int[B, T].
+    with_entropy: also return the entropy (else None).
+
+  Returns:
+    (float32[B, T], float32[B, T] or None). Differentiable in hidden and unembedding; the logits'
+    backward matmuls run in hidden's dtype (`decoder.project_logits`).
+  """
+  from rlthink.models.decoder import project_logits
+
+  b, t, _ = hidden.shape
+  if tokens.shape != (b, t):
+    raise ValueError(f"chunked_token_logprobs: tokens {tokens.shape} must be hidden's [B, T] = "
+                     f"{(b, t)}")
+  if unembedding.shape[1] != hidden.shape[2]:
+    raise ValueError(f"chunked_token_logprobs: unembedding {unembedding.shape} must be [V, E] "
+                     f"with E = hidden's last axis {hidden.shape[2]}")
+  chunk = max(1, min(int(chunk_size), t))
+  pad = -t % chunk
+  if pad:  # padded positions see zero hidden states: finite values, sliced off below
+    hidden = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
+    tokens = jnp.pad(tokens, ((0, 0), (0, pad)))
+
+  @jax.checkpoint
+  def body(_, xs):
+    h, tok = xs
+    logp = jax.nn.log_softmax(project_logits(h, unembedding.astype(h.dtype).T), axis=-1)
+    picked = jnp.take_along_axis(logp, tok[..., None], axis=-1)[..., 0]
+    if not with_entropy:
+      return None, (picked,)
+    return None, (picked, -jnp.sum(jnp.exp(logp) * logp, axis=-1))
+
+  _, outs = jax.lax.scan(body, None, (_to_chunks(hidden, chunk),
+                                      _to_chunks(tokens.astype(jnp.int32), chunk)))
+  outs = [_from_chunks(x)[:, :t] for x in outs]
+  return outs[0], (outs[1] if with_entropy else None)
+
+
+def chunked_next_token_logprobs(hidden: jax.Array, unembedding: jax.Array, tokens: jax.Array,
+                                chunk_size: int = 128, with_entropy: bool = True):
+  """`chunked_token_logprobs` in the token frame: the log-prob of tokens[:, t+1] and the entropy
+  at position t, float32[B, T-1] each (all T positions run, the last is dropped)."""
+  targets = jnp.concatenate([tokens[:, 1:], tokens[:, :1]], axis=1)
+  logp, ent = chunked_token_logprobs(hidden, unembedding, targets, chunk_size, with_entropy)
+  return logp[:, :-1], (None if ent is None else ent[:, :-1])

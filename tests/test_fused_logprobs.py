@@ -132,3 +132,48 @@ def test_logits_head_backward_runs_in_the_compute_dtype():
                              rtol=1e-5, atol=1e-5)
   want_dx = jnp.einsum("btv,ev->bte", g16.astype(jnp.float32), w32, precision="highest")
   assert _rel(dx, want_dx) < 1e-2
+
+
+def _numpy_entropy(hidden, unembedding):
+  logits = np.asarray(hidden, np.float64) @ np.asarray(unembedding, np.float64).T
+  logits -= logits.max(-1, keepdims=True)
+  logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  return -(np.exp(logp) * logp).sum(-1)
+
+
+@pytest.mark.parametrize("chunk", [8, 5, 64])
+def test_chunked_logprobs_and_entropy_match_float64_values_and_plain_gradients(chunk):
+  hidden, unembedding, tokens, weights = _inputs(chunk + 100)
+  logp, ent = ops.chunked_token_logprobs(hidden, unembedding, tokens, chunk)
+  np.testing.assert_allclose(logp, _numpy_logprobs(hidden, unembedding, tokens), atol=1e-5)
+  np.testing.assert_allclose(ent, _numpy_entropy(hidden, unembedding), atol=1e-5)
+  only_logp, none = ops.chunked_token_logprobs(hidden, unembedding, tokens, chunk,
+                                               with_entropy=False)
+  assert none is None
+  np.testing.assert_array_equal(only_logp, logp)
+
+  def chunked(h, w):
+    lp, en = ops.chunked_token_logprobs(h, w, tokens, chunk)
+    return jnp.sum(weights * lp) + 0.3 * jnp.sum(weights * en)
+
+  def plain(h, w):
+    logits = jnp.einsum("bte,ve->btv", h, w)
+    return jnp.sum(weights * ops.token_logprobs(logits, tokens)) + 0.3 * jnp.sum(
+        weights * ops.entropy(logits))
+
+  got = jax.grad(chunked, argnums=(0, 1))(hidden, unembedding)
+  want = jax.grad(plain, argnums=(0, 1))(hidden, unembedding)
+  for g, w in zip(got, want):
+    assert _rel(g, w) < 1e-5
+
+
+def test_chunked_next_token_frame_and_bad_shapes():
+  hidden, unembedding, tokens, _ = _inputs(3)
+  logp, ent = ops.chunked_next_token_logprobs(hidden, unembedding, tokens, 8)
+  assert logp.shape == ent.shape == (3, 36)
+  np.testing.assert_allclose(logp, _numpy_logprobs(hidden[:, :-1], unembedding, tokens[:, 1:]),
+                             atol=1e-5)
+  with pytest.raises(ValueError, match="tokens"):
+    ops.chunked_token_logprobs(hidden, unembedding, tokens[:, :5])
+  with pytest.raises(ValueError, match="unembedding"):
+    ops.chunked_token_logprobs(hidden, unembedding[:, :3], tokens)

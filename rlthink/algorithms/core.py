@@ -250,10 +250,11 @@ def clipped_value_loss(values: jax.Array, old_values: jax.Array, returns: jax.Ar
   return loss, {"value_clip_frac": ops.masked_mean((clipped > plain).astype(jnp.float32), mask)}
 
 
-def entropy_bonus(logits: jax.Array, mask: jax.Array, aggregation: str = "token_mean") -> jax.Array:
-  """Aggregate policy entropy over mask; logits float[B, T', V] in the token frame (logits[:, :-1]
-  of a forward). Subtract coef * this from the loss to encourage exploration."""
-  return aggregate(ops.entropy(logits), mask, aggregation)
+def entropy_bonus(entropy: jax.Array, mask: jax.Array, aggregation: str = "token_mean") -> jax.Array:
+  """Aggregate policy entropy over mask; entropy float[B, T'] per token in the token frame
+  (`forward_scores(..., with_entropy=True)["entropy"]`, or `ops.entropy(logits[:, :-1])`).
+  Subtract coef * this from the loss to encourage exploration."""
+  return aggregate(entropy, mask, aggregation)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -278,19 +279,38 @@ def rollout_batch(rollouts) -> dict[str, np.ndarray]:
                                                                        np.float32)], axis=1)}
 
 
-@functools.partial(jax.jit, static_argnames=("config", "heads", "mesh"))
-def score_tokens(config, params, tokens: jax.Array, attention_mask: jax.Array,
-                 heads: tuple[str, ...] = ("logits",), mesh=None) -> dict:
-  """One forward, in the token frame: {"logprobs": float32[B, T-1]} when "logits" is in heads,
-  {"values": float32[B, T-1]} when "value" is (V of each prefix tokens[:, :t+1])."""
-  out, _ = decoder.forward(config, params, tokens, attention_mask=attention_mask, heads=heads,
-                           mesh=mesh)
+def forward_scores(config, params, tokens: jax.Array, attention_mask: jax.Array, *,
+                   heads: tuple[str, ...] = ("logits",), with_entropy: bool = False, mesh=None,
+                   chunk_size: int = 128) -> dict:
+  """One forward in the token frame, for the RL losses and scoring: {"logprobs": float32[B, T-1]
+  (log-prob of tokens[:, t+1] at t), "entropy": float32[B, T-1] (with_entropy)} when "logits" is
+  in heads, {"values": float32[B, T-1]} when "value" is (V of each prefix tokens[:, :t+1]).
+
+  The log-probs and entropy come from the hidden states in chunks of positions
+  (`ops.chunked_next_token_logprobs`): the float32 logits [B, T, V] never exist whole.
+  """
+  trunk_heads = tuple(h for h in heads if h != "logits")
+  if "logits" in heads:
+    trunk_heads = ("hidden",) + trunk_heads
+  out, _ = decoder.forward(config, params, tokens, attention_mask=attention_mask,
+                           heads=trunk_heads, mesh=mesh)
   scores = {}
   if "logits" in heads:
-    scores["logprobs"] = ops.next_token_logprobs(out["logits"], tokens)
+    logp, ent = ops.chunked_next_token_logprobs(out["hidden"], decoder.unembedding(config, params),
+                                                tokens, chunk_size, with_entropy)
+    scores["logprobs"] = logp
+    if with_entropy:
+      scores["entropy"] = ent
   if "value" in heads:
     scores["values"] = out["value"][:, :-1]
   return scores
+
+
+@functools.partial(jax.jit, static_argnames=("config", "heads", "mesh"))
+def score_tokens(config, params, tokens: jax.Array, attention_mask: jax.Array,
+                 heads: tuple[str, ...] = ("logits",), mesh=None) -> dict:
+  """`forward_scores` jitted, without the entropy: {"logprobs"} and/or {"values"} [B, T-1]."""
+  return forward_scores(config, params, tokens, attention_mask, heads=heads, mesh=mesh)
 
 
 def score_in_chunks(config, params, tokens: np.ndarray, attention_mask: np.ndarray,

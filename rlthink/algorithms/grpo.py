@@ -27,9 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlthink import ops
 from rlthink.algorithms import core
-from rlthink.models import decoder
 from rlthink.rollout import rollout_examples
 from rlthink.train import (Checkpointer, MetricsLogger, create_state, make_optimizer,
                            make_train_step, run_steps)
@@ -121,9 +119,9 @@ def grpo_loss(config, cfg: GRPOConfig, mesh=None):
   def loss_fn(params, batch, rng):
     del rng
     tokens, mask = batch["tokens"], batch["completion_mask"]
-    out, _ = decoder.forward(config, params, tokens, attention_mask=batch["attention_mask"],
-                             mesh=mesh)
-    logprobs = ops.next_token_logprobs(out["logits"], tokens)
+    scores = core.forward_scores(config, params, tokens, batch["attention_mask"],
+                                 with_entropy=True, mesh=mesh)
+    logprobs = scores["logprobs"]
     loss, metrics = core.clipped_policy_loss(logprobs, batch["old_logprobs"], batch["advantages"],
                                              mask, cfg.clip_eps, cfg.clip_eps_high,
                                              cfg.aggregation)
@@ -133,7 +131,7 @@ def grpo_loss(config, cfg: GRPOConfig, mesh=None):
                           mask, cfg.aggregation)
       loss = loss + cfg.kl_coef * kl
       metrics["kl"] = kl
-    entropy = core.entropy_bonus(out["logits"][:, :-1], mask, cfg.aggregation)
+    entropy = core.entropy_bonus(scores["entropy"], mask, cfg.aggregation)
     if cfg.entropy_coef == 0:
       entropy = jax.lax.stop_gradient(entropy)  # a metric only
     metrics["entropy"] = entropy

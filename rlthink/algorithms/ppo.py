@@ -199,23 +199,21 @@ def ppo_loss(config, cfg: PPOConfig, mesh=None):
   def loss_fn(params, batch, rng):
     del rng
     tokens, attention = batch["tokens"], batch["attention_mask"]
-    forward = functools.partial(decoder.forward, config, tokens=tokens, attention_mask=attention,
-                                mesh=mesh)
+    score = functools.partial(core.forward_scores, config, tokens=tokens,
+                              attention_mask=attention, with_entropy=True, mesh=mesh)
     if "value" in params:
-      logits = forward(params["policy"], heads=("logits",))[0]["logits"]
-      values = forward(params["value"], heads=("value",))[0]["value"]
+      scores = score(params["policy"], heads=("logits",))
+      scores["values"] = score(params["value"], heads=("value",))["values"]
     else:
-      out, _ = forward(params["policy"], heads=("logits", "value"))
-      logits, values = out["logits"], out["value"]
+      scores = score(params["policy"], heads=("logits", "value"))
     mask = batch["completion_mask"]
-    logprobs = ops.next_token_logprobs(logits, tokens)
     pg_loss, pg_metrics = core.clipped_policy_loss(
-        logprobs, batch["old_logprobs"], batch["advantages"], mask, cfg.clip_eps,
+        scores["logprobs"], batch["old_logprobs"], batch["advantages"], mask, cfg.clip_eps,
         cfg.clip_eps_high, cfg.aggregation)
-    vf_loss, vf_metrics = core.clipped_value_loss(values[:, :-1], batch["old_values"],
+    vf_loss, vf_metrics = core.clipped_value_loss(scores["values"], batch["old_values"],
                                                   batch["returns"], mask, cfg.value_clip_eps,
                                                   cfg.aggregation)
-    entropy = core.entropy_bonus(logits[:, :-1], mask, cfg.aggregation)
+    entropy = core.entropy_bonus(scores["entropy"], mask, cfg.aggregation)
     if cfg.entropy_coef == 0:
       entropy = jax.lax.stop_gradient(entropy)  # a metric only
     loss = pg_loss + cfg.vf_coef * vf_loss - cfg.entropy_coef * entropy

@@ -30,7 +30,6 @@ import numpy as np
 from rlthink import ops
 from rlthink.algorithms import core
 from rlthink.algorithms.start import stage_optimizer
-from rlthink.models import decoder
 from rlthink.tasks.base import Task
 
 CORRECT, INCORRECT = "<correct>", "<incorrect>"
@@ -176,9 +175,8 @@ def rcrl_loss(config, mesh=None):
 
   def loss_fn(params, batch, rng):
     del rng
-    out, _ = decoder.forward(config, params, batch["tokens"],
-                             attention_mask=batch["attention_mask"], mesh=mesh)
-    logp = ops.next_token_logprobs(out["logits"], batch["tokens"])
+    logp = core.forward_scores(config, params, batch["tokens"], batch["attention_mask"],
+                               mesh=mesh)["logprobs"]
     mask = batch["loss_mask"][:, 1:].astype(jnp.float32) * batch["weights"][:, None]
     loss = -ops.masked_mean(logp, mask)
     return loss, {"loss": loss, "tokens": jnp.sum(batch["loss_mask"][:, 1:])}

@@ -35,9 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlthink import ops
 from rlthink.algorithms import core
-from rlthink.models import decoder
 from rlthink.rewards import dense
 
 SPANS = ("thinking", "response", "both")
@@ -188,9 +186,9 @@ def start_loss(config, cfg: STARTConfig, mesh=None):
 
   def loss_fn(params, batch, rng):
     del rng
-    out, _ = decoder.forward(config, params, batch["tokens"],
-                             attention_mask=batch["attention_mask"], mesh=mesh)
-    return start_token_loss(ops.next_token_logprobs(out["logits"], batch["tokens"]), batch, cfg)
+    scores = core.forward_scores(config, params, batch["tokens"], batch["attention_mask"],
+                                 mesh=mesh)
+    return start_token_loss(scores["logprobs"], batch, cfg)
 
   return loss_fn
 

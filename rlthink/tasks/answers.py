@@ -1,9 +1,11 @@
 """Answer extraction shared by every verifier: the thinking/answer split, numbers and text.
 
 Decisions (each verifier relies on them; tests/tasks/test_answers.py pins them down):
-- Thinking span: the answer span is the text after the LAST `think_close`. It is None (score 0)
-  when a thinking span was opened and not closed (also when one is re-opened after the last close),
-  and, with `require_thinking`, when there is no closed thinking span at all. Text before the first
+- Thinking span: the answer span is the text after the one `think_close`. It is None (score 0)
+  when a thinking span was opened and not closed (also when one is re-opened after the close),
+  when `think_close` appears more than once ("<think>5-1=1</think>1</think>0" is malformed, not
+  an answer of 0: a policy must not earn reward by appending "</think>N" guesses), and, with
+  `require_thinking`, when there is no closed thinking span at all. Text before the first
   `think_open` is ignored. So an answer written only inside the thinking span never counts.
 - Several answers: the LAST number (or the last non-empty line, for text answers) of the answer span
   counts; "8 or 9" answers 9. Comma-glued lists ("8,9", "(3,4)") hold no number.
@@ -54,12 +56,14 @@ def split_thinking(text: str, think_open: str = "<think>", think_close: str = "<
   """
   if opened_in_prompt:
     text = think_open + text
-  close = text.rfind(think_close)
+  close = text.find(think_close)
   if close < 0:
     if think_open in text or require_thinking:
       return Split(thinking=None, answer=None)
     return Split(thinking=None, answer=text)
   answer = text[close + len(think_close):]
+  if think_close in answer:  # a second close: malformed, never an answer
+    return Split(thinking=None, answer=None)
   if think_open in answer:  # thinking re-opened and never closed
     return Split(thinking=None, answer=None)
   start = text.find(think_open)

@@ -212,8 +212,9 @@ def test_train_step_on_a_mesh_matches_one_device():
     results.append((jax.device_get(metrics), jax.device_get(state.params)))
   (m0, p0), (m1, p1) = results
   assert float(m1["loss"]) == pytest.approx(float(m0["loss"]), rel=1e-5, abs=1e-6)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-5), p0, p1)
-  # (Adam divides by sqrt(v): a near-zero gradient amplifies float differences to ~1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=5e-5), p0, p1)
+  # (Adam divides by sqrt(v): a near-zero gradient amplifies float differences in the reduction
+  # order to a few 1e-5 on single coordinates; a sharding error moves them by ~lr = 1e-3)
   # the value model moves 10x further than the policy on its first (sign-like) Adam step (its
   # trunk gets no gradient yet through the zero head: compare the head)
   start = ppo.initial_params(rl_fixtures.tiny_policy().replace(

@@ -27,7 +27,11 @@ def general_qa():
 def test_split_thinking_rules():
   split = answers.split_thinking
   assert split("<think>a</think>b") == answers.Split("a", "b")
-  assert split("  <think>a</think>b<think>c</think>d") == answers.Split("a</think>b<think>c", "d")
+  assert split("  <think>a</think>b") == answers.Split("a", "b")  # text before the open is ignored
+  assert split("<think>a</think>b<think>c</think>d") == answers.Split(None, None)  # two closes
+  assert split("<think>a</think>b</think>c") == answers.Split(None, None)
+  assert split("a</think>b</think>c", opened_in_prompt=True) == answers.Split(None, None)
+  assert split("a</think>b</think>c", require_thinking=False).answer is None
   assert split("<think>a") == answers.Split(None, None)  # unterminated
   assert split("<think>a</think>b<think>c") == answers.Split(None, None)  # re-opened
   assert split("just 7") == answers.Split(None, None)  # thinking required by default
@@ -91,6 +95,9 @@ def test_normalize_text():
     ("<think></think>", 0.0),
     ("</think>7", 1.0),  # a close without an open: everything before it was thinking
     ("<think>a</think>7<think>b", 0.0),  # thinking re-opened
+    ("<think>3+4=7</think>1</think>7", 0.0),  # a second close is malformed, not the answer 7
+    ("<think>3+4=7</think>7</think>", 0.0),
+    ("<think>3+4=7</think></think>7", 0.0),
     (EXAMPLE["question"], 0.0),  # the prompt echoed back
     (EXAMPLE["question"] + "\n<think>3+4=7</think>7", 1.0),
     ("<think>x</think>7²", 0.0),  # 7 squared is not 7
