@@ -357,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
              "loss": args.loss, "chunk": args.chunk,
              "cast_params": args.cast_params,
              "scan_unroll": args.scan_unroll, "xla_flags": os.environ.get("XLA_FLAGS", ""),
-             "num_devices": len(devices)}
+             "num_devices": len(devices), "mesh_arg": args.mesh}
       rec.update(bench_jax(config, args, devices, m))
       rec.update(torch_results[m])
       rate = rec["tokens_per_s"] * flops / len(devices)
