@@ -95,9 +95,8 @@ def _setup(args) -> None:
 
 
 def _policy_with_tokenizer():
-  from rlthink.experiment import Experiment, attach_tokenizer
-  from rlthink.gin_utils import MeshSpec, ModelSpec
-  return attach_tokenizer(ModelSpec().build(MeshSpec().build()), Experiment().tokenizer)
+  from rlthink.experiment import Experiment, attach_tokenizer, build_policy
+  return attach_tokenizer(build_policy(), Experiment().tokenizer)
 
 
 def cmd_train(args) -> int:

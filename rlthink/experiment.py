@@ -59,6 +59,13 @@ class Experiment:
       algorithms.check_stage(stage)
 
 
+def build_policy():
+  """The gin-bound `ModelSpec` built on the gin-bound `MeshSpec`'s mesh (its automatic shape is
+  chosen for that model when `MeshSpec.shape` is None)."""
+  spec = ModelSpec()
+  return spec.build(MeshSpec().build(config=spec.config()))
+
+
 def attach_tokenizer(policy, spec: str | None):
   """The policy with its tokenizer ("builtin", a local directory, or None: the model's own) and
   the tokenizer's special ids in its config."""
@@ -139,7 +146,7 @@ def evaluate_run(workdir: str, stage: str | None = None) -> dict:
   workdir = ensure_writable(workdir)
   task = tasks.get(exp.task, data_dir=exp.data_dir or os.path.join(workdir, "data"),
                    **dict(exp.task_options))
-  policy = attach_tokenizer(ModelSpec().build(MeshSpec().build()), exp.tokenizer)
+  policy = attach_tokenizer(build_policy(), exp.tokenizer)
   name = "model"
   if stage:
     policy = policy.replace(params=load_stage_params(workdir, stage, policy))
@@ -159,7 +166,7 @@ def run(workdir: str, experiment: Experiment | None = None, progress: bool = Tru
   check_stage_configs(exp.stages)
   workdir = ensure_writable(workdir)
   eval_cfg, opt_cfg = EvalConfig(), OptimizerConfig()
-  policy = attach_tokenizer(ModelSpec().build(MeshSpec().build()), exp.tokenizer)
+  policy = attach_tokenizer(build_policy(), exp.tokenizer)
   # Bad input (another model's checkpoints, an unknown task) stops the run before it writes
   # anything into the workdir, so a resumable run there keeps its config.gin.
   check_stage_checkpoints(workdir, exp.stages, policy.config)

@@ -89,11 +89,12 @@ class ModelSpec:
       raise ValueError(f"ModelSpec.dtype={self.dtype!r} is not one of {DTYPES}")
 
   def config(self):
-    """The ModelConfig of a preset spec (with overrides and dtype applied)."""
+    """The ModelConfig this spec builds (with overrides and dtype applied); for an hf_path spec,
+    read from its config.json (no weights are read)."""
     from rlthink.models.presets import get_preset
     if self.hf_path is not None:
-      raise ValueError("ModelSpec.config() needs a preset; an hf_path spec gets its config when "
-                       "loaded (ModelSpec.build)")
+      from rlthink.models import hf
+      return hf.read_config(self.hf_path).replace(**self._changes())
     return get_preset(self.preset, **self._changes())
 
   def build(self, mesh=None):
@@ -114,7 +115,9 @@ class ModelSpec:
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class MeshSpec:
-  """The (data, fsdp, tensor) device mesh; `shape=None` puts every device on fsdp."""
+  """The (data, fsdp, tensor) device mesh. `shape=None`: chosen from the device count and the
+  model (`sharding.auto_mesh_shape`: FSDP first, tensor parallelism when the heads allow, data
+  parallelism once the train state fits), or every device on fsdp when no model is given."""
 
   shape: tuple | None = None
 
@@ -126,9 +129,11 @@ class MeshSpec:
                          "one of them may be -1")
       object.__setattr__(self, "shape", shape)
 
-  def build(self, devices=None):
+  def build(self, devices=None, config=None):
+    """The Mesh over `devices` (default all); `config` (a ModelConfig) picks the automatic shape
+    and checks a given one against the model's dimensions."""
     from rlthink import sharding
-    return sharding.make_mesh(self.shape, devices)
+    return sharding.make_mesh(self.shape, devices, config=config)
 
 
 # Specs that `parse` instantiates once after parsing, so bad values fail before any compute.

@@ -122,3 +122,34 @@ def test_every_config_file_parses(path):
   if os.path.basename(os.path.dirname(path)) == "models":
     assert ModelSpec().preset == os.path.basename(path)[:-len(".gin")]
     ModelSpec().config()  # the preset exists and the overrides are valid ModelConfig fields
+
+
+def test_mesh_spec_without_shape_chooses_the_automatic_shape_for_the_model():
+  import jax
+
+  from rlthink import sharding
+  from rlthink.gin_utils import MeshSpec, ModelSpec
+  from rlthink.models.presets import get_preset
+  config = ModelSpec(preset="tiny").config()
+  devices = jax.devices()
+  mesh = MeshSpec().build(config=config)
+  expected = sharding.auto_mesh_shape(len(devices), config,
+                                      device_memory_bytes=sharding._device_memory(devices[0]))
+  assert tuple(mesh.shape[a] for a in sharding.MESH_AXES) == expected
+  # 12 heads cannot split 8 ways on tensor: a given shape is checked against the model.
+  with pytest.raises(ValueError, match="heads"):
+    MeshSpec(shape=(1, 1, 8)).build(config=get_preset("qwen2.5-1.5b"))
+
+
+def test_model_spec_config_of_a_hugging_face_directory(tmp_path):
+  import json
+
+  from rlthink.gin_utils import ModelSpec
+  from rlthink.models import hf
+  from rlthink.models.presets import get_preset
+  config = get_preset("tiny")
+  (tmp_path / "config.json").write_text(json.dumps(hf.config_to_hf(config)))
+  got = ModelSpec(hf_path=str(tmp_path), dtype="bfloat16").config()
+  assert got.hidden_size == config.hidden_size and got.dtype == "bfloat16"
+  with pytest.raises(FileNotFoundError, match="config.json"):
+    ModelSpec(hf_path=str(tmp_path / "missing")).config()

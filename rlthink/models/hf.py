@@ -361,6 +361,12 @@ def _read_json(file: str) -> dict:
     raise ValueError(f"{file} is not valid JSON: {e}") from e
 
 
+def read_config(path: str | os.PathLike) -> ModelConfig:
+  """The ModelConfig of a local Hugging Face directory, from its config.json alone."""
+  config_file = os.path.join(os.fspath(path), "config.json")
+  return config_from_hf(_read_json(config_file), config_file)
+
+
 def load_pretrained(path: str | os.PathLike, mesh: jax.sharding.Mesh | None = None,
                     dtype: str | None = None, **overrides):
   """Loads a local Hugging Face directory into a `Policy`, each parameter straight into its
@@ -376,15 +382,14 @@ def load_pretrained(path: str | os.PathLike, mesh: jax.sharding.Mesh | None = No
   from rlthink.policy import Policy  # policy imports this module lazily; avoid the cycle
 
   path = os.fspath(path)
-  config_file = os.path.join(path, "config.json")
-  config = config_from_hf(_read_json(config_file), config_file)
+  config = read_config(path)
   if dtype is not None:
     overrides["dtype"] = dtype
   config = config.replace(**overrides) if overrides else config
   tok = tokenizers_lib.load_tokenizer(path) if tokenizers_lib.has_tokenizer_files(path) else None
   if tok is not None and len(tok) > config.vocab_size:
     raise ValueError(f"the tokenizer in {path} has {len(tok)} tokens, more than vocab_size="
-                     f"{config.vocab_size} in {config_file}")
+                     f"{config.vocab_size} in {os.path.join(path, 'config.json')}")
 
   shapes, _ = decoder.abstract_params(config)
   flat_shapes = _flat(shapes)
