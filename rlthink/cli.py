@@ -3,13 +3,14 @@
 Every subcommand but `bench` takes repeatable `--gin_file` / `--gin_param` and `--workdir`; gin
 binds the dataclass configs (ModelSpec, MeshSpec, Experiment, SFTConfig, EIConfig, EvalConfig,
 OptimizerConfig, SampleConfig, ...) before any compute, and a bad binding stops the command with
-one message naming the binding and the file. `bench` passes its arguments to the benchmark (it
+one message naming the binding and the file. A `--workdir` holding a run's `config.gin` (written
+by `train`) supplies that run's bindings first; --gin_file / --gin_param override them. `bench` passes its arguments to the benchmark (it
 must run where gin is not installed, e.g. the GPU image).
 
     rlthink train --workdir workdir/quickstart            # configs/experiments/quickstart.gin
     rlthink train --gin_file experiments/grpo_tiny.gin --workdir workdir/grpo
     rlthink sample --gin_file models/tiny.gin --prompt "Tom has 3 apples."
-    rlthink eval --gin_file experiments/quickstart.gin --workdir workdir/quickstart --stage ei
+    rlthink eval --workdir workdir/quickstart --stage ei     # reads <workdir>/config.gin
     rlthink convert --workdir workdir/quickstart --stage ei --out exported_hf_dir
     rlthink bench train --model qwen2.5-0.5b
     rlthink data build arithmetic --option size=tiny
@@ -83,6 +84,27 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
+def run_config(workdir: str | None) -> str | None:
+  """<workdir>/config.gin, the bindings a run in `workdir` was started with, if there is one."""
+  if not workdir:
+    return None
+  path = os.path.join(workdir, "config.gin")
+  return path if os.path.isfile(path) else None
+
+
+def _with_run_config(args, default: str | None) -> None:
+  """Gin files for a command on `--workdir`: the run's own config.gin first (so `rlthink train
+  --workdir W` resumes the run as it was started, and eval/sample/convert see its model and task),
+  then the --gin_file / --gin_param given, which override it. Without a run config and without
+  --gin_file, `default`."""
+  saved = run_config(getattr(args, "workdir", None))
+  if saved:
+    logging.getLogger("rlthink").info("using the run's bindings in %s", saved)
+    args.gin_file = [saved] + list(args.gin_file)
+  elif not args.gin_file and default:
+    args.gin_file = [default]
+
+
 def _setup(args) -> None:
   """Multi-host init, then gin: everything is checked before any compute."""
   from rlthink import distributed, gin_utils
@@ -101,9 +123,8 @@ def _policy_with_tokenizer():
 
 def cmd_train(args) -> int:
   from rlthink import experiment
-  if not args.gin_file:
-    args.gin_file = [DEFAULT_EXPERIMENT]
   args.workdir = args.workdir or "workdir/quickstart"
+  _with_run_config(args, DEFAULT_EXPERIMENT)
   _setup(args)
   experiment.run(args.workdir, progress=not args.no_progress)
   return 0
@@ -111,8 +132,7 @@ def cmd_train(args) -> int:
 
 def cmd_sample(args) -> int:
   from rlthink.sampling.text import sample_text
-  if not args.gin_file:
-    args.gin_file = ["models/tiny.gin"]
+  _with_run_config(args, "models/tiny.gin")
   _setup(args)
   prompts = list(args.prompt)
   if args.prompts_file:
@@ -138,6 +158,7 @@ def cmd_sample(args) -> int:
 
 def cmd_eval(args) -> int:
   from rlthink import experiment
+  _with_run_config(args, None)
   _setup(args)
   results = experiment.evaluate_run(args.workdir, args.stage)
   print(json.dumps(results, indent=2))
@@ -146,6 +167,7 @@ def cmd_eval(args) -> int:
 
 def cmd_convert(args) -> int:
   from rlthink.experiment import load_stage_params
+  _with_run_config(args, None)
   _setup(args)
   policy = _policy_with_tokenizer()
   if args.stage:

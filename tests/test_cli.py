@@ -161,6 +161,14 @@ def test_eval_of_a_stage_reproduces_the_runs_own_evaluation(tmp_path_factory, ca
     assert f.read().startswith("| run | split | maj@1 | maj@4 | pass@4 |")
 
 
+def test_eval_on_a_workdir_alone_reads_the_runs_config(tmp_path_factory, capsys):
+  # No --gin_file / --gin_param: the model, task and EvalConfig come from <workdir>/config.gin.
+  workdir = rf.shared_run(tmp_path_factory)
+  code, out, err = _main(["eval", "--workdir", workdir, "--stage", "sft"], capsys)
+  assert code == 0, err
+  assert json.loads(out) == rf.read_results(workdir)["results"]["sft"]
+
+
 # --- convert ------------------------------------------------------------------------------------
 
 def test_convert_exports_a_stage_that_transformers_loads_with_the_same_logits(tmp_path_factory,
