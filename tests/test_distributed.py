@@ -27,6 +27,8 @@ MESH_SHAPE = (1, 2, 2)
 TASK = dict(size="tiny", num_train=64, num_test=8, seed=0)
 SFT = dict(steps=4, batch_size=8, max_length=96, seed=3, log_every=2, checkpoint_every=2)
 OPT = dict(learning_rate=3e-3, warmup_steps=1)
+SAMPLE_PROMPTS = [[1, 5, 9, 12], [1, 7], [1, 3, 3, 8, 20, 4], [1, 30, 2]]
+SAMPLE = dict(max_new_tokens=6, temperature=1.0, num_samples=2, seed=7, stop_tokens=())
 WORKER_TIMEOUT_S = 300  # catches a hung collective; a normal run takes ~30-90 s
 
 
@@ -91,6 +93,11 @@ def _worker(args) -> None:
       _fresh_state(policy))
   outputs["restored"] = _flat(distributed.to_host(restored))
   outputs["restored_meta"] = {"position": np.asarray(meta["position"])}
+
+  # Sampling over both processes (rows on both hosts, gathered for every process).
+  import rlthink
+  ro = rlthink.sample(policy.replace(params=restored.params), SAMPLE_PROMPTS, **SAMPLE)
+  outputs["sampled"] = {"tokens": ro.completion_tokens, "logprobs": ro.logprobs}
 
   # Each host reads only its slice of the first batch.
   shard_index, num_shards = distributed.data_shard(mesh)
@@ -167,8 +174,9 @@ def test_two_processes_match_one_process_and_checkpoints_cross_restore(tmp_path)
   policy = _policy(one_mesh)
   trained = run_sft(policy, task, sft_cfg, opt_cfg, str(one_dir), progress=False)
   one_params = _flat(trained.params)
-  one_state = _flat(Checkpointer(str(one_dir / "sft"), policy.config).restore(
-      _fresh_state(policy))[0])
+  one_restored = Checkpointer(str(one_dir / "sft"), policy.config).restore(
+      _fresh_state(policy))[0]
+  one_state = _flat(one_restored)
 
   two_dir = tmp_path / "two"
   _run_two_processes(two_dir, one_dir, data_dir, tmp_path)
@@ -194,6 +202,13 @@ def test_two_processes_match_one_process_and_checkpoints_cross_restore(tmp_path)
   for key, value in one_state.items():
     np.testing.assert_array_equal(restored[key], value, err_msg=key)
   assert int(np.load(two_dir / "restored_meta.npz")["position"]) == sft_cfg.steps
+
+  # The same params and seed sample the same rollouts on one process and on two.
+  import rlthink
+  one_ro = rlthink.sample(policy.replace(params=one_restored.params), SAMPLE_PROMPTS, **SAMPLE)
+  sampled = dict(np.load(two_dir / "sampled.npz"))
+  np.testing.assert_array_equal(sampled["tokens"], one_ro.completion_tokens)
+  np.testing.assert_allclose(sampled["logprobs"], one_ro.logprobs, atol=1e-5)
 
   # 2 -> 1 process (on another mesh shape): the 2-process checkpoint restored exactly.
   other_mesh = sharding.make_mesh((1, 4, 2))

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlthink import ops, sharding
+from rlthink import distributed, ops, sharding
 from rlthink.models import decoder
 
 AGGREGATIONS = ("token_mean", "sequence_mean", "token_sum_norm")
@@ -329,7 +329,7 @@ def score_in_chunks(config, params, tokens: np.ndarray, attention_mask: np.ndarr
     out = score_tokens(config, params, put(tokens[rows]), put(attention_mask[rows]),
                        tuple(heads), mesh)
     take = min(chunk_size, n - start)
-    for k, v in jax.device_get(out).items():
+    for k, v in distributed.to_host(out).items():  # every process, multi-host
       parts.setdefault(k, []).append(np.asarray(v)[:take])
   return {k: np.concatenate(v) for k, v in parts.items()}
 

@@ -30,6 +30,7 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from rlthink import distributed
 from rlthink.models import decoder
 from rlthink.models import tokenizer as tokenizers_lib
 from rlthink.models.config import ROPE_TYPES, ModelConfig
@@ -425,13 +426,6 @@ def load_pretrained(path: str | os.PathLike, mesh: jax.sharding.Mesh | None = No
 # Export.
 
 
-def _to_host(x: jax.Array) -> np.ndarray:
-  if isinstance(x, jax.Array) and not x.is_fully_addressable:  # multi-host: all processes gather
-    from jax.experimental import multihost_utils
-    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-  return np.asarray(jax.device_get(x))
-
-
 def _export_plan(config: ModelConfig) -> list[tuple[tuple[str, ...], _Tensor, int | None]]:
   """(our param path, its _Tensor, layer index or None) of every tensor to write, in file order.
 
@@ -449,7 +443,7 @@ def _hf_tensor(params: dict, path: tuple[str, ...], t: _Tensor, layer: int | Non
   if path not in params:
     assert path[-1].endswith("bias"), path
     return np.zeros(t.hf_shape, dtype)
-  x = _to_host(params[path] if layer is None else params[path][layer])
+  x = distributed.to_host(params[path] if layer is None else params[path][layer])
   return np.ascontiguousarray(np.transpose(x, np.argsort(t.perm)).reshape(t.hf_shape).astype(dtype))
 
 

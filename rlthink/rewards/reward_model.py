@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import os
 from typing import Any, Sequence
 
 import gin
@@ -32,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from rlthink import ops, sharding
+from rlthink import distributed, ops, sharding
 from rlthink.algorithms import core
 from rlthink.models import decoder
 from rlthink.models.config import ModelConfig
@@ -167,7 +166,7 @@ def reward_logits(rm: RewardModel, tokens: np.ndarray, attention_mask: np.ndarra
     rows = np.arange(start, start + size) % n
     out = _reward_logits(rm.config, rm.params, put(np.asarray(tokens[rows], np.int32)),
                          put(np.asarray(attention_mask[rows], bool)), rm.mesh)
-    parts.append(np.asarray(jax.device_get(out))[:min(size, n - start)])
+    parts.append(distributed.to_host(out)[:min(size, n - start)])
   return np.concatenate(parts)
 
 

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlthink import sharding
+from rlthink import distributed, sharding
 from rlthink.models import decoder
 from rlthink.sampling import engine
 from rlthink.sampling.rollouts import Rollouts
@@ -209,7 +209,7 @@ def sample(policy, prompts, *, max_new_tokens: int, temperature: float = 1.0,
   req = _request(policy, prompts, max_new_tokens, temperature, top_k, top_p, num_samples, seed,
                  stop_tokens, unroll_layers)
   out, _ = engine.generate(*req.args, **req.static)
-  return _to_rollouts(jax.device_get(out), req)
+  return _to_rollouts(distributed.to_host(out), req)  # gathers rows held by other hosts
 
 
 def lower_sample(policy, prompts, *, max_new_tokens: int, temperature: float = 1.0,
