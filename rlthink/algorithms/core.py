@@ -250,7 +250,8 @@ def clipped_value_loss(values: jax.Array, old_values: jax.Array, returns: jax.Ar
   return loss, {"value_clip_frac": ops.masked_mean((clipped > plain).astype(jnp.float32), mask)}
 
 
-def entropy_bonus(entropy: jax.Array, mask: jax.Array, aggregation: str = "token_mean") -> jax.Array:
+def entropy_bonus(entropy: jax.Array, mask: jax.Array,
+                  aggregation: str = "token_mean") -> jax.Array:
   """Aggregate policy entropy over mask; entropy float[B, T'] per token in the token frame
   (`forward_scores(..., with_entropy=True)["entropy"]`, or `ops.entropy(logits[:, :-1])`).
   Subtract coef * this from the loss to encourage exploration."""
@@ -371,3 +372,28 @@ def minibatch_rows(num_rows: int, minibatch_size: int, step: int, seed) -> np.nd
   perm = np.resize(np.random.default_rng(seed + [epoch]).permutation(num_rows),
                    per_epoch * minibatch_size)
   return perm[index * minibatch_size:(index + 1) * minibatch_size]
+
+
+# ------------------------------------------------------------------------------------------------
+# Plumbing shared by the resumable iteration drivers.
+
+
+def eval_callback(evaluate_fn):
+  """A driver's `on_iteration` from a stage's `evaluate_fn(policy) -> metrics`: the metrics
+  named eval_<metric>. None without an evaluate_fn."""
+  if evaluate_fn is None:
+    return None
+  return lambda i, policy: {f"eval_{k}": v for k, v in evaluate_fn(policy).items()}
+
+
+def end_iteration(i: int, record: dict, tree, meta: dict, *, current, on_iteration, logger,
+                  ckpt, prefix: str) -> dict:
+  """Closes iteration i (0-based): adds on_iteration(i + 1, current)'s metrics to `record`, logs
+  its numbers under `prefix`, appends it to the history and checkpoints `tree` with the new meta
+  (so a run killed after this resumes at iteration i + 1). Returns the new meta."""
+  if on_iteration is not None:
+    record.update(on_iteration(i + 1, current))
+  logger.log(i + 1, {k: v for k, v in record.items() if isinstance(v, (int, float))}, prefix)
+  meta = {"iteration": i + 1, "history": meta["history"] + [record]}
+  ckpt.save(i + 1, tree, meta)
+  return meta

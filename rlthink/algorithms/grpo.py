@@ -218,11 +218,9 @@ def run_grpo(policy, task, cfg: GRPOConfig, optimizer_cfg, workdir: str,
       record = {"iteration": i + 1, "reward_mean": float(np.mean(scored.rewards)),
                 "completion_length": float(np.mean(scored.rollouts.lengths)), **stats, **times,
                 **{k.removeprefix("grpo/train_"): v for k, v in last.items()}}
-      if on_iteration is not None:
-        record.update(on_iteration(i + 1, policy.replace(params=state.params)))
-      logger.log(i + 1, record, "grpo/")
-      meta = {"iteration": i + 1, "history": meta["history"] + [record]}
-      ckpt.save(i + 1, tree, meta)
+      meta = core.end_iteration(i, record, tree, meta, current=policy.replace(params=state.params),
+                                on_iteration=on_iteration, logger=logger, ckpt=ckpt,
+                                prefix="grpo/")
   finally:
     logger.close()
   return policy.replace(params=tree["state"].params), meta["history"]
@@ -230,8 +228,5 @@ def run_grpo(policy, task, cfg: GRPOConfig, optimizer_cfg, workdir: str,
 
 def run_stage(policy, task, optimizer_cfg, workdir, *, evaluate_fn=None, progress=True):
   """The experiment-stage entry point (see `rlthink.algorithms`)."""
-  on_iteration = None
-  if evaluate_fn is not None:
-    on_iteration = lambda i, p: {f"eval_{k}": v for k, v in evaluate_fn(p).items()}
-  return run_grpo(policy, task, GRPOConfig(), optimizer_cfg, workdir, on_iteration=on_iteration,
-                  progress=progress)
+  return run_grpo(policy, task, GRPOConfig(), optimizer_cfg, workdir,
+                  on_iteration=core.eval_callback(evaluate_fn), progress=progress)

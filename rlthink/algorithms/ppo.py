@@ -165,6 +165,13 @@ def _per_model(fn) -> optax.GradientTransformation:
       lambda updates, state, params=None: ({k: fn(k, u) for k, u in updates.items()}, state))
 
 
+def clip_per_model(max_norm: float) -> optax.GradientTransformation:
+  """Clips the updates of each model ({"policy", "value"}) to global norm `max_norm` on its own;
+  stateless, so an optimizer chained after it keeps a state that mirrors the params."""
+  clip = optax.clip_by_global_norm(max_norm)
+  return _per_model(lambda k, u: clip.update(u, optax.EmptyState())[0])
+
+
 def make_ppo_optimizer(optimizer_cfg, cfg: PPOConfig, total_steps: int):
   """The optimizer over {"policy", "value"}: gradients clipped per model (clip_norm), then the
   AdamW of `optimizer_cfg` at the policy's rate, the value model's updates rescaled to its own
@@ -176,10 +183,9 @@ def make_ppo_optimizer(optimizer_cfg, cfg: PPOConfig, total_steps: int):
   from rlthink.train import make_optimizer
   policy_lr = cfg.learning_rate or optimizer_cfg.learning_rate
   scale = {"policy": 1.0, "value": (cfg.value_learning_rate or policy_lr) / policy_lr}
-  clip = optax.clip_by_global_norm(optimizer_cfg.clip_norm or float("inf"))
   adamw = make_optimizer(dataclasses.replace(optimizer_cfg, learning_rate=policy_lr,
                                              clip_norm=None), total_steps)
-  return optax.chain(_per_model(lambda k, u: clip.update(u, optax.EmptyState())[0]), adamw,
+  return optax.chain(clip_per_model(optimizer_cfg.clip_norm or float("inf")), adamw,
                      _per_model(lambda k, u: jax.tree.map(lambda x: x * scale[k], u)))
 
 

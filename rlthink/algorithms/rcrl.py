@@ -295,8 +295,5 @@ def eval_task(task: Task, cfg: RCRLConfig | None = None) -> Task:
 def run_stage(policy, task, optimizer_cfg, workdir, *, evaluate_fn=None, progress=True):
   """The experiment-stage entry point (see `rlthink.algorithms`). `evaluate_fn` sees the policy
   itself (unconditioned prompts); `eval_task(task)` gives the conditioned view."""
-  on_iteration = None
-  if evaluate_fn is not None:
-    on_iteration = lambda i, p: {f"eval_{k}": v for k, v in evaluate_fn(p).items()}
-  return run_rcrl(policy, task, RCRLConfig(), optimizer_cfg, workdir, on_iteration=on_iteration,
-                  progress=progress)
+  return run_rcrl(policy, task, RCRLConfig(), optimizer_cfg, workdir,
+                  on_iteration=core.eval_callback(evaluate_fn), progress=progress)

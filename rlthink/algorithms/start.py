@@ -334,12 +334,9 @@ def run_start(policy, task, cfg: STARTConfig, optimizer_cfg, workdir: str,
                 "completion_length": float(np.mean(scored.rollouts.lengths)), **stats,
                 **{k.removeprefix("start/train_"): v for k, v in last.items()}}
       tree = dict(tree, state=state)
-      if on_iteration is not None:
-        record.update(on_iteration(i + 1, policy.replace(params=state.params)))
-      logger.log(i + 1, {k: v for k, v in record.items() if isinstance(v, (int, float))},
-                 "start/")
-      meta = {"iteration": i + 1, "history": meta["history"] + [record]}
-      ckpt.save(i + 1, tree, meta)
+      meta = core.end_iteration(i, record, tree, meta, current=policy.replace(params=state.params),
+                                on_iteration=on_iteration, logger=logger, ckpt=ckpt,
+                                prefix="start/")
   finally:
     logger.close()
   return policy.replace(params=tree["state"].params), meta["history"]
@@ -347,8 +344,5 @@ def run_start(policy, task, cfg: STARTConfig, optimizer_cfg, workdir: str,
 
 def run_stage(policy, task, optimizer_cfg, workdir, *, evaluate_fn=None, progress=True):
   """The experiment-stage entry point (see `rlthink.algorithms`)."""
-  on_iteration = None
-  if evaluate_fn is not None:
-    on_iteration = lambda i, p: {f"eval_{k}": v for k, v in evaluate_fn(p).items()}
-  return run_start(policy, task, STARTConfig(), optimizer_cfg, workdir, on_iteration=on_iteration,
-                   progress=progress)
+  return run_start(policy, task, STARTConfig(), optimizer_cfg, workdir,
+                   on_iteration=core.eval_callback(evaluate_fn), progress=progress)

@@ -87,11 +87,38 @@ def make_update(config, cfg, optimizer, mesh):
   return jax.jit(update, donate_argnums=0)
 
 
+def init_state(policy, cfg, lr: float):
+  """(state, optimizer): state = {"params": a copy of `ppo.initial_params` (the update donates
+  it), "opt_state"}, every moment in its param's sharding. The optimizer clips each model's
+  gradients to norm 1, then AdamW at `lr`: its state mirrors the params.
+
+  A plain jit of `optimizer.init` reads no param value, so it has no inputs and would put the
+  whole state (two float32 copies of every model) on device 0: the shardings are given.
+  """
+  import jax
+  import jax.numpy as jnp
+  import optax
+  from jax.sharding import NamedSharding, PartitionSpec
+
+  from rlthink.algorithms import ppo
+
+  params = ppo.initial_params(policy, cfg)
+  optimizer = optax.chain(ppo.clip_per_model(1.0), optax.adamw(lr))
+  param_shardings = jax.tree.map(lambda x: x.sharding, params)
+  if policy.mesh is None:
+    opt_shardings = jax.tree.leaves(param_shardings)[0]
+  else:
+    opt_shardings = optax.tree_map_params(
+        optimizer, lambda _, s: s, jax.eval_shape(optimizer.init, params), param_shardings,
+        transform_non_params=lambda _: NamedSharding(policy.mesh, PartitionSpec()))
+  opt_state = jax.jit(optimizer.init, out_shardings=opt_shardings)(params)
+  return {"params": jax.tree.map(jnp.copy, params), "opt_state": opt_state}, optimizer
+
+
 def run(args) -> dict:
   import jax
   import jax.numpy as jnp
   import numpy as np
-  import optax
 
   from rlthink import sampling, sharding
   from rlthink.algorithms import core, ppo
@@ -112,12 +139,7 @@ def run(args) -> dict:
                       value_model=args.value_model, seed=args.seed)
   policy = Policy(config, decoder.init_params(config, jax.random.key(args.seed), mesh=mesh), mesh)
   reference = core.frozen_reference(policy.params, config)  # the train state's copies are donated
-  params = ppo.initial_params(policy, cfg)
-  chain = lambda: optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(args.lr))
-  optimizer = optax.multi_transform({k: chain() for k in params}, {k: k for k in params})
-  state = {"params": jax.tree.map(jnp.copy, params),
-           "opt_state": jax.jit(optimizer.init)(params)}
-  del params
+  state, optimizer = init_state(policy, cfg, args.lr)
   policy = policy.replace(params=None)  # its float32 weights live on only in the train state
   update = make_update(config, cfg, optimizer, mesh)
   kl = core.init_kl_controller(cfg.kl_coef)

@@ -8,10 +8,12 @@ subprocess, `driver_script`) gets the same parameters without training again.
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import rlthink
@@ -90,3 +92,33 @@ def saved_tree(workdir: str, stage: str, step: int):
                                                       meta=ocp.args.JsonRestore()))
   manager.close()
   return out["state"], out["meta"]
+
+
+def full_and_killed_runs(tmp_path_factory, stage: str, runner: str, config_class: str,
+                         run: dict, optimizer: dict, kill_after: int) -> dict:
+  """An uninterrupted run of `rlthink.algorithms.<stage>.<runner>` from the SFT start, and
+  (concurrently, in a subprocess) the same run killed (SIGKILL) as soon as its checkpoint
+  `kill_after` is committed; the killed workdir is left for the test to resume.
+
+  Returns {policy, task, final, history, full_dir, killed_dir, returncode, stderr}.
+  """
+  module = importlib.import_module(f"rlthink.algorithms.{stage}")
+  base = session_base(tmp_path_factory)
+  policy, task = sft_start(base)
+  root = tmp_path_factory.mktemp(stage)
+  full_dir, killed_dir = str(root / "full"), str(root / "killed")
+  proc = start_driver(driver_script(base, killed_dir, module.__name__, runner, config_class, run,
+                                    optimizer))
+  watcher = threading.Thread(target=kill_after_checkpoint, args=(
+      proc, os.path.join(killed_dir, stage, "checkpoints", str(kill_after))))
+  watcher.start()
+  try:
+    final, history = getattr(module, runner)(policy, task, getattr(module, config_class)(**run),
+                                             OptimizerConfig(**optimizer), full_dir,
+                                             progress=False)
+  finally:
+    watcher.join()
+  stderr = proc.stderr.read()
+  proc.stderr.close()
+  return dict(policy=policy, task=task, final=final, history=history, full_dir=full_dir,
+              killed_dir=killed_dir, returncode=proc.returncode, stderr=stderr)

@@ -158,8 +158,8 @@ def test_entropy_bonus_matches_numpy():
   p = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
   ent = -(p * np.log(p)).sum(-1)
   ref = (ent * mask).sum() / mask.sum()
-  assert float(core.entropy_bonus(ops.entropy(jnp.asarray(logits)), jnp.asarray(mask))) == pytest.approx(
-      ref, rel=1e-5)
+  bonus = core.entropy_bonus(ops.entropy(jnp.asarray(logits)), jnp.asarray(mask))
+  assert float(bonus) == pytest.approx(ref, rel=1e-5)
 
 
 def test_per_token_rewards():

@@ -18,8 +18,8 @@ import run_fixtures as rf  # noqa: E402
 
 import rlthink  # noqa: E402
 from rlthink import sharding, tasks  # noqa: E402
-from rlthink.algorithms.expert_iteration import (EIConfig, run_expert_iteration,  # noqa: E402
-                                                 solution_key)
+from rlthink.algorithms.expert_iteration import (EIConfig, is_solution,  # noqa: E402
+                                                 run_expert_iteration, solution_key)
 from rlthink.models import tokenizer as tokenizers  # noqa: E402
 from rlthink.tasks.pipeline import encode_prompt  # noqa: E402
 from rlthink.train import OptimizerConfig  # noqa: E402
@@ -89,6 +89,29 @@ def test_solution_key_modes(tmp_path):
   assert solution_key(task, example, a, "text") != solution_key(task, example, b, "text")
   assert solution_key(task, example, a, "text") == solution_key(task, example, a, "text")
   assert solution_key(task, example, a, "none") is None
+
+
+def test_is_solution_keeps_verified_finished_samples_and_checks_equations_on_request(tmp_path):
+  task = tasks.get("arithmetic", size="tiny", seed=0, data_dir=str(tmp_path))
+  good, wrong_step = "<think>3+4=7</think>7", "<think>3+4=8</think>7"  # both verify (reward 1)
+  plain, checked = EIConfig(), EIConfig(check_equations=True)
+  assert is_solution(task, plain, good, 1.0, True) and is_solution(task, plain, wrong_step, 1.0,
+                                                                    True)
+  assert is_solution(task, checked, good, 1.0, True)
+  assert not is_solution(task, checked, wrong_step, 1.0, True)
+  assert not is_solution(task, plain, good, 0.0, True)  # not verified
+  assert not is_solution(task, plain, good, 1.0, False)  # cut by max_new_tokens
+
+
+def test_check_equations_needs_a_task_that_can_check_them(tmp_path):
+  tok = tokenizers.builtin_tokenizer()
+  policy = rlthink.init_policy("tiny", seed=0, num_layers=2, tokenizer=tok,
+                               pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                               bos_token_id=tok.bos_token_id)
+  task = tasks.get("general_qa", size="tiny", data_dir=str(tmp_path / "data"))
+  with pytest.raises(ValueError, match="check_equations=True, but task 'general_qa'"):
+    run_expert_iteration(policy, task, EIConfig(check_equations=True), OptimizerConfig(),
+                         str(tmp_path / "run"), progress=False)
 
 
 def test_ei_config_checks():

@@ -2,7 +2,6 @@
 reward and resumes exactly after SIGKILL."""
 
 import os
-import threading
 
 import jax
 import jax.numpy as jnp
@@ -26,24 +25,8 @@ KILL_AFTER = 3
 def runs(tmp_path_factory):
   """An uninterrupted run, and (concurrently, in a subprocess) the same run killed after
   iteration KILL_AFTER's checkpoint, then resumed here."""
-  base = rl_fixtures.session_base(tmp_path_factory)
-  policy, task = rl_fixtures.sft_start(base)
-  root = tmp_path_factory.mktemp("grpo")
-  full_dir, killed_dir = str(root / "full"), str(root / "killed")
-  proc = rl_fixtures.start_driver(rl_fixtures.driver_script(
-      base, killed_dir, "rlthink.algorithms.grpo", "run_grpo", "GRPOConfig", RUN, OPTIMIZER))
-  watcher = threading.Thread(target=rl_fixtures.kill_after_checkpoint, args=(
-      proc, os.path.join(killed_dir, "grpo", "checkpoints", str(KILL_AFTER))))
-  watcher.start()
-  try:
-    final, history = run_grpo(policy, task, GRPOConfig(**RUN), OptimizerConfig(**OPTIMIZER),
-                              full_dir, progress=False)
-  finally:
-    watcher.join()
-  stderr = proc.stderr.read()
-  proc.stderr.close()
-  return dict(policy=policy, task=task, final=final, history=history, full_dir=full_dir,
-              killed_dir=killed_dir, returncode=proc.returncode, stderr=stderr)
+  return rl_fixtures.full_and_killed_runs(tmp_path_factory, "grpo", "run_grpo", "GRPOConfig",
+                                          RUN, OPTIMIZER, KILL_AFTER)
 
 
 def test_grpo_raises_the_reward_from_sft(runs):

@@ -3,7 +3,6 @@ numpy reference, a short run from the SFT start that raises the reward, exact re
 in the middle of a round's fine-tuning."""
 
 import os
-import threading
 
 import gin
 import jax
@@ -116,24 +115,8 @@ def test_weighted_loss_against_numpy(setup):
 def runs(tmp_path_factory):
   """An uninterrupted run, and (concurrently, in a subprocess) the same run killed after
   checkpoint KILL_AFTER (inside round 2's fine-tuning), then resumed here."""
-  base = rl_fixtures.session_base(tmp_path_factory)
-  policy, task = rl_fixtures.sft_start(base)
-  root = tmp_path_factory.mktemp("rcrl")
-  full_dir, killed_dir = str(root / "full"), str(root / "killed")
-  proc = rl_fixtures.start_driver(rl_fixtures.driver_script(
-      base, killed_dir, "rlthink.algorithms.rcrl", "run_rcrl", "RCRLConfig", RUN, OPTIMIZER))
-  watcher = threading.Thread(target=rl_fixtures.kill_after_checkpoint, args=(
-      proc, os.path.join(killed_dir, "rcrl", "checkpoints", str(KILL_AFTER))))
-  watcher.start()
-  try:
-    final, history = run_rcrl(policy, task, RCRLConfig(**RUN), OptimizerConfig(**OPTIMIZER),
-                              full_dir, progress=False)
-  finally:
-    watcher.join()
-  stderr = proc.stderr.read()
-  proc.stderr.close()
-  return dict(policy=policy, task=task, final=final, history=history, full_dir=full_dir,
-              killed_dir=killed_dir, returncode=proc.returncode, stderr=stderr)
+  return rl_fixtures.full_and_killed_runs(tmp_path_factory, "rcrl", "run_rcrl", "RCRLConfig",
+                                          RUN, OPTIMIZER, KILL_AFTER)
 
 
 def test_rcrl_raises_the_reward_from_sft(runs):

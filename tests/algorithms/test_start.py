@@ -2,7 +2,6 @@
 short run from the SFT start that raises the reward, and exact resume after SIGKILL."""
 
 import os
-import threading
 
 import jax
 import jax.numpy as jnp
@@ -171,24 +170,8 @@ def test_token_loss_gradient_is_zero_outside_the_span():
 def runs(tmp_path_factory):
   """An uninterrupted run, and (concurrently, in a subprocess) the same run killed after
   iteration KILL_AFTER's checkpoint, then resumed here."""
-  base = rl_fixtures.session_base(tmp_path_factory)
-  policy, task = rl_fixtures.sft_start(base)
-  root = tmp_path_factory.mktemp("start")
-  full_dir, killed_dir = str(root / "full"), str(root / "killed")
-  proc = rl_fixtures.start_driver(rl_fixtures.driver_script(
-      base, killed_dir, "rlthink.algorithms.start", "run_start", "STARTConfig", RUN, OPTIMIZER))
-  watcher = threading.Thread(target=rl_fixtures.kill_after_checkpoint, args=(
-      proc, os.path.join(killed_dir, "start", "checkpoints", str(KILL_AFTER))))
-  watcher.start()
-  try:
-    final, history = run_start(policy, task, STARTConfig(**RUN), OptimizerConfig(**OPTIMIZER),
-                               full_dir, progress=False)
-  finally:
-    watcher.join()
-  stderr = proc.stderr.read()
-  proc.stderr.close()
-  return dict(policy=policy, task=task, final=final, history=history, full_dir=full_dir,
-              killed_dir=killed_dir, returncode=proc.returncode, stderr=stderr)
+  return rl_fixtures.full_and_killed_runs(tmp_path_factory, "start", "run_start", "STARTConfig",
+                                          RUN, OPTIMIZER, KILL_AFTER)
 
 
 def test_start_raises_the_reward_from_sft(runs):
