@@ -148,3 +148,29 @@ def test_workdir_that_is_a_file_gives_one_clear_error(tmp_path):
   path.write_text("x")
   with pytest.raises(PermissionError, match="is not writable"):
     Checkpointer(str(path), tiny_policy().config)
+
+
+def test_metrics_of_a_resumed_run_are_not_written_twice(tmp_path):
+  import json
+  first = MetricsLogger(str(tmp_path), progress=False)
+  for step in (1, 2, 3):
+    first.log(step, {"loss": 1.0 / step}, "sft/")
+  first.log(1, {"reward": 0.5}, "ei/")  # another kind of record at the same step number
+  first.close()
+  with open(tmp_path / "metrics.jsonl", "a") as f:
+    f.write('{"step": 4, "sft/lo')  # a line cut by the kill
+  resumed = MetricsLogger(str(tmp_path), progress=False)
+  for step in (2, 3, 4):  # resumed from the checkpoint at step 1
+    values = resumed.log(step, {"loss": 1.0 / step}, "sft/")
+  assert values == {"sft/loss": 0.25}
+  resumed.close()
+  records = []
+  with open(tmp_path / "metrics.jsonl") as f:
+    for line in f:
+      try:
+        records.append(json.loads(line))
+      except ValueError:
+        pass
+  assert [(r["step"], sorted(k for k in r if k not in ("step", "time"))) for r in records] == [
+      (1, ["sft/loss"]), (2, ["sft/loss"]), (3, ["sft/loss"]), (1, ["ei/reward"]),
+      (4, ["sft/loss"])]
