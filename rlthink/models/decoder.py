@@ -12,6 +12,7 @@ D head_dim, M mlp, V vocab, L layers.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Sequence
 
@@ -329,15 +330,21 @@ def param_shardings(config: ModelConfig, mesh: Mesh, heads: Sequence[str] = ("lo
 def init_params(config: ModelConfig, rng: jax.Array, heads: Sequence[str] = ("logits",),
                 mesh: Mesh | None = None):
   """Random parameters, created directly in their shardings when `mesh` is given."""
-  model = Transformer(_init_config(config), None, tuple(heads))
-  tokens = jnp.zeros((1, 1), jnp.int32)
+  return _init_fn(config, tuple(heads), mesh)(rng)
+
+
+@functools.lru_cache(maxsize=64)
+def _init_fn(config: ModelConfig, heads: tuple[str, ...], mesh: Mesh | None):
+  """The jitted initializer of one (config, heads, mesh): compiled once, not per call."""
+  model = Transformer(_init_config(config), None, heads)
 
   def init(rng):
+    tokens = jnp.zeros((1, 1), jnp.int32)
     variables = model.init(rng, tokens, jnp.zeros((1, 1), jnp.int32), _dummy_ctx(1, 1), None)
     return nn.unbox(variables["params"])
 
   out_shardings = None if mesh is None else param_shardings(config, mesh, heads)
-  return jax.jit(init, out_shardings=out_shardings)(rng)
+  return jax.jit(init, out_shardings=out_shardings)
 
 
 # Logical axes of the KV cache arrays (see `init_cache`).
