@@ -168,3 +168,16 @@ def test_heads_init_for_every_architecture():
   for head in ("value", "reward"):
     assert out[head].shape == (2, 5) and out[head].dtype == np.float32
     assert np.all(np.isfinite(out[head])) and np.std(np.asarray(out[head])) > 0
+
+
+@pytest.mark.parametrize("name,published", [
+    ("qwen2.5-0.5b", 494_032_768), ("qwen2.5-1.5b", 1_543_714_304),
+    ("qwen2.5-3b", 3_085_938_688), ("qwen2.5-7b", 7_615_616_512),
+    ("qwen3-0.6b", 596_049_920), ("llama3.2-1b", 1_235_814_400),
+    ("llama3.1-8b", 8_030_261_248)])
+def test_preset_shapes_have_the_published_parameter_counts(name, published):
+  # The checkpoints' own parameter counts (the sum of their safetensors' tensor sizes).
+  from rlthink.models.presets import get_preset
+  shapes, _ = decoder.abstract_params(get_preset(name))
+  counted = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes))
+  assert counted == get_preset(name).num_params == published
