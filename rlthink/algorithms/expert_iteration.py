@@ -42,6 +42,10 @@ class EIConfig:
     capped by max_steps_per_iteration.
   min_reward: a finished sample (one that ended with a stop token) is kept when the verifier
     gives at least this.
+  check_equations: also require every equation of the sample's thinking to be true (tasks that
+    provide `equations_hold(text)`, e.g. arithmetic). The final-answer verifier accepts right
+    answers reached by wrong steps ("<think>7+1=7</think>8"); a small model writes many, and
+    fine-tuning on them teaches the wrong steps.
   learning_rate / warmup_steps: the fine-tuning schedule of each round (None: OptimizerConfig's);
     rounds are short, so a smaller rate than SFT's and little or no warm-up usually suit them.
   """
@@ -59,6 +63,7 @@ class EIConfig:
   batch_size: int = 32
   max_length: int = 256
   min_reward: float = 1.0
+  check_equations: bool = False
   learning_rate: float | None = None
   warmup_steps: int | None = None
   seed: int = 0
@@ -83,6 +88,16 @@ def solution_key(task: Task, example: dict, text: str, mode: str):
   return (example["id"], "text", text)
 
 
+def is_solution(task: Task, cfg: EIConfig, text: str, reward: float, stopped: bool) -> bool:
+  """Whether a sampled completion is kept as a solution: verified (reward >= min_reward), finished,
+  and, with `check_equations`, every equation of its thinking true."""
+  # A completion cut by max_new_tokens is no solution, even when its last number happens to
+  # verify; training on it would also teach the model not to stop.
+  if reward < cfg.min_reward or not stopped:
+    return False
+  return not cfg.check_equations or task.equations_hold(text)
+
+
 def _steps_for(cfg: EIConfig, size: int) -> int:
   steps = max(1, math.ceil(cfg.epochs * size / cfg.batch_size))
   return min(steps, cfg.max_steps_per_iteration or steps)
@@ -99,6 +114,9 @@ def run_expert_iteration(policy: Policy, task: Task, cfg: EIConfig,
   if policy.tokenizer is None:
     raise ValueError("Expert Iteration needs a policy with a tokenizer attached")
   task.check_split(cfg.split)
+  if cfg.check_equations and not hasattr(task, "equations_hold"):
+    raise ValueError(f"EIConfig.check_equations=True, but task {task.name!r} has no "
+                     "equations_hold(text) to check the equations of a solution with")
   for field in ("learning_rate", "warmup_steps"):
     if getattr(cfg, field) is not None:
       optimizer_cfg = dataclasses.replace(optimizer_cfg, **{field: getattr(cfg, field)})
@@ -140,9 +158,7 @@ def run_expert_iteration(policy: Policy, task: Task, cfg: EIConfig,
         new, kept = 0, 0
         ro = scored.rollouts
         for row, reward in enumerate(scored.rewards):
-          # A completion cut by max_new_tokens is no solution, even when its last number happens
-          # to verify; training on it would also teach the model not to stop.
-          if reward < cfg.min_reward or not ro.stopped[row]:
+          if not is_solution(task, cfg, scored.texts[row], reward, bool(ro.stopped[row])):
             continue
           kept += 1
           example = questions[row // cfg.samples_per_question]

@@ -17,6 +17,8 @@ The test split does not depend on `num_train`, and no test question appears in t
 from __future__ import annotations
 
 import dataclasses
+import fractions
+import re
 from typing import Iterator
 
 import numpy as np
@@ -25,6 +27,7 @@ from rlthink.tasks import answers
 from rlthink.tasks.base import PromptFormat, Task
 
 OPERATIONS = ("+", "-", "*", "/")
+_CANONICAL_OP = re.compile(r"(?<=[0-9])([-+*/])")  # an operator of a canonical expression
 _NAMES = (("Ann", "She"), ("Bob", "He"), ("Eva", "She"), ("Tom", "He"), ("Mia", "She"),
           ("Sam", "He"), ("Zoe", "She"), ("Leo", "He"))
 _ITEMS = ("pens", "cards", "books", "coins", "eggs", "shells", "stamps", "apples")
@@ -131,6 +134,40 @@ def operation_sequence(text: str, with_operands: bool = True,
   return tuple(op for expression, _ in equations for op in answers.operators(expression))
 
 
+def evaluate(expression: str) -> fractions.Fraction | None:
+  """The exact value of a canonical expression ("7--2*3" -> 13, `answers.find_equations` form),
+  with * and / before + and -; None on division by zero."""
+  parts = _CANONICAL_OP.split(expression)
+  terms, ops = [fractions.Fraction(parts[0])], []
+  for op, number in zip(parts[1::2], parts[2::2]):
+    value = fractions.Fraction(number)
+    if op in "*/":
+      if op == "/" and value == 0:
+        return None
+      terms[-1] = terms[-1] * value if op == "*" else terms[-1] / value
+    else:
+      terms.append(value)
+      ops.append(op)
+  total = terms[0]
+  for op, value in zip(ops, terms[1:]):
+    total = total + value if op == "+" else total - value
+  return total
+
+
+def equations_hold(text: str, prompt_format: PromptFormat | None = None) -> bool:
+  """True when the closed thinking span of a completion holds at least one equation and every one
+  is exactly true ("3+4=7"; not "3+4=8"). A final-answer verifier also accepts a right answer
+  reached by wrong steps ("<think>7+1=7</think>8"); Expert Iteration can filter those out with it.
+  """
+  fmt = prompt_format or PromptFormat()
+  span = answers.split_thinking(text, fmt.think_open, fmt.think_close, require_thinking=True,
+                                opened_in_prompt=fmt.open_thinking_in_prompt)
+  if span.thinking is None:
+    return False
+  equations = answers.find_equations(span.thinking)
+  return bool(equations) and all(evaluate(e) == fractions.Fraction(r) for e, r in equations)
+
+
 class Arithmetic(Task):
   """Synthetic multi-step arithmetic word problems with step annotations."""
 
@@ -176,6 +213,10 @@ class Arithmetic(Task):
   def operations(self, completion: str, with_operands: bool = True) -> tuple[str, ...]:
     """`operation_sequence` of a completion under this task's prompt format."""
     return operation_sequence(completion, with_operands, self.format)
+
+  def equations_hold(self, completion: str) -> bool:
+    """`equations_hold` of a completion under this task's prompt format."""
+    return equations_hold(completion, self.format)
 
 
 def make_task(**options) -> Arithmetic:

@@ -39,6 +39,7 @@ def test_problems_are_correct_and_follow_the_size(size, steps, ops):
     assert steps[0] <= example["num_steps"] <= steps[1]
     assert task.verify(task.reference(example), example) == 1.0
     assert task.operations(task.reference(example)) == tuple(example["operations"])
+    assert task.equations_hold(task.reference(example))
     seen_ops |= {op for op in arithmetic.operation_sequence(task.reference(example), False)}
   assert seen_ops == ops
 
@@ -105,3 +106,16 @@ def test_tiny_builds_in_seconds(tmp_path):
   assert time.perf_counter() - start < 10
   assert len(source) == 2000 and len(task.examples("test")) == 200
   assert {e["id"] for e in source} == {e["id"] for e in task.generate("train")}
+
+
+def test_equations_hold_rejects_right_answers_from_wrong_steps():
+  holds = arithmetic.equations_hold
+  assert holds("<think>3+4=7\n7-2=5</think>5")
+  assert holds("<think>2+3*4=14, 7--2=9, 48/2=24</think>24")  # * and / before + and -
+  assert not holds("<think>7+1=7</think>8")  # the answer verifies, a step is false
+  assert not holds("<think>3+4=7\n7-2=4</think>5")
+  assert not holds("<think>5/0=0</think>0")
+  assert not holds("<think>no equations</think>5")
+  assert not holds("<think>3+4=7")  # unclosed thinking
+  assert not holds("<think>3+4=7</think>1</think>7")  # malformed: two closes
+  assert arithmetic.evaluate("7--2*3") == 13 and arithmetic.evaluate("1/0") is None
