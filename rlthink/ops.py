@@ -76,19 +76,10 @@ def fused_token_logprobs(hidden: jax.Array, unembedding: jax.Array, tokens: jax.
     d(logits) becomes a gather and a scatter-add), never forming d(logits) itself.
   """
   b, t, _ = hidden.shape
-  if tokens.shape != (b, t):
-    raise ValueError(f"fused_token_logprobs: tokens {tokens.shape} must be hidden's [B, T] = "
-                     f"{(b, t)}")
-  if unembedding.shape[1] != hidden.shape[2]:
-    raise ValueError(f"fused_token_logprobs: unembedding {unembedding.shape} must be [V, E] with "
-                     f"E = hidden's last axis {hidden.shape[2]}")
+  hidden, tokens, chunk = _chunked_inputs("fused_token_logprobs", hidden, unembedding, tokens,
+                                          chunk_size)
   if save_probs is None:
     save_probs = default_save_probs(b, t, unembedding.shape[0], hidden.dtype)
-  chunk = max(1, min(int(chunk_size), t))
-  pad = -t % chunk
-  if pad:  # padded positions see zero hidden states: finite log-probs, sliced off below
-    hidden = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
-    tokens = jnp.pad(tokens, ((0, 0), (0, pad)))
   logp = _fused_logprobs(hidden, unembedding, tokens.astype(jnp.int32), chunk, bool(save_probs))
   return logp[:, :t]
 
@@ -100,6 +91,25 @@ def fused_next_token_logprobs(hidden: jax.Array, unembedding: jax.Array, tokens:
   keeps its divisibility by the chunk size)."""
   targets = jnp.concatenate([tokens[:, 1:], tokens[:, :1]], axis=1)
   return fused_token_logprobs(hidden, unembedding, targets, chunk_size, save_probs)[:, :-1]
+
+
+def _chunked_inputs(name: str, hidden: jax.Array, unembedding: jax.Array, tokens: jax.Array,
+                    chunk_size: int):
+  """Checks the shapes; pads hidden [B, T, E] and tokens [B, T] to a multiple of the chunk (padded
+  positions see zero hidden states: finite values, for the caller to slice off). Returns
+  (hidden, tokens, chunk)."""
+  b, t, _ = hidden.shape
+  if tokens.shape != (b, t):
+    raise ValueError(f"{name}: tokens {tokens.shape} must be hidden's [B, T] = {(b, t)}")
+  if unembedding.shape[1] != hidden.shape[2]:
+    raise ValueError(f"{name}: unembedding {unembedding.shape} must be [V, E] with E = hidden's "
+                     f"last axis {hidden.shape[2]}")
+  chunk = max(1, min(int(chunk_size), t))
+  pad = -t % chunk
+  if pad:
+    hidden = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
+    tokens = jnp.pad(tokens, ((0, 0), (0, pad)))
+  return hidden, tokens, chunk
 
 
 def _to_chunks(x: jax.Array, chunk: int) -> jax.Array:
@@ -204,18 +214,9 @@ def chunked_token_logprobs(hidden: jax.Array, unembedding: jax.Array, tokens: ja
   """
   from rlthink.models.decoder import project_logits
 
-  b, t, _ = hidden.shape
-  if tokens.shape != (b, t):
-    raise ValueError(f"chunked_token_logprobs: tokens {tokens.shape} must be hidden's [B, T] = "
-                     f"{(b, t)}")
-  if unembedding.shape[1] != hidden.shape[2]:
-    raise ValueError(f"chunked_token_logprobs: unembedding {unembedding.shape} must be [V, E] "
-                     f"with E = hidden's last axis {hidden.shape[2]}")
-  chunk = max(1, min(int(chunk_size), t))
-  pad = -t % chunk
-  if pad:  # padded positions see zero hidden states: finite values, sliced off below
-    hidden = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
-    tokens = jnp.pad(tokens, ((0, 0), (0, pad)))
+  t = hidden.shape[1]
+  hidden, tokens, chunk = _chunked_inputs("chunked_token_logprobs", hidden, unembedding, tokens,
+                                          chunk_size)
 
   @jax.checkpoint
   def body(_, xs):

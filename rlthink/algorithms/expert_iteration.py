@@ -16,6 +16,7 @@ from typing import Callable
 import gin
 import numpy as np
 
+from rlthink.algorithms import core
 from rlthink.policy import Policy
 from rlthink.rollout import rollout_examples
 from rlthink.tasks.base import Task
@@ -232,8 +233,5 @@ def _jsonable(x):
 
 def run_stage(policy, task, optimizer_cfg, workdir, *, evaluate_fn=None, progress=True):
   """The experiment-stage entry point (see `rlthink.algorithms`)."""
-  on_iteration = None
-  if evaluate_fn is not None:
-    on_iteration = lambda i, p: {f"eval_{k}": v for k, v in evaluate_fn(p).items()}
   return run_expert_iteration(policy, task, EIConfig(), optimizer_cfg, workdir,
-                              on_iteration=on_iteration, progress=progress)
+                              on_iteration=core.eval_callback(evaluate_fn), progress=progress)

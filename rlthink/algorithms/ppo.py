@@ -353,12 +353,9 @@ def run_ppo(policy, task, cfg: PPOConfig, optimizer_cfg, workdir: str,
       kl = core.update_kl_controller(tree["kl"], stats["kl"], rows, cfg.kl_target,
                                      cfg.kl_horizon)
       tree = dict(tree, state=state, kl=kl)
-      if on_iteration is not None:
-        record.update(on_iteration(i + 1, policy.replace(
-            params=strip_value_head(state.params["policy"]))))
-      logger.log(i + 1, record, "ppo/")
-      meta = {"iteration": i + 1, "history": meta["history"] + [record]}
-      ckpt.save(i + 1, tree, meta)
+      current = policy.replace(params=strip_value_head(state.params["policy"]))
+      meta = core.end_iteration(i, record, tree, meta, current=current, on_iteration=on_iteration,
+                                logger=logger, ckpt=ckpt, prefix="ppo/")
   finally:
     logger.close()
   final = policy.replace(params=strip_value_head(tree["state"].params["policy"]))
@@ -367,8 +364,5 @@ def run_ppo(policy, task, cfg: PPOConfig, optimizer_cfg, workdir: str,
 
 def run_stage(policy, task, optimizer_cfg, workdir, *, evaluate_fn=None, progress=True):
   """The experiment-stage entry point (see `rlthink.algorithms`)."""
-  on_iteration = None
-  if evaluate_fn is not None:
-    on_iteration = lambda i, p: {f"eval_{k}": v for k, v in evaluate_fn(p).items()}
-  return run_ppo(policy, task, PPOConfig(), optimizer_cfg, workdir, on_iteration=on_iteration,
-                 progress=progress)
+  return run_ppo(policy, task, PPOConfig(), optimizer_cfg, workdir,
+                 on_iteration=core.eval_callback(evaluate_fn), progress=progress)
