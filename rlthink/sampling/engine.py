@@ -8,7 +8,7 @@
    the donated decode cache (N = prompts * num_samples rows, P - 1 + C slots).
 3. Decode: a `while_loop` whose step feeds the previous token (first the last prompt token), samples
    the next one per row and records it with its log-probs; it stops after C steps or as soon as
-   every row has sampled a stop token (checked every `steps_per_check` steps).
+   every row has sampled a stop token.
 
 Each row draws with its own key, `fold_in(fold_in(key(seed), row), step)`, so a row's tokens depend
 only on the seed, its row index and its inputs: not on the batch size, the padding rows or the mesh.
@@ -71,12 +71,12 @@ def _put_prompt_cache(cache: dict, prompt_cache: dict, num_samples: int) -> dict
 @functools.partial(
     jax.jit, donate_argnames=("cache",),
     static_argnames=("config", "mesh", "max_new_tokens", "num_samples", "greedy",
-                     "use_temperature", "top_k", "use_top_p", "pad_id", "steps_per_check"))
+                     "use_temperature", "top_k", "use_top_p", "pad_id"))
 def generate(params, cache: dict, prompt_tokens: jax.Array, prompt_mask: jax.Array,
              seed: jax.Array, temperature: jax.Array, top_p: jax.Array, stop_tokens: jax.Array,
              *, config: ModelConfig, mesh: Mesh | None, max_new_tokens: int, num_samples: int,
              greedy: bool, use_temperature: bool, top_k: int | None, use_top_p: bool,
-             pad_id: int, steps_per_check: int = 8):
+             pad_id: int):
   """Samples `max_new_tokens` tokens (or until a stop token) for every row.
 
   Args:
@@ -89,8 +89,6 @@ def generate(params, cache: dict, prompt_tokens: jax.Array, prompt_mask: jax.Arr
     greedy: argmax decoding (temperature, top-k and top-p are then unused).
     use_temperature / top_k / use_top_p: which processors apply. With none of them the sampling
       distribution is the policy's, and its log-probs are not computed twice.
-    steps_per_check: decode steps between two checks of "every row finished" (up to
-      steps_per_check - 1 spare steps after the last row finished; their results are dropped).
 
   Returns:
     ({"tokens", "logprobs", "sampling_logprobs": [N, C], "lengths": int32[N],
@@ -111,15 +109,11 @@ def generate(params, cache: dict, prompt_tokens: jax.Array, prompt_mask: jax.Arr
   padding_row = batch(jnp.repeat(~jnp.any(prompt_mask, axis=1), num_samples))
   row_keys = batch(_row_keys(seed, n))
 
-  # 3. Decode, `steps_per_check` steps per while-loop iteration. On GPU the loop condition is
-  # read back by the host before each iteration: checking it every step would stall the device
-  # while the next step's kernels are launched. The inner loop has a fixed trip count (no host
-  # round trip); steps past C write into `extra` spare columns that are cut off at the end.
-  k = max(1, min(steps_per_check, c))
-  width = c + k - 1
-
-  def step_fn(step, state):
-    cache, token, done, lengths, out = state
+  # 3. Decode. (Checking "every row finished" only every k steps, with an inner fixed-trip-count
+  # loop, measured no faster on the GPU: the device is busy with the step's kernels throughout,
+  # see docs/benchmarks.)
+  def step_fn(state):
+    step, cache, token, done, lengths, out = state
     outputs, cache = decoder.forward(config, params, token[:, None], cache=cache, mesh=mesh)
     logits = outputs["logits"][:, 0]                                 # float32[N, V]
     if greedy:
@@ -132,30 +126,23 @@ def generate(params, cache: dict, prompt_tokens: jax.Array, prompt_mask: jax.Arr
       keys = jax.vmap(jax.random.fold_in, (0, None))(row_keys, step)
       new, sampling_lp = processors.draw_with_logprob(keys, processed)
       logprob = sampling_lp if processed is logits else ops.token_logprobs(logits, new)
-    live = ~done & (step < c)  # past C (the last iteration's spare steps) nothing is recorded
+    live = ~done
     new = jnp.where(live, new, pad_id)
     columns = {"tokens": new, "logprobs": jnp.where(live, logprob, 0.0),
                "sampling_logprobs": jnp.where(live, sampling_lp, 0.0)}
-    out = {name: jax.lax.dynamic_update_slice(out[name], v[:, None], (0, step))
-           for name, v in columns.items()}
+    out = {k: jax.lax.dynamic_update_slice(out[k], v[:, None], (0, step))
+           for k, v in columns.items()}
     stop = jnp.any(new[:, None] == stop_tokens[None, :], axis=1)
-    return cache, new, done | (live & stop), lengths + live, out
-
-  def body_fn(state):
-    step, rest = state[0], state[1:]
-    rest = jax.lax.fori_loop(0, k, lambda j, r: step_fn(step + j, r), rest)  # known trip count
-    return (step + k,) + tuple(rest)
+    return step + 1, cache, new, done | (live & stop), lengths + live, out
 
   def cond_fn(state):
     step, _, _, done, _, _ = state
     return (step < c) & ~jnp.all(done)
 
-  out = {"tokens": jnp.full((n, width), pad_id, jnp.int32),
-         "logprobs": jnp.zeros((n, width), jnp.float32),
-         "sampling_logprobs": jnp.zeros((n, width), jnp.float32)}
+  out = {"tokens": jnp.full((n, c), pad_id, jnp.int32),
+         "logprobs": jnp.zeros((n, c), jnp.float32),
+         "sampling_logprobs": jnp.zeros((n, c), jnp.float32)}
   out = jax.tree.map(batch, out)
   state = (jnp.int32(0), cache, last_token, padding_row, jnp.zeros((n,), jnp.int32), out)
-  steps, cache, _, done, lengths, out = jax.lax.while_loop(cond_fn, body_fn, state)
-  out = {name: v[:, :c] for name, v in out.items()}
-  steps = jnp.max(lengths, initial=0)  # decode steps that sampled something (not spare steps)
+  steps, cache, _, done, lengths, out = jax.lax.while_loop(cond_fn, step_fn, state)
   return dict(out, lengths=lengths, stopped=done & ~padding_row, steps=steps), cache

@@ -24,7 +24,6 @@ from rlthink.sampling.rollouts import Rollouts
 
 MIN_PROMPT_BUCKET = 16
 STOP_TOKEN_SLOTS = 8  # stop-token arrays are padded to a multiple of this (fewer recompiles)
-STEPS_PER_CHECK = 8  # decode steps between two "all rows finished?" checks (engine.generate)
 
 
 def _next_pow2(n: int) -> int:
@@ -172,8 +171,7 @@ def _request(policy, prompts, max_new_tokens, temperature, top_k, top_p, num_sam
   static = dict(config=config, mesh=mesh, max_new_tokens=max_new_tokens, num_samples=num_samples,
                 greedy=greedy, use_temperature=not greedy and temperature != 1,
                 top_k=None if greedy else top_k,
-                use_top_p=top_p is not None and not greedy, pad_id=pad_id,
-                steps_per_check=STEPS_PER_CHECK)
+                use_top_p=top_p is not None and not greedy, pad_id=pad_id)
   return _Request(args, static, tokens, mask, num_prompts, num_samples)
 
 
