@@ -9,9 +9,12 @@ export JAX_COMPILATION_CACHE_DIR=/tmp/jaxcache JAX_PERSISTENT_CACHE_MIN_COMPILE_
 nvidia-smi --query-gpu=index,name,memory.total --format=csv > "$OUT/gpus.txt" 2>&1
 (
   export CUDA_VISIBLE_DEVICES=0
+  # Profiler traces are thousands of files: keep them outside $OUT, copy only the summaries (the
+  # session's first run wrote them under $OUT and lost the summaries to the device tool's limits).
   timeout 240 python3 -m rlthink.bench.sample --model qwen2.5-0.5b --batch 1 64 256 \
-    --profile_dir "$OUT/prof" --out "$OUT/sample_v3.jsonl" > "$OUT/sample_05b.log" 2>&1
+    --profile_dir /tmp/prof --out "$OUT/sample_v3.jsonl" > "$OUT/sample_05b.log" 2>&1
   echo "sample 0.5b rc=$?" >> "$OUT/status.txt"
+  cp /tmp/prof/*.ops.txt "$OUT/" 2>/dev/null
   timeout 300 python3 -m rlthink.bench.sample --model qwen2.5-1.5b --batch 1 64 256 \
     --out "$OUT/sample_v3.jsonl" > "$OUT/sample_15b.log" 2>&1
   echo "sample 1.5b rc=$?" >> "$OUT/status.txt"
