@@ -4,8 +4,9 @@ Every subcommand but `bench` takes repeatable `--gin_file` / `--gin_param` and `
 binds the dataclass configs (ModelSpec, MeshSpec, Experiment, SFTConfig, EIConfig, EvalConfig,
 OptimizerConfig, SampleConfig, ...) before any compute, and a bad binding stops the command with
 one message naming the binding and the file. A `--workdir` holding a run's `config.gin` (written
-by `train`) supplies that run's bindings first; --gin_file / --gin_param override them. `bench` passes its arguments to the benchmark (it
-must run where gin is not installed, e.g. the GPU image).
+by `train`) supplies that run's bindings first; --gin_file / --gin_param override them. `bench`
+passes its arguments to the benchmark (it must run where gin is not installed, e.g. the GPU
+image).
 
     rlthink train --workdir workdir/quickstart            # configs/experiments/quickstart.gin
     rlthink train --gin_file experiments/grpo_tiny.gin --workdir workdir/grpo
@@ -26,8 +27,8 @@ import os
 import sys
 
 DEFAULT_EXPERIMENT = "experiments/quickstart.gin"
-BENCHMARKS = {"train": "rlthink.bench.train", "sample": "rlthink.bench.sample", "ei": "rlthink.bench.ei",
-              "ppo": "rlthink.bench.ppo"}
+BENCHMARKS = {"train": "rlthink.bench.train", "sample": "rlthink.bench.sample",
+              "ei": "rlthink.bench.ei", "ppo": "rlthink.bench.ppo"}
 
 
 def _common(p: argparse.ArgumentParser, workdir_required: bool = False) -> None:
