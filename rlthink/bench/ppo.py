@@ -14,7 +14,8 @@ ids in the completion) stands in for a verifier. The phases, each ended by a dev
 
 The iteration runs --iterations times (default 2); the record reports the last one (compiled:
 the first pays compilation, reported as compile_s = first total - last total). Peak memory is the
-device allocator's high-water mark of the whole run (None on CPU). One JSON line on stdout (and
+device allocator's high-water mark of the whole run, the largest over the local devices and
+per device (None on CPU). One JSON line on stdout (and
 appended to --out):
 
     {"bench": "ppo", "model", "prompts", "prompt_len", "new_tokens", "epochs", "minibatch",
@@ -192,8 +193,9 @@ def run(args) -> dict:
             "compile_s": (records[0]["time_iteration_s"] - last["time_iteration_s"]
                           if len(records) > 1 else None),
             "num_params": config.num_params}
-  peak = common.peak_memory_bytes()
-  record["peak_memory_gb"] = None if peak is None else peak / 1e9
+  peaks = [common.peak_memory_bytes(d) for d in jax.local_devices()]
+  record["peak_memory_gb"] = None if None in peaks else max(peaks) / 1e9
+  record["peak_memory_gb_per_device"] = None if None in peaks else [p / 1e9 for p in peaks]
   record.update(common.device_info())
   return record
 
