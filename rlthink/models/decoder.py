@@ -23,6 +23,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from rlthink import sharding
+from rlthink.models import decode_attention
 from rlthink.models.config import ModelConfig
 
 HEADS = ("logits", "value", "reward", "hidden")
@@ -137,6 +138,7 @@ def dot_product_attention(q, k, v, mask, kv_layout: str = "bskd") -> jax.Array:
 class Attention(nn.Module):
   config: ModelConfig
   mesh: Mesh | None = None
+  decode_kernel: bool = False  # see `forward`
 
   @nn.compact
   def __call__(self, x, positions, ctx, layer_cache):
@@ -158,7 +160,7 @@ class Attention(nn.Module):
     inv_freq = rope_inv_freq(cfg)
     q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
 
-    q_slots, key_valid, q_segments, k_segments, index = ctx
+    q_slots, key_valid, q_segments, k_segments, index, first_valid = ctx
     kv_layout = "bskd"
     if layer_cache is not None:  # write this step's keys/values into their slots, attend to all
       # Scanned layers carry the whole [L, B, K, S, D] cache through the scan and write it in
@@ -173,6 +175,11 @@ class Attention(nn.Module):
         start, new_k, new_v = (layer, 0, 0, index, 0), new_k[None], new_v[None]
       k_all = jax.lax.dynamic_update_slice(k_all, new_k.astype(k_all.dtype), start)
       v_all = jax.lax.dynamic_update_slice(v_all, new_v.astype(v_all.dtype), start)
+      if layer is None and self.decode_kernel and q.shape[1] == 1:
+        out = decode_attention.decode_attention(
+            q[:, 0].astype(k_all.dtype), k_all, v_all, first_valid,
+            jnp.broadcast_to(index + 1, first_valid.shape), self.mesh)
+        return self._output(out[:, None].astype(dt)), (k_all, v_all, layer)
       if layer is None:
         k, v = k_all.astype(dt), v_all.astype(dt)
       else:
@@ -191,12 +198,18 @@ class Attention(nn.Module):
         key_valid = jnp.ones(k.shape[:2], bool)
       mask = attention_mask(q_slots, key_valid, q_segments, k_segments, cfg.sliding_window)
       out = dot_product_attention(q, k, v, mask, kv_layout)
+    return self._output(out), layer_cache
+
+  def _output(self, out):
+    cfg, dt = self.config, _dtype(self.config.dtype)
     out = sharding.constrain(out, ("batch", "length", "heads", "head_dim"), self.mesh)
-    wo = _param(self, "o_proj", (h, d, e), ("heads", "head_dim", "embed"))
+    wo = _param(self, "o_proj", (cfg.num_heads, cfg.head_dim, cfg.hidden_size),
+                ("heads", "head_dim", "embed"))
     y = jnp.einsum("bthd,hde->bte", out, wo.astype(dt))
     if cfg.o_bias:
-      y = y + _param(self, "o_bias", (e,), ("embed",), nn.initializers.zeros).astype(dt)
-    return y, layer_cache
+      y = y + _param(self, "o_bias", (cfg.hidden_size,), ("embed",),
+                     nn.initializers.zeros).astype(dt)
+    return y
 
 
 class MLP(nn.Module):
@@ -217,12 +230,13 @@ class MLP(nn.Module):
 class DecoderLayer(nn.Module):
   config: ModelConfig
   mesh: Mesh | None = None
+  decode_kernel: bool = False
 
   @nn.compact
   def __call__(self, carry, positions, ctx):
     # layer_cache: None, (k [L,B,K,S,D], v, this layer's index) or (k [B,K,S,D], v, None)
     x, layer_cache = carry
-    h, layer_cache = Attention(self.config, self.mesh, name="attn")(
+    h, layer_cache = Attention(self.config, self.mesh, self.decode_kernel, name="attn")(
         RMSNorm(self.config, name="input_norm")(x), positions, ctx, layer_cache)
     x = x + h
     x = x + MLP(self.config, self.mesh, name="mlp")(RMSNorm(self.config, name="post_attn_norm")(x))
@@ -237,6 +251,7 @@ class Transformer(nn.Module):
   mesh: Mesh | None = None
   heads: tuple[str, ...] = ("logits",)
   unrolled: bool = False  # one module per layer ("layers_0", ...) instead of the scanned stack
+  decode_kernel: bool = False  # see `forward`
 
   @nn.compact
   def __call__(self, tokens, positions, ctx, cache):
@@ -255,7 +270,7 @@ class Transformer(nn.Module):
       ks, vs = (None, None) if cache is None else (list(cache["k"]), list(cache["v"]))
       for i in range(cfg.num_layers):
         layer_cache = None if cache is None else (ks[i], vs[i], None)
-        (x, layer_cache), _ = layer(cfg, self.mesh, name=f"layers_{i}")(
+        (x, layer_cache), _ = layer(cfg, self.mesh, self.decode_kernel, name=f"layers_{i}")(
             (x, layer_cache), positions, ctx)
         if cache is not None:
           ks[i], vs[i] = layer_cache[0], layer_cache[1]
@@ -299,7 +314,7 @@ class Transformer(nn.Module):
 
 def _dummy_ctx(batch: int, length: int):
   slots = jnp.zeros((batch, length), jnp.int32)
-  return (slots, None, None, None, jnp.int32(0))
+  return (slots, None, None, None, jnp.int32(0), None)
 
 
 def _init_config(config: ModelConfig) -> ModelConfig:
@@ -394,7 +409,7 @@ def unembedding(config: ModelConfig, params) -> jax.Array:
 def forward(config: ModelConfig, params, tokens: jax.Array, *, positions: jax.Array | None = None,
             attention_mask: jax.Array | None = None, segment_ids: jax.Array | None = None,
             cache: dict | None = None, heads: Sequence[str] = ("logits",),
-            mesh: Mesh | None = None):
+            mesh: Mesh | None = None, decode_kernel: bool = False):
   """One forward pass. Returns ({head: output}, new_cache or None).
 
   Args:
@@ -411,6 +426,11 @@ def forward(config: ModelConfig, params, tokens: jax.Array, *, positions: jax.Ar
       `unembedding(config, params)` they give the logits, see `ops.fused_token_logprobs`).
 
   `params` from `unstack_layers` run the layers unrolled (with a `per_layer` cache).
+
+  decode_kernel: with unrolled layers and one token per row, attend with the Pallas kernel of
+    `rlthink.models.decode_attention`, which reads only the slots from each row's first valid
+    one to the one just written: the cache's valid slots must be contiguous there (left-padded
+    prefill, then decoding: what `rlthink.sample` builds) and its length a multiple of 16.
   """
   unrolled = "layers" not in params
   if cache is not None and unrolled != isinstance(cache["k"], (tuple, list)):
@@ -423,7 +443,7 @@ def forward(config: ModelConfig, params, tokens: jax.Array, *, positions: jax.Ar
       positions = jnp.maximum(jnp.cumsum(valid, axis=1) - 1, 0)
     q_slots = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
     key_valid = None if attention_mask is None else valid
-    ctx = (q_slots, key_valid, segment_ids, segment_ids, jnp.int32(0))
+    ctx = (q_slots, key_valid, segment_ids, segment_ids, jnp.int32(0), None)
   else:
     if segment_ids is not None:
       raise ValueError("segment_ids (packing) cannot be combined with a KV cache")
@@ -434,6 +454,7 @@ def forward(config: ModelConfig, params, tokens: jax.Array, *, positions: jax.Ar
     key_valid = jax.lax.dynamic_update_slice_in_dim(cache["valid"], valid, index, axis=1)
     cache = dict(cache, valid=key_valid, index=index + t)
     q_slots = index + jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
-    ctx = (q_slots, key_valid, None, None, index)
-  model = Transformer(config, mesh, tuple(heads), unrolled)
+    first_valid = jnp.argmax(key_valid, axis=1).astype(jnp.int32) if decode_kernel else None
+    ctx = (q_slots, key_valid, None, None, index, first_valid)
+  model = Transformer(config, mesh, tuple(heads), unrolled, decode_kernel)
   return model.apply({"params": params}, tokens, positions.astype(jnp.int32), ctx, cache)

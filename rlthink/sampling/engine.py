@@ -71,24 +71,26 @@ def _put_prompt_cache(cache: dict, prompt_cache: dict, num_samples: int) -> dict
 @functools.partial(
     jax.jit, donate_argnames=("cache",),
     static_argnames=("config", "mesh", "max_new_tokens", "num_samples", "greedy",
-                     "use_temperature", "top_k", "use_top_p", "pad_id"))
+                     "use_temperature", "top_k", "use_top_p", "pad_id", "decode_kernel"))
 def generate(params, cache: dict, prompt_tokens: jax.Array, prompt_mask: jax.Array,
              seed: jax.Array, temperature: jax.Array, top_p: jax.Array, stop_tokens: jax.Array,
              *, config: ModelConfig, mesh: Mesh | None, max_new_tokens: int, num_samples: int,
              greedy: bool, use_temperature: bool, top_k: int | None, use_top_p: bool,
-             pad_id: int):
+             pad_id: int, decode_kernel: bool = False):
   """Samples `max_new_tokens` tokens (or until a stop token) for every row.
 
   Args:
     params: the decoder parameters, best from `params_for_sampling` (stacked or per-layer).
     cache: an empty decode cache (`decoder.init_cache`, per_layer for per-layer params) of
-      N = B * num_samples rows and P - 1 + max_new_tokens slots; donated.
+      N = B * num_samples rows and at least P - 1 + max_new_tokens slots; donated.
     prompt_tokens: int32[B, P] left-padded prompts; prompt_mask: bool[B, P]. A row with an empty
       mask is padding: it is marked finished from the start.
     seed: uint32 scalar; temperature, top_p: float32 scalars; stop_tokens: int32[K] (-1 = unused).
     greedy: argmax decoding (temperature, top-k and top-p are then unused).
     use_temperature / top_k / use_top_p: which processors apply. With none of them the sampling
       distribution is the policy's, and its log-probs are not computed twice.
+    decode_kernel: decode steps attend with the Pallas kernel over the filled slots only
+      (`decoder.forward`'s option; per-layer params and a cache length multiple of 16).
 
   Returns:
     ({"tokens", "logprobs", "sampling_logprobs": [N, C], "lengths": int32[N],
@@ -114,7 +116,8 @@ def generate(params, cache: dict, prompt_tokens: jax.Array, prompt_mask: jax.Arr
   # see docs/benchmarks.)
   def step_fn(state):
     step, cache, token, done, lengths, out = state
-    outputs, cache = decoder.forward(config, params, token[:, None], cache=cache, mesh=mesh)
+    outputs, cache = decoder.forward(config, params, token[:, None], cache=cache, mesh=mesh,
+                                     decode_kernel=decode_kernel)
     logits = outputs["logits"][:, 0]                                 # float32[N, V]
     if greedy:
       new = jnp.argmax(logits, axis=-1).astype(jnp.int32)

@@ -131,7 +131,7 @@ class _Request:
 
 
 def _request(policy, prompts, max_new_tokens, temperature, top_k, top_p, num_samples, seed,
-             stop_tokens, unroll_layers) -> _Request:
+             stop_tokens, unroll_layers, decode_attention) -> _Request:
   config = policy.config
   rows = _check_prompts(prompts, config.vocab_size, policy.tokenizer)
   if stop_tokens is not None and not isinstance(stop_tokens, (Sequence, np.ndarray)):
@@ -159,7 +159,9 @@ def _request(policy, prompts, max_new_tokens, temperature, top_k, top_p, num_sam
   mesh = policy.mesh
   put = (lambda x: jnp.asarray(x)) if mesh is None else (
       lambda x: jax.device_put(x, sharding.batch_sharding(mesh, x.shape)))
-  cache = _empty_cache(config, b * num_samples, p - 1 + max_new_tokens, mesh, unroll_layers)
+  decode_kernel, length = _decode_attention(decode_attention, config, unroll_layers,
+                                            p - 1 + max_new_tokens)
+  cache = _empty_cache(config, b * num_samples, length, mesh, unroll_layers)
   greedy = temperature == 0
   top_p = None if top_p is not None and top_p >= 1 else top_p  # 1 keeps every token: no sort
   params = policy.params
@@ -171,14 +173,33 @@ def _request(policy, prompts, max_new_tokens, temperature, top_k, top_p, num_sam
   static = dict(config=config, mesh=mesh, max_new_tokens=max_new_tokens, num_samples=num_samples,
                 greedy=greedy, use_temperature=not greedy and temperature != 1,
                 top_k=None if greedy else top_k,
-                use_top_p=top_p is not None and not greedy, pad_id=pad_id)
+                use_top_p=top_p is not None and not greedy, pad_id=pad_id,
+                decode_kernel=decode_kernel)
   return _Request(args, static, tokens, mask, num_prompts, num_samples)
+
+
+DECODE_ATTENTION = ("auto", "xla", "pallas")
+
+
+def _decode_attention(choice: str, config, unroll_layers: bool, length: int) -> tuple[bool, int]:
+  """(use the Pallas decode kernel, cache length): the kernel needs per-layer cache buffers and a
+  length that is a multiple of 16 (the cache is padded up to one, within max_seq_len)."""
+  if choice not in DECODE_ATTENTION:
+    raise ValueError(f"decode_attention={choice!r} is not one of {DECODE_ATTENTION}")
+  padded = -(-length // 16) * 16
+  fits = unroll_layers and padded <= config.max_seq_len
+  if choice == "pallas" and not fits:
+    raise ValueError("decode_attention='pallas' needs unroll_layers=True and room for a cache "
+                     f"of {padded} slots (prompt + max_new_tokens rounded up to a multiple of "
+                     f"16) within max_seq_len={config.max_seq_len}")
+  use = choice == "pallas" or (choice == "auto" and fits and jax.default_backend() == "gpu")
+  return use, padded if use else length
 
 
 def sample(policy, prompts, *, max_new_tokens: int, temperature: float = 1.0,
            top_k: int | None = None, top_p: float | None = None, num_samples: int = 1,
            seed: int = 0, stop_tokens: Sequence[int] | None = None,
-           unroll_layers: bool = True) -> Rollouts:
+           unroll_layers: bool = True, decode_attention: str = "auto") -> Rollouts:
   """Samples `num_samples` completions of each prompt with the policy.
 
   Args:
@@ -195,6 +216,10 @@ def sample(policy, prompts, *, max_new_tokens: int, temperature: float = 1.0,
     unroll_layers: compile the layers one by one, each with its own weight and KV-cache buffers
       (a per-call copy of the weights in the compute dtype), so the decode loop never slices a
       stacked array; False runs the scanned stack (one compiled layer: faster compilation).
+    decode_attention: "pallas": each decode step attends with the Pallas kernel of
+      `rlthink.models.decode_attention`, which reads only the filled cache slots (GPU; Pallas'
+      interpreter elsewhere, for tests); "xla": einsum attention over every cache slot; "auto"
+      (default): pallas on GPU with unroll_layers, xla otherwise.
 
   Returns:
     `Rollouts` with N = len(prompts) * num_samples rows (row i * num_samples + j is sample j of
@@ -205,7 +230,7 @@ def sample(policy, prompts, *, max_new_tokens: int, temperature: float = 1.0,
     vocabulary, prompts that do not fit the cache with max_new_tokens, or bad options.
   """
   req = _request(policy, prompts, max_new_tokens, temperature, top_k, top_p, num_samples, seed,
-                 stop_tokens, unroll_layers)
+                 stop_tokens, unroll_layers, decode_attention)
   out, _ = engine.generate(*req.args, **req.static)
   return _to_rollouts(distributed.to_host(out), req)  # gathers rows held by other hosts
 
@@ -213,11 +238,11 @@ def sample(policy, prompts, *, max_new_tokens: int, temperature: float = 1.0,
 def lower_sample(policy, prompts, *, max_new_tokens: int, temperature: float = 1.0,
                  top_k: int | None = None, top_p: float | None = None, num_samples: int = 1,
                  seed: int = 0, stop_tokens: Sequence[int] | None = None,
-                 unroll_layers: bool = True):
+                 unroll_layers: bool = True, decode_attention: str = "auto"):
   """The `jax.stages.Lowered` program that `sample` would run (same arguments): for inspecting
   the compiled HLO (`.compile().as_text()`), its cost or memory analysis."""
   req = _request(policy, prompts, max_new_tokens, temperature, top_k, top_p, num_samples, seed,
-                 stop_tokens, unroll_layers)
+                 stop_tokens, unroll_layers, decode_attention)
   return engine.generate.lower(*req.args, **req.static)
 
 

@@ -1,0 +1,176 @@
+"""Decode attention as one Pallas (Triton) kernel that reads only the filled KV-cache slots.
+
+One decode step attends one query per head to the slots [start, length) of each row's cache: the
+left-padded prompt starts at `start` and the last written token sits at `length - 1`. XLA's
+einsum attention reads every slot of the cache (P - 1 + C of them) and runs the softmax as
+separate kernels; this kernel splits the slots of each (row, KV head) into chunks, skips the
+chunks outside [start, length), and runs an online softmax over the rest, all the query heads of
+a KV group at once (padded to 16 rows, the smallest tensor-core tile). The per-chunk partial
+results are merged by a log-sum-exp in XLA.
+
+Layouts are the decoder's: q [B, H, D]; the cache k, v [B, K, S, D] (a per-layer buffer of the
+unrolled decode loop, read in place). On a non-GPU backend the kernel runs in Pallas' interpreter
+(for tests). With a mesh it runs per shard (`jax.shard_map`): rows over the batch axes, KV heads
+(and their query heads) over `tensor` when they divide.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as plgpu
+from jax.sharding import Mesh, PartitionSpec
+
+from rlthink import sharding
+
+_NEG_INF = -1e30
+_MIN_ROWS = 16  # tensor-core tiles need >= 16 rows: the query heads of a group are padded to it
+
+
+def supported_length(length: int) -> bool:
+  """Whether a cache of `length` slots can use the kernel (whole chunks of >= 16 slots)."""
+  return length >= 16 and length % 16 == 0
+
+
+def _chunk(length: int, programs_per_chunk: int) -> int:
+  """Slots per chunk: the largest power of two <= 128 dividing `length` that still leaves
+  ~256 programs (two waves of a large GPU), so small batches spread over the chunks too."""
+  best = 16
+  for chunk in (32, 64, 128):
+    if length % chunk == 0 and programs_per_chunk * (length // chunk) >= 256:
+      best = chunk
+  return best
+
+
+def _kernel(q_ref, k_ref, v_ref, start_ref, length_ref, o_ref, m_ref, l_ref, *, block: int,
+            scale: float):
+  """One (row, KV head, chunk): partial attention of the group's padded query heads.
+
+  q_ref [G', D]; k_ref, v_ref [chunk, D]; start_ref, length_ref scalars. Writes the unnormalized
+  output o [G', D] (float32), the running max m [G'] and the softmax denominator l [G'].
+  """
+  chunk = k_ref.shape[0]
+  first_slot = pl.program_id(2) * chunk
+  lo = jnp.maximum(start_ref[()], first_slot) - first_slot      # chunk-relative [lo, hi)
+  hi = jnp.minimum(length_ref[()], first_slot + chunk) - first_slot
+  q = q_ref[...]
+  rows = q.shape[0]
+
+  def body(i, carry):
+    acc, m, l = carry
+    slots = pl.ds(i * block, block)
+    k = k_ref[slots, :]
+    s = jnp.dot(q, k.T, preferred_element_type=jnp.float32) * scale     # [G', block]
+    pos = i * block + jnp.arange(block)
+    s = jnp.where(((pos >= lo) & (pos < hi))[None, :], s, _NEG_INF)
+    # Every block in [lo // block, cdiv(hi, block)) holds an attended slot, so m_new is finite
+    # and the masked entries get weight 0.
+    m_new = jnp.maximum(m, s.max(axis=1))
+    correction = jnp.exp(m - m_new)
+    p = jnp.exp(s - m_new[:, None])
+    v = v_ref[slots, :]
+    acc = acc * correction[:, None] + jnp.dot(p.astype(v.dtype), v,
+                                              preferred_element_type=jnp.float32)
+    return acc, m_new, l * correction + p.sum(axis=1)
+
+  init = (jnp.zeros((rows, q.shape[1]), jnp.float32), jnp.full((rows,), _NEG_INF, jnp.float32),
+          jnp.zeros((rows,), jnp.float32))
+  # lo >= hi (a chunk outside the row's slots) runs no iteration: m stays -1e30, l 0.
+  acc, m, l = jax.lax.fori_loop(lo // block, (hi + block - 1) // block, body, init)
+  o_ref[...] = acc
+  m_ref[...] = m
+  l_ref[...] = l
+
+
+def _local(q, k, v, start, length, interpret: bool):
+  """decode_attention on one shard (no mesh)."""
+  b, h, d = q.shape
+  kv, s = k.shape[1], k.shape[2]
+  g = h // kv
+  rows = max(_MIN_ROWS, pl.next_power_of_2(g))
+  q = q.reshape(b, kv, g, d)
+  if rows != g:
+    q = jnp.pad(q, ((0, 0), (0, 0), (0, rows - g), (0, 0)))
+  chunk = _chunk(s, b * kv)
+  splits = s // chunk
+  block = min(chunk, 64)
+  kernel = functools.partial(_kernel, block=block, scale=1.0 / math.sqrt(d))
+  o, m, l = pl.pallas_call(
+      kernel,
+      grid=(b, kv, splits),
+      in_specs=[pl.BlockSpec((None, None, rows, d), lambda i, j, c: (i, j, 0, 0)),
+                pl.BlockSpec((None, None, chunk, d), lambda i, j, c: (i, j, c, 0)),
+                pl.BlockSpec((None, None, chunk, d), lambda i, j, c: (i, j, c, 0)),
+                pl.BlockSpec((None,), lambda i, j, c: (i,)),
+                pl.BlockSpec((None,), lambda i, j, c: (i,))],
+      out_specs=[pl.BlockSpec((None, None, None, rows, d), lambda i, j, c: (i, j, c, 0, 0)),
+                 pl.BlockSpec((None, None, None, rows), lambda i, j, c: (i, j, c, 0)),
+                 pl.BlockSpec((None, None, None, rows), lambda i, j, c: (i, j, c, 0))],
+      out_shape=[jax.ShapeDtypeStruct((b, kv, splits, rows, d), jnp.float32),
+                 jax.ShapeDtypeStruct((b, kv, splits, rows), jnp.float32),
+                 jax.ShapeDtypeStruct((b, kv, splits, rows), jnp.float32)],
+      compiler_params=plgpu.CompilerParams(num_warps=4, num_stages=2),
+      interpret=interpret,
+      name="rlthink_decode_attention",
+  )(q, k, v, start.astype(jnp.int32), length.astype(jnp.int32))
+  # Merge the chunks: weights exp(m_c - max_c m_c); empty chunks (l = 0, m = -1e30) weigh 0.
+  top = m.max(axis=2, keepdims=True)
+  w = jnp.exp(m - top)
+  denom = (w * l).sum(axis=2)
+  out = (w[..., None] * o).sum(axis=2) / jnp.where(denom > 0, denom, 1.0)[..., None]
+  return out[:, :, :g].reshape(b, h, d).astype(v.dtype)
+
+
+def decode_attention(q: jax.Array, k: jax.Array, v: jax.Array, start: jax.Array,
+                     length: jax.Array, mesh: Mesh | None = None,
+                     interpret: bool | None = None) -> jax.Array:
+  """Attention of one query per head over the cache slots [start, length) of each row.
+
+  Args:
+    q: [B, H, D] queries (H a multiple of K).
+    k, v: [B, K, S, D] the cache; S must satisfy `supported_length`.
+    start, length: int32[B]: each row attends to slots start <= s < length (length > start).
+    mesh: shards the call like the decoder's activations; None for one device.
+    interpret: run Pallas' interpreter; default: on any backend but GPU.
+
+  Returns:
+    [B, H, D] in v's dtype. Softmax in float32, as `decoder.dot_product_attention`.
+  """
+  if not supported_length(k.shape[2]):
+    raise ValueError(f"decode_attention needs a cache length that is a multiple of 16, got "
+                     f"{k.shape[2]}")
+  if q.shape[1] % k.shape[1]:
+    raise ValueError(f"{q.shape[1]} query heads do not group over {k.shape[1]} KV heads")
+  if interpret is None:
+    interpret = jax.default_backend() != "gpu"
+  run = functools.partial(_local, interpret=interpret)
+  if mesh is None or mesh.size == 1:
+    return run(q, k, v, start, length)
+  cache_spec = sharding.logical_to_spec(("batch", "kv_heads", "cache_length", "head_dim"),
+                                        k.shape, mesh)
+  rows, heads = cache_spec[0], cache_spec[1]  # query heads follow their KV heads' sharding
+  q_spec = PartitionSpec(rows, heads, None)
+  row_spec = PartitionSpec(rows)
+  return jax.shard_map(run, mesh=mesh, in_specs=(q_spec, cache_spec, cache_spec, row_spec,
+                                                 row_spec),
+                       out_specs=q_spec, check_vma=False)(q, k, v, start, length)
+
+
+def reference(q, k, v, start, length) -> np.ndarray:
+  """float64 numpy attention with the same contract (for tests)."""
+  q, k, v = (np.asarray(x, np.float64) for x in (q, k, v))
+  b, h, d = q.shape
+  g = h // k.shape[1]
+  out = np.zeros((b, h, d))
+  for i in range(b):
+    for j in range(h):
+      keys, values = k[i, j // g, start[i]:length[i]], v[i, j // g, start[i]:length[i]]
+      s = keys @ q[i, j] / np.sqrt(d)
+      p = np.exp(s - s.max())
+      out[i, j] = p @ values / p.sum()
+  return out
