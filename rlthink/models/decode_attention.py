@@ -87,7 +87,8 @@ def _kernel(q_ref, k_ref, v_ref, start_ref, length_ref, o_ref, m_ref, l_ref, *, 
   l_ref[...] = l
 
 
-def _local(q, k, v, start, length, interpret: bool):
+def _local(q, k, v, start, length, interpret: bool, chunk: int | None, block: int | None,
+           num_warps: int):
   """decode_attention on one shard (no mesh)."""
   b, h, d = q.shape
   kv, s = k.shape[1], k.shape[2]
@@ -96,9 +97,11 @@ def _local(q, k, v, start, length, interpret: bool):
   q = q.reshape(b, kv, g, d)
   if rows != g:
     q = jnp.pad(q, ((0, 0), (0, 0), (0, rows - g), (0, 0)))
-  chunk = _chunk(s, b * kv)
+  chunk = chunk or _chunk(s, b * kv)
+  block = min(block or 64, chunk)
+  if s % chunk or chunk % block:
+    raise ValueError(f"chunk {chunk} must divide the cache length {s} and block {block} the chunk")
   splits = s // chunk
-  block = min(chunk, 64)
   kernel = functools.partial(_kernel, block=block, scale=1.0 / math.sqrt(d))
   o, m, l = pl.pallas_call(
       kernel,
@@ -114,7 +117,7 @@ def _local(q, k, v, start, length, interpret: bool):
       out_shape=[jax.ShapeDtypeStruct((b, kv, splits, rows, d), jnp.float32),
                  jax.ShapeDtypeStruct((b, kv, splits, rows), jnp.float32),
                  jax.ShapeDtypeStruct((b, kv, splits, rows), jnp.float32)],
-      compiler_params=plgpu.CompilerParams(num_warps=4, num_stages=2),
+      compiler_params=plgpu.CompilerParams(num_warps=num_warps, num_stages=2),
       interpret=interpret,
       name="rlthink_decode_attention",
   )(q, k, v, start.astype(jnp.int32), length.astype(jnp.int32))
@@ -128,7 +131,8 @@ def _local(q, k, v, start, length, interpret: bool):
 
 def decode_attention(q: jax.Array, k: jax.Array, v: jax.Array, start: jax.Array,
                      length: jax.Array, mesh: Mesh | None = None,
-                     interpret: bool | None = None) -> jax.Array:
+                     interpret: bool | None = None, chunk: int | None = None,
+                     block: int | None = None, num_warps: int = 4) -> jax.Array:
   """Attention of one query per head over the cache slots [start, length) of each row.
 
   Args:
@@ -137,6 +141,8 @@ def decode_attention(q: jax.Array, k: jax.Array, v: jax.Array, start: jax.Array,
     start, length: int32[B]: each row attends to slots start <= s < length (length > start).
     mesh: shards the call like the decoder's activations; None for one device.
     interpret: run Pallas' interpreter; default: on any backend but GPU.
+    chunk, block, num_warps: the tiling: slots per program (default `_chunk`'s choice), slots
+      per inner iteration (default 64), warps per program.
 
   Returns:
     [B, H, D] in v's dtype. Softmax in float32, as `decoder.dot_product_attention`.
@@ -148,7 +154,8 @@ def decode_attention(q: jax.Array, k: jax.Array, v: jax.Array, start: jax.Array,
     raise ValueError(f"{q.shape[1]} query heads do not group over {k.shape[1]} KV heads")
   if interpret is None:
     interpret = jax.default_backend() != "gpu"
-  run = functools.partial(_local, interpret=interpret)
+  run = functools.partial(_local, interpret=interpret, chunk=chunk, block=block,
+                          num_warps=num_warps)
   if mesh is None or mesh.size == 1:
     return run(q, k, v, start, length)
   cache_spec = sharding.logical_to_spec(("batch", "kv_heads", "cache_length", "head_dim"),

@@ -20,7 +20,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from rlthink import ops, sharding
 from rlthink.models import decoder
@@ -53,6 +53,35 @@ def params_for_sampling(params, config: ModelConfig, unroll: bool = True):
 
   params = jax.tree_util.tree_map_with_path(cast, params)
   return decoder.unstack_layers(params) if unroll else params
+
+
+def gather_fsdp(params, mesh: Mesh | None):
+  """The parameters with their `fsdp` sharding undone (all-gathered once), `tensor` kept.
+
+  Decoding reads every weight at every step: weights left sharded over `fsdp` are all-gathered
+  inside the decode loop, once per step (measured: qwen2.5-1.5b on 2 GPUs ran 2.6x slower per
+  step than on one). Gathered before the loop, each device holds the whole compute-dtype model
+  (divided by the tensor axis) and decodes its rows data-parallel.
+  """
+  if mesh is None or mesh.shape.get("fsdp", 1) == 1:
+    return params
+
+  def without_fsdp(x):
+    def drop(axes):
+      if isinstance(axes, tuple):
+        axes = tuple(a for a in axes if a != "fsdp")
+        return axes or None
+      return None if axes == "fsdp" else axes
+    return PartitionSpec(*map(drop, getattr(x.sharding, "spec", PartitionSpec())))
+
+  leaves, treedef = jax.tree.flatten(params)
+  return _regather(treedef, mesh, tuple(without_fsdp(x) for x in leaves))(params)
+
+
+@functools.lru_cache(maxsize=16)
+def _regather(treedef, mesh: Mesh, specs: tuple):
+  shardings = jax.tree.unflatten(treedef, [NamedSharding(mesh, s) for s in specs])
+  return jax.jit(lambda p: p, out_shardings=shardings)
 
 
 def _put_prompt_cache(cache: dict, prompt_cache: dict, num_samples: int) -> dict:

@@ -167,6 +167,7 @@ def _request(policy, prompts, max_new_tokens, temperature, top_k, top_p, num_sam
   params = policy.params
   if unroll_layers or config.param_dtype != config.dtype:
     params = engine.params_for_sampling(params, config, unroll_layers)
+  params = engine.gather_fsdp(params, mesh)
   args = (params, cache, put(tokens), put(mask), jnp.uint32(seed),
           jnp.float32(1.0 if greedy else temperature), jnp.float32(1.0 if top_p is None else top_p),
           jnp.asarray(stops))

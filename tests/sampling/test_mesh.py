@@ -42,3 +42,18 @@ def test_same_seed_same_rollouts_on_every_mesh(shape, reference):
   np.testing.assert_allclose(ro.sampling_logprobs, reference.sampling_logprobs, atol=1e-5)
   # Sanity: the rollouts are not degenerate (samples of one prompt differ).
   assert (ro.completion_tokens[0] != ro.completion_tokens[1]).any()
+
+
+def test_fsdp_weights_are_gathered_once_not_per_decode_step():
+  """On an fsdp mesh the sampler gathers the weights before the program (`engine.gather_fsdp`):
+  the compiled sampling program itself holds no all-gather (it had one per weight per step)."""
+  import re
+
+  from rlthink.sampling import sampler
+  mesh = sharding.make_mesh((1, 8, 1), jax.devices()[:8])
+  base = sf.tiny_policy()
+  params = jax.device_put(base.params, decoder.param_shardings(base.config, mesh))
+  policy = base.replace(params=params, mesh=mesh)
+  prompts = sf.ragged_prompts(policy.config.vocab_size, (6, 3, 11, 4), seed=7)
+  hlo = sampler.lower_sample(policy, prompts, max_new_tokens=8).compile().as_text()
+  assert not re.search(r"all-gather", hlo)
