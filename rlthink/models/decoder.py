@@ -41,6 +41,48 @@ def _param(module: nn.Module, name: str, shape: Sequence[int], names: Sequence[s
   return module.param(name, nn.with_logical_partitioning(init, tuple(names)), tuple(shape), dtype)
 
 
+# Weights the sampler stores transposed (`transpose_for_decode`): name -> the einsum of x with the
+# stored weight, normal and transposed. With one row per step (batch 1) a matmul is a reduction
+# over the weight's input axis; storing that axis minor makes it a row reduction (measured
+# 1.3-1.7x faster per call for the attention and down projections, docs/benchmarks).
+_DECODE_T = {"q_proj": ("bte,ehd->bthd", "bte,hde->bthd"), "k_proj": ("bte,ehd->bthd",
+             "bte,hde->bthd"), "v_proj": ("bte,ehd->bthd", "bte,hde->bthd"),
+             "o_proj": ("bthd,hde->bte", "bthd,ehd->bte"),
+             "gate_proj": ("bte,em->btm", "bte,me->btm"), "up_proj": ("bte,em->btm", "bte,me->btm"),
+             "down_proj": ("btm,me->bte", "btm,em->bte")}
+_T_SUFFIX = "_t"
+
+
+def _matmul(module: nn.Module, name: str, x, shape, names):
+  """x times the weight `name` (created with `shape`/`names`), or its transposed copy `name_t`
+  when the params hold that instead (`transpose_for_decode`)."""
+  dt = _dtype(module.config.dtype)
+  normal, transposed = _DECODE_T[name]
+  if module.has_variable("params", name + _T_SUFFIX):
+    return jnp.einsum(transposed, x, module.get_variable("params", name + _T_SUFFIX).astype(dt))
+  return jnp.einsum(normal, x, _param(module, name, shape, names).astype(dt))
+
+
+def transpose_for_decode(params):
+  """Unrolled (`unstack_layers`) params with every layer matmul weight stored transposed, input
+  axis minor (`q_proj` [E, H, D] -> `q_proj_t` [H, D, E], ...): `forward` reads either form."""
+  def layer(tree):
+    out = {}
+    for key, value in tree.items():
+      if isinstance(value, dict):
+        out[key] = layer(value)
+      elif key in _DECODE_T:
+        axes = (1, 2, 0) if key in ("q_proj", "k_proj", "v_proj") else (
+            (2, 0, 1) if key == "o_proj" else (1, 0))
+        out[key + _T_SUFFIX] = jnp.transpose(value, axes)
+      else:
+        out[key] = value
+    return out
+  if "layers" in params:
+    raise ValueError("transpose_for_decode takes unstack_layers params")
+  return {k: layer(v) if k.startswith("layers_") else v for k, v in params.items()}
+
+
 def rope_inv_freq(config: ModelConfig) -> np.ndarray:
   """Inverse RoPE frequencies [D/2], with linear or llama3 scaling applied (float64 numpy)."""
   d = config.head_dim
@@ -146,8 +188,7 @@ class Attention(nn.Module):
     e, h, kv, d = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
 
     def project(name, heads, head_axis):
-      w = _param(self, f"{name}_proj", (e, heads, d), ("embed", head_axis, "head_dim"))
-      y = jnp.einsum("bte,ehd->bthd", x, w.astype(dt))
+      y = _matmul(self, f"{name}_proj", x, (e, heads, d), ("embed", head_axis, "head_dim"))
       if cfg.qkv_bias:
         y = y + _param(self, f"{name}_bias", (heads, d), (head_axis, "head_dim"),
                        nn.initializers.zeros).astype(dt)
@@ -203,9 +244,8 @@ class Attention(nn.Module):
   def _output(self, out):
     cfg, dt = self.config, _dtype(self.config.dtype)
     out = sharding.constrain(out, ("batch", "length", "heads", "head_dim"), self.mesh)
-    wo = _param(self, "o_proj", (cfg.num_heads, cfg.head_dim, cfg.hidden_size),
+    y = _matmul(self, "o_proj", out, (cfg.num_heads, cfg.head_dim, cfg.hidden_size),
                 ("heads", "head_dim", "embed"))
-    y = jnp.einsum("bthd,hde->bte", out, wo.astype(dt))
     if cfg.o_bias:
       y = y + _param(self, "o_bias", (cfg.hidden_size,), ("embed",),
                      nn.initializers.zeros).astype(dt)
@@ -218,13 +258,12 @@ class MLP(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    cfg, dt = self.config, _dtype(self.config.dtype)
+    cfg = self.config
     e, m = cfg.hidden_size, cfg.intermediate_size
-    gate = jnp.einsum("bte,em->btm", x, _param(self, "gate_proj", (e, m), ("embed", "mlp")).astype(dt))
-    up = jnp.einsum("bte,em->btm", x, _param(self, "up_proj", (e, m), ("embed", "mlp")).astype(dt))
+    gate = _matmul(self, "gate_proj", x, (e, m), ("embed", "mlp"))
+    up = _matmul(self, "up_proj", x, (e, m), ("embed", "mlp"))
     hidden = sharding.constrain(nn.silu(gate) * up, ("batch", "length", "mlp"), self.mesh)
-    down = _param(self, "down_proj", (m, e), ("mlp", "embed")).astype(dt)
-    return jnp.einsum("btm,me->bte", hidden, down)
+    return _matmul(self, "down_proj", hidden, (m, e), ("mlp", "embed"))
 
 
 class DecoderLayer(nn.Module):

@@ -41,7 +41,7 @@ def params_for_sampling(params, config: ModelConfig, unroll: bool = True):
   anyway; with float32 master weights the loop would otherwise read 4 bytes per parameter per
   step, not 2); norm scales unchanged (applied in float32). With `unroll`, the stacked layers split
   into per-layer buffers (`decoder.unstack_layers`), so no matmul in the loop reads a slice of a
-  stacked array. A program of its own: inside `generate`, XLA would sink these copies back into
+  stacked array, each weight stored input axis minor (`decoder.transpose_for_decode`). A program of its own: inside `generate`, XLA would sink these copies back into
   the loop body.
   """
   dtype = jnp.dtype(config.dtype)
@@ -52,7 +52,7 @@ def params_for_sampling(params, config: ModelConfig, unroll: bool = True):
     return x.astype(dtype)
 
   params = jax.tree_util.tree_map_with_path(cast, params)
-  return decoder.unstack_layers(params) if unroll else params
+  return decoder.transpose_for_decode(decoder.unstack_layers(params)) if unroll else params
 
 
 def gather_fsdp(params, mesh: Mesh | None):
