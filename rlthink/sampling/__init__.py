@@ -5,7 +5,11 @@ prefill once per prompt, share the prompt's KV cache across its `num_samples` sa
 `lax.while_loop` decode over a preallocated, donated cache that stops as soon as every row has
 sampled a stop token. By default the layers run unrolled from a per-call copy of the weights in
 the compute dtype, each layer with its own weight and KV-cache buffers, so the loop never slices
-a stacked array (`unroll_layers=False` keeps the scanned stack). See `engine` for the program,
+a stacked array (`unroll_layers=False` keeps the scanned stack), its matmul weights stored input
+axis minor. On GPU each decode step attends with a Pallas kernel that reads only each row's
+filled cache slots (`rlthink.models.decode_attention`; `decode_attention="xla"` for XLA's einsum
+over every slot). Weights sharded over `fsdp` are gathered once per call, before the program, so
+the loop runs data-parallel without per-step all-gathers. See `engine` for the program,
 `sampler` for the checks and shape buckets, `processors` for temperature / top-k / top-p,
 `rollouts` for the output layout, `text` for strings and `config` for the gin-bound options.
 
