@@ -17,6 +17,7 @@ only on the seed, its row index and its inputs: not on the batch size, the paddi
 from __future__ import annotations
 
 import functools
+import logging
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +27,8 @@ from rlthink import ops, sharding
 from rlthink.models import decoder
 from rlthink.models.config import ModelConfig
 from rlthink.sampling import processors
+
+_log = logging.getLogger(__name__)
 
 
 def _row_keys(seed: jax.Array, rows: int) -> jax.Array:
@@ -55,15 +58,33 @@ def params_for_sampling(params, config: ModelConfig, unroll: bool = True):
   return decoder.transpose_for_decode(decoder.unstack_layers(params)) if unroll else params
 
 
-def gather_fsdp(params, mesh: Mesh | None):
+# The most of a device's memory the gathered sampling weights may take (`gather_fsdp`).
+GATHER_MEMORY_FRACTION = 0.5
+
+
+def gather_fsdp(params, mesh: Mesh | None, device_memory: float | None = None):
   """The parameters with their `fsdp` sharding undone (all-gathered once), `tensor` kept.
 
   Decoding reads every weight at every step: weights left sharded over `fsdp` are all-gathered
-  inside the decode loop, once per step (measured: qwen2.5-1.5b on 2 GPUs ran 2.6x slower per
-  step than on one). Gathered before the loop, each device holds the whole compute-dtype model
-  (divided by the tensor axis) and decodes its rows data-parallel.
+  inside the decode loop, once per step (measured: qwen2.5-1.5b on 2 GPUs ran 3.8x slower per
+  step than after this gather). Gathered before the loop, each device holds the whole
+  compute-dtype model (divided by the tensor axis) and decodes its rows data-parallel.
+
+  When that copy would take more than GATHER_MEMORY_FRACTION of a device's memory
+  (`device_memory` bytes, default: what the first device reports; unknown on CPU), the params stay
+  sharded and a warning says so: decoding then gathers per step (slow; give the mesh a `tensor`
+  axis for models that large).
   """
   if mesh is None or mesh.shape.get("fsdp", 1) == 1:
+    return params
+  if device_memory is None:
+    device_memory = sharding._device_memory(mesh.devices.flat[0])
+  gathered = sum(x.nbytes for x in jax.tree.leaves(params)) / mesh.shape.get("tensor", 1)
+  if device_memory is not None and gathered > GATHER_MEMORY_FRACTION * device_memory:
+    _log.warning("sampling keeps the weights fsdp-sharded: gathered they would take %.1f GB per "
+                 "device (of %.1f GB), so each decode step all-gathers them (slow); a mesh with "
+                 "a tensor axis decodes models this large faster", gathered / 1e9,
+                 device_memory / 1e9)
     return params
 
   def without_fsdp(x):

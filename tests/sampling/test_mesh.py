@@ -57,3 +57,19 @@ def test_fsdp_weights_are_gathered_once_not_per_decode_step():
   prompts = sf.ragged_prompts(policy.config.vocab_size, (6, 3, 11, 4), seed=7)
   hlo = sampler.lower_sample(policy, prompts, max_new_tokens=8).compile().as_text()
   assert not re.search(r"all-gather", hlo)
+
+
+def test_fsdp_gather_is_skipped_with_a_warning_when_it_would_not_fit(caplog):
+  from rlthink.sampling import engine
+  mesh = sharding.make_mesh((1, 8, 1), jax.devices()[:8])
+  base = sf.tiny_policy()
+  params = jax.device_put(base.params, decoder.param_shardings(base.config, mesh))
+  total = sum(x.nbytes for x in jax.tree.leaves(params))
+  fsdp_specs = [x.sharding.spec for x in jax.tree.leaves(params)]
+  assert any("fsdp" in str(s) for s in fsdp_specs)
+  gathered = engine.gather_fsdp(params, mesh, device_memory=4 * total)
+  assert all("fsdp" not in str(x.sharding.spec) for x in jax.tree.leaves(gathered))
+  with caplog.at_level("WARNING"):
+    kept = engine.gather_fsdp(params, mesh, device_memory=total)  # > half of it: keep sharded
+  assert [x.sharding.spec for x in jax.tree.leaves(kept)] == fsdp_specs
+  assert "keeps the weights fsdp-sharded" in caplog.text
