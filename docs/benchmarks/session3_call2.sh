@@ -4,15 +4,7 @@
 # Phase 2, both GPUs: train-step scaling variants of qwen2.5-1.5b, then the 7B PPO iteration with
 # a separate value model (FSDP, --remat). At most 8 files come back: results.jsonl, all.log.
 set -u
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_MEM_FRACTION=0.95 PYTHONPATH=$PWD
-R="$OUT/results.jsonl"; L="$OUT/all.log"
-job() {  # job NAME TIMEOUT CMD...: runs CMD, its log appended to all.log under a header
-  local name=$1 limit=$2; shift 2
-  timeout "$limit" "$@" > "/tmp/$name.log" 2>&1; local rc=$?
-  { echo "== $name rc=$rc"; grep -v "^{\|Delay kernel" "/tmp/$name.log" | tail -n 12; } >> "$L"
-}
-git rev-parse HEAD > "$OUT/commit.txt"; git status --short >> "$OUT/commit.txt"
+source docs/benchmarks/device_lib.sh
 ( CUDA_VISIBLE_DEVICES=0 job kernels 150 python3 docs/benchmarks/decode_kernels.py --out "$R" ) &
 ( CUDA_VISIBLE_DEVICES=1 job ppo_3b_separate_remat 200 python3 -m rlthink.bench.ppo \
     --model qwen2.5-3b --value_model separate --remat --iterations 1 --out "$R" ) &

@@ -4,15 +4,7 @@
 # the Pallas version (0.5b, batch 1 and 256); then the 2-GPU sampler cases of issue 7 (1.5b FSDP
 # and tensor parallel, 7B FSDP). Files back: results.jsonl, all.log, commit.txt, *.ops.txt.
 set -u
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_MEM_FRACTION=0.95 PYTHONPATH=$PWD
-R="$OUT/results.jsonl"; L="$OUT/all.log"
-job() {  # job NAME TIMEOUT CMD...: runs CMD, its log appended to all.log under a header
-  local name=$1 limit=$2; shift 2
-  timeout "$limit" "$@" > "/tmp/$name.log" 2>&1; local rc=$?
-  { echo "== $name rc=$rc"; grep -v "^{\|Delay kernel" "/tmp/$name.log" | tail -n 14; } >> "$L"
-}
-git rev-parse HEAD > "$OUT/commit.txt"; git status --short >> "$OUT/commit.txt"
+source docs/benchmarks/device_lib.sh
 S="python3 -m rlthink.bench.sample --out $R"
 (
   export CUDA_VISIBLE_DEVICES=0

@@ -4,15 +4,7 @@
 # weights gathered before the decode loop (1.5b FSDP, 7B FSDP) and a profile of 7B tensor-parallel
 # decoding at batch 1. Files back: results.jsonl, all.log, commit.txt, *.ops.txt.
 set -u
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_MEM_FRACTION=0.95 PYTHONPATH=$PWD
-R="$OUT/results.jsonl"; L="$OUT/all.log"
-job() {  # job NAME TIMEOUT CMD...: runs CMD, its log appended to all.log under a header
-  local name=$1 limit=$2; shift 2
-  timeout "$limit" "$@" > "/tmp/$name.log" 2>&1; local rc=$?
-  { echo "== $name rc=$rc"; grep -v "^{\|Delay kernel" "/tmp/$name.log" | tail -n 14; } >> "$L"
-}
-git rev-parse HEAD > "$OUT/commit.txt"; git status --short >> "$OUT/commit.txt"
+source docs/benchmarks/device_lib.sh
 CUDA_VISIBLE_DEVICES=0 job kernels 170 python3 docs/benchmarks/decode_kernels.py --out "$R"
 S="python3 -m rlthink.bench.sample --out $R --no_torch"
 job x2_15b_fsdp 50 $S --model qwen2.5-1.5b --batch 256 --mesh 1,2,1 --iters 3
