@@ -202,3 +202,21 @@ def tree_shardings(mesh: Mesh, logical_tree, shape_tree):
 def batch_sharding(mesh: Mesh, shape: Sequence[int]) -> NamedSharding:
   """Sharding of an input array whose first axis is the batch."""
   return named_sharding(mesh, ("batch",) + (None,) * (len(shape) - 1), shape)
+
+
+def optimizer_state_shardings(optimizer, params):
+  """Shardings of `optimizer.init(params)` that keep each moment on its param's sharding and
+  replicate the scalars (counts) over the params' mesh; None when `params` are on no mesh.
+
+  A plain `jax.jit(optimizer.init)` reads no param value, so nothing ties its outputs to the
+  params' devices: on a mesh it would put the whole state on one device.
+  """
+  import optax
+
+  leaf = jax.tree.leaves(params)[0]
+  if not isinstance(leaf.sharding, NamedSharding):
+    return None
+  replicated = NamedSharding(leaf.sharding.mesh, PartitionSpec())
+  return optax.tree_map_params(optimizer, lambda _, s: s, jax.eval_shape(optimizer.init, params),
+                               jax.tree.map(lambda x: x.sharding, params),
+                               transform_non_params=lambda _: replicated)

@@ -94,24 +94,21 @@ def init_state(policy, cfg, lr: float):
   gradients to norm 1, then AdamW at `lr`: its state mirrors the params.
 
   A plain jit of `optimizer.init` reads no param value, so it has no inputs and would put the
-  whole state (two float32 copies of every model) on device 0: the shardings are given.
+  whole state (two float32 copies of every model) on device 0: the shardings are given
+  (`sharding.optimizer_state_shardings`, as `rlthink.train.create_state` does).
   """
   import jax
   import jax.numpy as jnp
   import optax
-  from jax.sharding import NamedSharding, PartitionSpec
 
+  from rlthink import sharding
   from rlthink.algorithms import ppo
 
   params = ppo.initial_params(policy, cfg)
   optimizer = optax.chain(ppo.clip_per_model(1.0), optax.adamw(lr))
-  param_shardings = jax.tree.map(lambda x: x.sharding, params)
-  if policy.mesh is None:
-    opt_shardings = jax.tree.leaves(param_shardings)[0]
-  else:
-    opt_shardings = optax.tree_map_params(
-        optimizer, lambda _, s: s, jax.eval_shape(optimizer.init, params), param_shardings,
-        transform_non_params=lambda _: NamedSharding(policy.mesh, PartitionSpec()))
+  opt_shardings = sharding.optimizer_state_shardings(optimizer, params)
+  if opt_shardings is None:
+    opt_shardings = jax.tree.leaves(params)[0].sharding
   opt_state = jax.jit(optimizer.init, out_shardings=opt_shardings)(params)
   return {"params": jax.tree.map(jnp.copy, params), "opt_state": opt_state}, optimizer
 

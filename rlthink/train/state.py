@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from rlthink import sharding
+
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
@@ -46,10 +48,7 @@ def create_state(params, optimizer: optax.GradientTransformation, seed: int,
     shardings = jax.sharding.SingleDeviceSharding(next(iter(jax.tree.leaves(params)[0].devices())))
   else:
     replicated = NamedSharding(mesh, PartitionSpec())
-    abstract_opt = jax.eval_shape(optimizer.init, params)
-    opt_shardings = optax.tree_map_params(optimizer, lambda _, sh: sh, abstract_opt,
-                                          param_shardings,
-                                          transform_non_params=lambda _: replicated)
+    opt_shardings = sharding.optimizer_state_shardings(optimizer, params)
     shardings = TrainState(params=param_shardings, opt_state=opt_shardings, step=replicated,
                            rng=replicated)
 
