@@ -177,12 +177,21 @@ def run(workdir: str, experiment: Experiment | None = None, progress: bool = Tru
     with open(os.path.join(workdir, "config.gin"), "w") as f:
       f.write(gin.config_str())
 
+  # The stage drivers evaluate after each iteration (`headline`); the final model of a stage is
+  # usually the last one they evaluated, so its full results are kept and reused below.
+  last = {"params": None, "results": None}
+
+  def evaluate_once(current) -> dict:
+    if current.params is not last["params"]:
+      last.update(params=current.params, results=evaluate(current, task, eval_cfg))
+    return last["results"]
+
   def evaluated(name: str, current) -> dict:
     path = os.path.join(workdir, "eval", f"{name}.json")
     if os.path.exists(path):
       with open(path) as f:
         return json.load(f)
-    results = evaluate(current, task, eval_cfg)
+    results = evaluate_once(current)
     if main:
       report.write_json(path, results)
     return results
@@ -191,7 +200,7 @@ def run(workdir: str, experiment: Experiment | None = None, progress: bool = Tru
   if exp.evaluate_initial:
     rows.append(("init", evaluated("init", policy)))
   histories = {}
-  headline = lambda p: _headline(evaluate(p, task, eval_cfg))
+  headline = lambda p: _headline(evaluate_once(p))
   for stage in exp.stages:
     runner = algorithms.stage_runner(stage)
     policy, histories[stage] = runner(policy, task, opt_cfg, workdir, evaluate_fn=headline,

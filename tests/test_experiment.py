@@ -146,3 +146,37 @@ def test_experiment_rejects_unknown_stage():
     Experiment(stages=("sft", "ppo2"))
   with pytest.raises(ValueError, match="empty"):
     Experiment(stages=())
+
+
+def test_final_model_of_a_stage_is_evaluated_once(tmp_path, monkeypatch):
+  """A driver's last per-iteration evaluation is of the stage's final model: the experiment
+  reuses those full results for eval/<stage>.json instead of evaluating the same params again;
+  a final model the driver did not evaluate is evaluated."""
+  import rlthink.tasks
+  from rlthink import algorithms, experiment
+
+  gin_utils.parse(["models/tiny.gin"], list(rf.MODEL_PARAMS) + [
+      "Experiment.stages = ('sft', 'ei')", "Experiment.tokenizer = 'builtin'"])
+  calls = []
+
+  def fake_evaluate(policy, task, cfg):
+    calls.append(policy.params)
+    return {"test": {"maj@1": 0.25 * len(calls), "pass@1": 0.5}}
+
+  def runner(evaluates_final):
+    def run(policy, task, opt_cfg, workdir, *, evaluate_fn=None, progress=True):
+      final = policy.replace(params=jax.tree.map(lambda x: x + 0, policy.params))
+      if evaluates_final:  # as EI's on_iteration after its last round
+        evaluate_fn(final)
+      return final, [{"solve_rate": 0.5}]
+    return run
+
+  monkeypatch.setattr(rlthink.tasks, "get", lambda name, **kw: object())
+  monkeypatch.setattr(experiment, "evaluate", fake_evaluate)
+  monkeypatch.setattr(algorithms, "stage_runner",
+                      lambda stage: runner(evaluates_final=stage == "ei"))
+  monkeypatch.setattr(experiment.report, "plot_pass_curves", lambda *a: None)
+  monkeypatch.setattr(experiment.report, "plot_history", lambda *a: None)
+  results = experiment.run(str(tmp_path), progress=False)
+  assert len(calls) == 2  # sft's final model once, ei's final model once (not twice)
+  assert results["ei"]["test"]["maj@1"] == 0.5  # the results of ei's in-stage evaluation
