@@ -6,6 +6,10 @@ code as the full forward: attention always runs over "slots" (cache slots, or th
 when there is no cache) with one mask built from causality, key validity, packing segments and an
 optional sliding window.
 
+For decoding, `rlthink.sample` runs the same modules on per-layer params with the matmul weights
+stored transposed (`transpose_for_decode`) and, on GPU, one-token attention through the Pallas
+kernel of `rlthink.models.decode_attention` (`forward(..., decode_kernel=True)`).
+
 Shapes: B batch, T input length, S key slots (cache length or T), E embed, H heads, K kv heads,
 D head_dim, M mlp, V vocab, L layers.
 """
@@ -45,11 +49,15 @@ def _param(module: nn.Module, name: str, shape: Sequence[int], names: Sequence[s
 # stored weight, normal and transposed. With one row per step (batch 1) a matmul is a reduction
 # over the weight's input axis; storing that axis minor makes it a row reduction (measured
 # 1.3-1.7x faster per call for the attention and down projections, docs/benchmarks).
-_DECODE_T = {"q_proj": ("bte,ehd->bthd", "bte,hde->bthd"), "k_proj": ("bte,ehd->bthd",
-             "bte,hde->bthd"), "v_proj": ("bte,ehd->bthd", "bte,hde->bthd"),
-             "o_proj": ("bthd,hde->bte", "bthd,ehd->bte"),
-             "gate_proj": ("bte,em->btm", "bte,me->btm"), "up_proj": ("bte,em->btm", "bte,me->btm"),
-             "down_proj": ("btm,me->bte", "btm,em->bte")}
+_DECODE_T = {
+    "q_proj": ("bte,ehd->bthd", "bte,hde->bthd"),
+    "k_proj": ("bte,ehd->bthd", "bte,hde->bthd"),
+    "v_proj": ("bte,ehd->bthd", "bte,hde->bthd"),
+    "o_proj": ("bthd,hde->bte", "bthd,ehd->bte"),
+    "gate_proj": ("bte,em->btm", "bte,me->btm"),
+    "up_proj": ("bte,em->btm", "bte,me->btm"),
+    "down_proj": ("btm,me->bte", "btm,em->bte"),
+}
 _T_SUFFIX = "_t"
 
 
