@@ -21,6 +21,7 @@ starts its JAX backend. One JSON line per case on stdout (and appended to --out)
     python -m rlthink.bench.sample --model qwen2.5-0.5b --batch 1 64 256 --out bench.jsonl
     python -m rlthink.bench.sample --quick          # tiny model on CPU, well under a minute
     python -m rlthink.bench.sample --layers unrolled scan --hlo_dir hlo/   # compare, keep HLO
+    python -m rlthink.bench.sample --attention xla pallas   # decode attention, side by side
 """
 
 from __future__ import annotations
