@@ -183,17 +183,22 @@ DECODE_ATTENTION = ("auto", "xla", "pallas")
 
 
 def _decode_attention(choice: str, config, unroll_layers: bool, length: int) -> tuple[bool, int]:
-  """(use the Pallas decode kernel, cache length): the kernel needs per-layer cache buffers and a
-  length that is a multiple of 16 (the cache is padded up to one, within max_seq_len)."""
+  """(use the Pallas decode kernel, cache length): the kernel needs per-layer cache buffers, a
+  power-of-two head_dim >= 16 (Triton tiles) and a length that is a multiple of 16 (the cache is
+  padded up to one, within max_seq_len). "auto" takes it on GPU for 16-bit compute only: the
+  float32 path of the kernel (TF32 tensor-core dots) is not what float32 sampling promises."""
   if choice not in DECODE_ATTENTION:
     raise ValueError(f"decode_attention={choice!r} is not one of {DECODE_ATTENTION}")
   padded = -(-length // 16) * 16
-  fits = unroll_layers and padded <= config.max_seq_len
+  d = config.head_dim
+  fits = (unroll_layers and padded <= config.max_seq_len and d >= 16 and d & (d - 1) == 0)
   if choice == "pallas" and not fits:
-    raise ValueError("decode_attention='pallas' needs unroll_layers=True and room for a cache "
-                     f"of {padded} slots (prompt + max_new_tokens rounded up to a multiple of "
-                     f"16) within max_seq_len={config.max_seq_len}")
-  use = choice == "pallas" or (choice == "auto" and fits and jax.default_backend() == "gpu")
+    raise ValueError("decode_attention='pallas' needs unroll_layers=True, a power-of-two "
+                     f"head_dim >= 16 (got {d}) and room for a cache of {padded} slots (prompt + "
+                     f"max_new_tokens rounded up to a multiple of 16) within "
+                     f"max_seq_len={config.max_seq_len}")
+  use = choice == "pallas" or (choice == "auto" and fits and jax.default_backend() == "gpu"
+                               and jnp.dtype(config.dtype).itemsize == 2)
   return use, padded if use else length
 
 
@@ -220,7 +225,8 @@ def sample(policy, prompts, *, max_new_tokens: int, temperature: float = 1.0,
     decode_attention: "pallas": each decode step attends with the Pallas kernel of
       `rlthink.models.decode_attention`, which reads only the filled cache slots (GPU; Pallas'
       interpreter elsewhere, for tests); "xla": einsum attention over every cache slot; "auto"
-      (default): pallas on GPU with unroll_layers, xla otherwise.
+      (default): pallas on GPU with unroll_layers, 16-bit compute and a power-of-two head_dim,
+      xla otherwise.
 
   Returns:
     `Rollouts` with N = len(prompts) * num_samples rows (row i * num_samples + j is sample j of

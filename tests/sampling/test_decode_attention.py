@@ -99,3 +99,25 @@ def test_sampler_decode_attention_option_errors():
     _sample(policy, "flash")
   with pytest.raises(ValueError, match="unroll_layers=True"):
     _sample(policy, "pallas", unroll_layers=False)
+
+
+def test_auto_choice_of_the_decode_kernel():
+  from rlthink.models.config import ModelConfig
+  from rlthink.sampling import sampler
+  bf16 = ModelConfig(vocab_size=32, hidden_size=64, intermediate_size=128, num_layers=1,
+                     num_heads=4, num_kv_heads=2, max_seq_len=64, dtype="bfloat16")
+  on_gpu = jax.default_backend() == "gpu"
+  assert sampler._decode_attention("auto", bf16, True, 40) == ((True, 48) if on_gpu
+                                                               else (False, 40))
+  assert sampler._decode_attention("xla", bf16, True, 40) == (False, 40)
+  assert sampler._decode_attention("pallas", bf16, True, 40) == (True, 48)
+  f32 = bf16.replace(dtype="float32")
+  assert sampler._decode_attention("auto", f32, True, 40) == (False, 40)
+  odd = bf16.replace(hidden_size=96, head_dim=24)  # not a power of two: XLA, or a clear error
+  assert sampler._decode_attention("auto", odd, True, 40) == (False, 40)
+  with pytest.raises(ValueError, match="power-of-two head_dim"):
+    sampler._decode_attention("pallas", odd, True, 40)
+  short = bf16.replace(max_seq_len=60)  # 50 slots round up to 64 > 60
+  assert sampler._decode_attention("auto", short, True, 50) == (False, 50)
+  with pytest.raises(ValueError, match="max_seq_len=60"):
+    sampler._decode_attention("pallas", short, True, 50)
