@@ -44,8 +44,8 @@ def params_for_sampling(params, config: ModelConfig, unroll: bool = True):
   anyway; with float32 master weights the loop would otherwise read 4 bytes per parameter per
   step, not 2); norm scales unchanged (applied in float32). With `unroll`, the stacked layers split
   into per-layer buffers (`decoder.unstack_layers`), so no matmul in the loop reads a slice of a
-  stacked array, each weight stored input axis minor (`decoder.transpose_for_decode`). A program of its own: inside `generate`, XLA would sink these copies back into
-  the loop body.
+  stacked array, each weight stored input axis minor (`decoder.transpose_for_decode`). A program
+  of its own: inside `generate`, XLA would sink these copies back into the loop body.
   """
   dtype = jnp.dtype(config.dtype)
 
