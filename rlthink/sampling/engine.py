@@ -36,16 +36,17 @@ def _row_keys(seed: jax.Array, rows: int) -> jax.Array:
   return jax.vmap(jax.random.fold_in, (None, 0))(base, jnp.arange(rows, dtype=jnp.uint32))
 
 
-@functools.partial(jax.jit, static_argnames=("config", "unroll"))
-def params_for_sampling(params, config: ModelConfig, unroll: bool = True):
+@functools.partial(jax.jit, static_argnames=("config", "unroll", "fuse"))
+def params_for_sampling(params, config: ModelConfig, unroll: bool = True, fuse: bool = False):
   """The parameters as the decode loop reads them best; changes no number.
 
   Weights, embeddings and biases in the compute dtype (the decoder casts them at every use
   anyway; with float32 master weights the loop would otherwise read 4 bytes per parameter per
   step, not 2); norm scales unchanged (applied in float32). With `unroll`, the stacked layers split
   into per-layer buffers (`decoder.unstack_layers`), so no matmul in the loop reads a slice of a
-  stacked array, each weight stored input axis minor (`decoder.transpose_for_decode`). A program
-  of its own: inside `generate`, XLA would sink these copies back into the loop body.
+  stacked array, each weight stored input axis minor (`decoder.transpose_for_decode`; `fuse`:
+  q/k/v and gate/up concatenated, for a mesh without a tensor axis). A program of its own: inside
+  `generate`, XLA would sink these copies back into the loop body.
   """
   dtype = jnp.dtype(config.dtype)
 
@@ -55,7 +56,9 @@ def params_for_sampling(params, config: ModelConfig, unroll: bool = True):
     return x.astype(dtype)
 
   params = jax.tree_util.tree_map_with_path(cast, params)
-  return decoder.transpose_for_decode(decoder.unstack_layers(params)) if unroll else params
+  if not unroll:
+    return params
+  return decoder.transpose_for_decode(decoder.unstack_layers(params), fuse=fuse)
 
 
 # The most of a device's memory the gathered sampling weights may take (`gather_fsdp`).
@@ -121,12 +124,13 @@ def _put_prompt_cache(cache: dict, prompt_cache: dict, num_samples: int) -> dict
 @functools.partial(
     jax.jit, donate_argnames=("cache",),
     static_argnames=("config", "mesh", "max_new_tokens", "num_samples", "greedy",
-                     "use_temperature", "top_k", "use_top_p", "pad_id", "decode_kernel"))
+                     "use_temperature", "top_k", "use_top_p", "pad_id", "decode_kernel",
+                     "decode_matmul"))
 def generate(params, cache: dict, prompt_tokens: jax.Array, prompt_mask: jax.Array,
              seed: jax.Array, temperature: jax.Array, top_p: jax.Array, stop_tokens: jax.Array,
              *, config: ModelConfig, mesh: Mesh | None, max_new_tokens: int, num_samples: int,
              greedy: bool, use_temperature: bool, top_k: int | None, use_top_p: bool,
-             pad_id: int, decode_kernel: bool = False):
+             pad_id: int, decode_kernel: bool = False, decode_matmul: bool = False):
   """Samples `max_new_tokens` tokens (or until a stop token) for every row.
 
   Args:
@@ -141,6 +145,8 @@ def generate(params, cache: dict, prompt_tokens: jax.Array, prompt_mask: jax.Arr
       distribution is the policy's, and its log-probs are not computed twice.
     decode_kernel: decode steps attend with the Pallas kernel over the filled slots only
       (`decoder.forward`'s option; per-layer params and a cache length multiple of 16).
+    decode_matmul: decode steps run each layer's matmuls as the fused Pallas kernels of
+      `rlthink.models.decode_matmul` (`decoder.forward`'s option; params fused for decode).
 
   Returns:
     ({"tokens", "logprobs", "sampling_logprobs": [N, C], "lengths": int32[N],
@@ -167,7 +173,7 @@ def generate(params, cache: dict, prompt_tokens: jax.Array, prompt_mask: jax.Arr
   def step_fn(state):
     step, cache, token, done, lengths, out = state
     outputs, cache = decoder.forward(config, params, token[:, None], cache=cache, mesh=mesh,
-                                     decode_kernel=decode_kernel)
+                                     decode_kernel=decode_kernel, decode_matmul=decode_matmul)
     logits = outputs["logits"][:, 0]                                 # float32[N, V]
     if greedy:
       new = jnp.argmax(logits, axis=-1).astype(jnp.int32)
