@@ -255,11 +255,13 @@ def _op_paths(hlo_text: str) -> dict:
   return paths
 
 
-def profile_summary(trace_dir: str, steps: int, top: int = 60, hlo_text: str | None = None) -> str:
+def profile_summary(trace_dir: str, steps: int, top: int = 60, hlo_text: str | None = None,
+                    sequence: int = 0) -> str:
   """GPU kernel time of a trace (`jax.profiler.trace` directory) per step: by kind (matmul,
   attention, reductions, other fusions, copies), by model op (from `hlo_text`, the compiled
   module: forward / backward / rest of the step and the op's path), by HLO op and by kernel name,
-  largest first. Kernels inside command buffers are named by the buffer only: run with
+  largest first; with `sequence`, that many kernels in order from the middle of the trace.
+  Kernels inside command buffers are named by the buffer only: run with
   XLA_FLAGS=--xla_gpu_enable_command_buffer= to attribute every kernel."""
   import collections
   import glob
@@ -281,9 +283,11 @@ def profile_summary(trace_dir: str, steps: int, top: int = 60, hlo_text: str | N
   if not lines:  # other profiler versions name the kernel lines differently
     lines = [l for p in planes for l in p.lines if "XLA" not in l.name]
   names = sorted({l.name for p in planes for l in p.lines})
+  timeline = []
   for line in lines:
     for ev in line.events:
       stats = dict(ev.stats)
+      timeline.append((ev.start_ns, ev.duration_ns, ev.name, str(stats.get("hlo_op", "?"))))
       op = str(stats.get("hlo_op", "?"))
       us = ev.duration_ns / 1e3 / steps
       by_op[op] += us
@@ -304,6 +308,15 @@ def profile_summary(trace_dir: str, steps: int, top: int = 60, hlo_text: str | N
   out += [f"  {v / 1e3:8.3f} {counts[k] / steps:6.0f}  {k}" for k, v in by_op.most_common(top)]
   out.append("by kernel (ms/step):")
   out += [f"  {v / 1e3:8.3f}  {k}" for k, v in by_kernel.most_common(top)]
+  if sequence:  # what one stretch of the step runs, in order (a layer's chain of kernels)
+    timeline.sort()
+    middle = timeline[len(timeline) // 2:len(timeline) // 2 + sequence]
+    out.append(f"{len(middle)} kernels in order from the middle of the trace (us, gap us before "
+               "it, kernel, HLO op):")
+    end = middle[0][0] if middle else 0
+    for start, dur, name, op in middle:
+      out.append(f"  {dur / 1e3:7.2f} {(start - end) / 1e3:6.2f}  {name[:70]}  {op}")
+      end = start + dur
   return "\n".join(out) + "\n"
 
 
