@@ -123,7 +123,7 @@ def fused_matmul_cases(bandwidth):
     return dm.decode_matmul(x, w, residual=res, **tiling)
 
   tilings = [dict(block_n=bn, block_k=bk, num_warps=nw)
-             for bn in (8, 16, 32) for bk in (128, 256, 512) for nw in (2, 4)]
+             for bn in (8, 16, 32) for bk in (128, 512) for nw in (2, 4)]
   for name, (n, k) in shapes.items():
     keys = jax.random.split(jax.random.key(n + k), LAYERS + 4)
     shape = (2, n, k) if name == "gate_up" else (n, k)
