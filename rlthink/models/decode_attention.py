@@ -122,11 +122,13 @@ def _local(q, k, v, start, length, interpret: bool, chunk: int | None, block: in
       name="rlthink_decode_attention",
   )(q, k, v, start.astype(jnp.int32), length.astype(jnp.int32))
   # Merge the chunks: weights exp(m_c - max_c m_c); empty chunks (l = 0, m = -1e30) weigh 0.
+  # The padding rows are dropped first, so XLA fuses the slices into the merge (one kernel).
+  o, m, l = o[:, :, :, :g], m[..., :g], l[..., :g]
   top = m.max(axis=2, keepdims=True)
   w = jnp.exp(m - top)
   denom = (w * l).sum(axis=2)
   out = (w[..., None] * o).sum(axis=2) / jnp.where(denom > 0, denom, 1.0)[..., None]
-  return out[:, :, :g].reshape(b, h, d).astype(v.dtype)
+  return out.reshape(b, h, d).astype(v.dtype)
 
 
 def decode_attention(q: jax.Array, k: jax.Array, v: jax.Array, start: jax.Array,

@@ -77,22 +77,21 @@ def _kernel(*refs, block_k: int, k_dim: int, eps: float, norm: bool, bias: bool,
     if norm:  # the decoder's RMSNorm: normalize and scale in float32, round to the compute dtype
       xk = (xk * inv * load(scale_ref, (ks,), ks).astype(jnp.float32)).astype(dtype)
       xk = xk.astype(jnp.float32)
+    # Elementwise products accumulate per lane; one reduction over the lanes at the end.
     if gated:
       g = load(w_ref, (jnp.int32(0), rows, ks), ks).astype(jnp.float32)
       u = load(w_ref, (jnp.int32(1), rows, ks), ks).astype(jnp.float32)
-      return (acc[0] + jnp.sum(g * xk[None, :], axis=1),
-              acc[1] + jnp.sum(u * xk[None, :], axis=1))
-    w = load(w_ref, (rows, ks), ks).astype(jnp.float32)
-    return acc + jnp.sum(w * xk[None, :], axis=1)
+      return acc[0] + g * xk[None, :], acc[1] + u * xk[None, :]
+    return acc + load(w_ref, (rows, ks), ks).astype(jnp.float32) * xk[None, :]
 
-  zero = jnp.zeros((block_n,), jnp.float32)
+  zero = jnp.zeros((block_n, block_k), jnp.float32)
   acc = jax.lax.fori_loop(0, steps, body, (zero, zero) if gated else zero)
   r = lambda v: v.astype(dtype).astype(jnp.float32)  # round where the XLA path holds `dtype`
   if gated:
-    g, u = r(acc[0]), r(acc[1])
+    g, u = r(jnp.sum(acc[0], axis=1)), r(jnp.sum(acc[1], axis=1))
     y = r(r(g * r(jax.nn.sigmoid(g))) * u)
   else:
-    y = r(acc)
+    y = r(jnp.sum(acc, axis=1))
     if bias:
       y = r(y + bias_ref[...].astype(jnp.float32))
     if residual:
