@@ -14,9 +14,6 @@ hid every kernel; not used.)
   (`rlthink.models.decode_attention`) with several tilings.
 - matmul: x [B, E] times a weight stored [E, N] ("in_out", the decoder's layout) or [N, E]
   ("out_in"), bf16 with float32 accumulation.
-- fused_matmul: a decode layer's four matmuls with their norms, bias, SiLU and residual adds, as
-  XLA compiles them and as rlthink's Pallas kernel (`rlthink.models.decode_matmul`) per tiling
-  (session 4; `--cases fused_matmul` runs only these).
 """
 
 from __future__ import annotations
@@ -30,10 +27,9 @@ import jax.numpy as jnp
 
 from rlthink.bench import common, hardware
 from rlthink.models import decode_attention as da
-from rlthink.models import decode_matmul as dm
 from rlthink.models import decoder
 
-LAYERS = int(__import__("os").environ.get("LAYERS", 24))
+LAYERS = 24
 
 
 def per_layer_us(fn, *args):
@@ -97,82 +93,13 @@ def matmul_cases(bandwidth):
                "floor_us": floor, "of_floor": floor / us}
 
 
-def fused_matmul_cases(bandwidth):
-  """The four fused matmuls of a decode layer at a few rows: XLA (norm, einsum, bias / SiLU /
-  residual as XLA fuses them) against rlthink's Pallas kernel (`decode_matmul`) per tiling."""
-  e, m, qkv = 896, 4864, 1152
-  eps = 1e-6
-  shapes = {"qkv": (qkv, e), "o": (e, e), "gate_up": (m, e), "down": (e, m)}
-
-  def xla_op(name, x, w, scale, bias, res):
-    if name in ("qkv", "gate_up"):
-      x32 = x.astype(jnp.float32)
-      x = (x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, -1, keepdims=True) + eps) * scale).astype(
-          x.dtype)
-    if name == "gate_up":
-      g, u = jnp.einsum("be,cme->cbm", x, w)
-      return jax.nn.silu(g) * u
-    y = jnp.einsum("be,ne->bn", x, w)
-    return y + bias if name == "qkv" else res + y
-
-  def pallas_op(name, x, w, scale, bias, res, **tiling):
-    if name == "qkv":
-      return dm.decode_matmul(x, w, norm_scale=scale, bias=bias, **tiling)
-    if name == "gate_up":
-      return dm.decode_matmul(x, w, norm_scale=scale, **tiling)
-    return dm.decode_matmul(x, w, residual=res, **tiling)
-
-  tilings = [dict(block_n=bn, block_k=bk, num_warps=nw)
-             for bn in (2, 4, 8, 16) for bk in (256, 512, 1024) for nw in (2, 4)]
-  for name, (n, k) in shapes.items():
-    keys = jax.random.split(jax.random.key(n + k), LAYERS + 4)
-    shape = (2, n, k) if name == "gate_up" else (n, k)
-    ws = [jax.random.normal(kk, shape, jnp.bfloat16) * 0.05 for kk in keys[4:]]
-    scale = jax.random.normal(keys[1], (k,), jnp.float32)
-    bias = jax.random.normal(keys[2], (n,), jnp.bfloat16)
-    for b in (1, 4):
-      x = jax.random.normal(keys[0], (b, k), jnp.bfloat16)
-      res = jax.random.normal(keys[3], (b, n), jnp.bfloat16)
-      floor = 2 * w_size(shape) / bandwidth * 1e6
-
-      def total(op, x, ws, **tiling):
-        return sum(op(name, x, w, scale, bias, res, **tiling).astype(jnp.float32) for w in ws)
-
-      ref = jax.jit(functools.partial(total, xla_op))(x, ws)
-      variants = [("xla", {})] + [("pallas", t) for t in (tilings if b == 1 else [{}])]
-      for impl, tiling in variants:
-        op = xla_op if impl == "xla" else pallas_op
-        fn = functools.partial(total, op, **tiling)
-        try:
-          err = float(jnp.max(jnp.abs(jax.jit(fn)(x, ws) - ref)))
-          us = per_layer_us(fn, x, ws)
-          yield {"case": "fused_matmul", "op": name, "impl": impl, **tiling, "batch": b,
-                 "out": n, "in": k, "us": us, "floor_us": floor, "of_floor": floor / us,
-                 "max_abs_diff_vs_xla": err}
-        except Exception as ex:  # a tiling that does not compile here: recorded, not fatal
-          yield {"case": "fused_matmul", "op": name, "impl": impl, **tiling, "batch": b,
-                 "error": repr(ex)[:300]}
-
-
-def w_size(shape):
-  size = 1
-  for s in shape:
-    size *= s
-  return size
-
-
-CASES = {"attention": attention_cases, "matmul": matmul_cases,
-         "fused_matmul": fused_matmul_cases}
-
-
 def main():
   p = argparse.ArgumentParser()
   p.add_argument("--out")
-  p.add_argument("--cases", nargs="+", choices=sorted(CASES), default=sorted(CASES))
   args = p.parse_args()
   bandwidth = hardware.measure_hbm_bandwidth()
   info = {"hbm_bytes_per_s": bandwidth, "device": str(jax.devices()[0])}
-  for gen in (CASES[c] for c in args.cases):
+  for gen in (attention_cases, matmul_cases):
     for record in gen(bandwidth):
       common.emit({**record, **info}, args.out)
 

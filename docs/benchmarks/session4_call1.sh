@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# (Recorded as run at commit 661c35f; the fused_matmul cases and bench sample --matmul were removed
+# with the Pallas decode-matmul kernel after call 2, see docs/benchmarks/README.md, v6.)
 # Session 4, first call (one nvidia-h200; no 2-GPU machine was lent): the fused decode-matmul
 # kernel's tilings against XLA (docs/benchmarks/decode_kernels.py --cases fused_matmul), then the
 # 0.5b sampler with the fused decode layout, XLA vs Pallas matmuls at batch 1 and XLA at batch

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# (Recorded as run at commit dae28fe; see the note in session4_call1.sh.)
 # Session 4, second call (one nvidia-h200): the decode-matmul kernel with per-lane accumulation
 # (one lane reduction at the end) swept over tilings against XLA, then the 0.5b sampler at batch
 # 1, XLA vs Pallas matmuls (attention merge now fused with its slice). Files back: results.jsonl,

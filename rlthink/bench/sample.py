@@ -22,7 +22,6 @@ starts its JAX backend. One JSON line per case on stdout (and appended to --out)
     python -m rlthink.bench.sample --quick          # tiny model on CPU, well under a minute
     python -m rlthink.bench.sample --layers unrolled scan --hlo_dir hlo/   # compare, keep HLO
     python -m rlthink.bench.sample --attention xla pallas   # decode attention, side by side
-    python -m rlthink.bench.sample --batch 1 --matmul xla pallas   # decode matmul kernels
 """
 
 from __future__ import annotations
@@ -57,9 +56,6 @@ def parse_args(argv):
   p.add_argument("--attention", action="extend", nargs="+", choices=("auto", "xla", "pallas"),
                  help="decode attention (sample(decode_attention=...)); several values time each "
                  "(default: auto, the Pallas kernel on GPU)")
-  p.add_argument("--matmul", action="extend", nargs="+", choices=("auto", "xla", "pallas"),
-                 help="decode matmuls (sample(decode_matmul=...)); several values time each "
-                 "(default: auto, the fused Pallas kernels on GPU at <= 4 rows)")
   p.add_argument("--iters", type=int, help="timed calls per case (default 5; 2 with --quick)")
   p.add_argument("--warmup", type=int, default=1, help="untimed calls after compilation")
   p.add_argument("--mesh", help="mesh sizes data,fsdp,tensor (used with more than one device)")
@@ -80,7 +76,6 @@ def parse_args(argv):
   args.iters = args.iters or (2 if quick else 5)
   args.layers = list(dict.fromkeys(args.layers or ["unrolled"]))
   args.attention = list(dict.fromkeys(args.attention or ["auto"]))
-  args.matmul = list(dict.fromkeys(args.matmul or ["auto"]))
   for name in ("prompt_len", "new_tokens", "iters"):
     if getattr(args, name) <= 0:
       p.error(f"--{name} must be positive")
@@ -120,8 +115,7 @@ def floor(config, batch: int, prompt_len: int, new_tokens: int, hbm_bytes_per_s:
           "floor_bytes": total_bytes, "floor_flops": total_flops}
 
 
-def bench_rlthink(policy, batch: int, args, name: str, layers: str, attention: str,
-                  matmul: str = "auto") -> dict:
+def bench_rlthink(policy, batch: int, args, name: str, layers: str, attention: str) -> dict:
   """Compiles and times `rlthink.sample` for one case; returns the rlthink half of the record."""
   import jax
   import numpy as np
@@ -131,8 +125,7 @@ def bench_rlthink(policy, batch: int, args, name: str, layers: str, attention: s
   rng = np.random.RandomState(batch)
   prompts = rng.randint(0, policy.config.vocab_size, (batch, args.prompt_len)).tolist()
   options = dict(max_new_tokens=args.new_tokens, temperature=args.temperature, stop_tokens=(),
-                 seed=0, unroll_layers=layers == "unrolled", decode_attention=attention,
-                 decode_matmul=matmul)
+                 seed=0, unroll_layers=layers == "unrolled", decode_attention=attention)
   start = time.perf_counter()
   ro = sampler.sample(policy, prompts, **options)
   first_s = time.perf_counter() - start
@@ -142,8 +135,8 @@ def bench_rlthink(policy, batch: int, args, name: str, layers: str, attention: s
   if args.hlo_dir:
     os.makedirs(args.hlo_dir, exist_ok=True)
     text = sampler.lower_sample(policy, prompts, **options).compile().as_text()
-    with open(os.path.join(args.hlo_dir, f"{name}_b{batch}_{layers}_{attention}_{matmul}"
-                           ".hlo.txt"), "w") as f:
+    with open(os.path.join(args.hlo_dir, f"{name}_b{batch}_{layers}_{attention}.hlo.txt"),
+              "w") as f:
       f.write(text)
   times = common.time_fn(lambda: sampler.sample(policy, prompts, **options),
                          warmup=args.warmup, iters=args.iters)
@@ -153,8 +146,7 @@ def bench_rlthink(policy, batch: int, args, name: str, layers: str, attention: s
          "rlthink_ms_per_step": 1e3 * med / args.new_tokens,
          "rlthink_first_call_s": first_s, "mean_logprob": float(ro.logprobs.mean())}
   if args.profile_dir:
-    out.update(_profile(policy, prompts, options, args,
-                        f"{name}_b{batch}_{layers}_{attention}_{matmul}"))
+    out.update(_profile(policy, prompts, options, args, f"{name}_b{batch}_{layers}_{attention}"))
   peak = common.peak_memory_bytes(jax.devices()[0])
   out["device_peak_memory_gb"] = None if peak is None else peak / 1e9
   return out
@@ -240,14 +232,13 @@ def main(argv: list[str] | None = None) -> int:
     matmul = hardware.measure_matmul_flops(args.dtype, device=devices[0])
     for m in args.model:
       policy = rlthink.init_policy(configs[m], seed=0, mesh=mesh)
-      cases = [(b, l, a, mm) for b in args.batch for l in args.layers for a in args.attention
-               for mm in args.matmul]
-      for batch, layers, attention, matmuls in cases:
+      cases = [(b, l, a) for b in args.batch for l in args.layers for a in args.attention]
+      for batch, layers, attention in cases:
         rec = {"bench": "sample", "model": m, "batch": batch, "prompt_len": args.prompt_len,
                "new_tokens": args.new_tokens, "dtype": args.dtype,
                "param_dtype": args.param_dtype, "temperature": args.temperature,
-               "layers": layers, "decode_attention": attention, "decode_matmul": matmuls}
-        rec.update(bench_rlthink(policy, batch, args, m, layers, attention, matmuls))
+               "layers": layers, "decode_attention": attention}
+        rec.update(bench_rlthink(policy, batch, args, m, layers, attention))
         if args.breakdown:
           from rlthink.bench import sample_breakdown
           rec.update(sample_breakdown.breakdown(policy, batch, args, layers == "unrolled", hbm))
@@ -273,11 +264,10 @@ def _print_table(records) -> None:
   """A short human-readable summary on stderr (stdout stays JSON lines)."""
   def fmt(x, spec):
     return "-" if x is None else format(x, spec)
-  print(f"{'model':<14}{'batch':>6}{'layers':>9}{'attn':>7}{'matmul':>7}{'tok/s':>11}{'ms/step':>9}{'torch tok/s':>12}"
+  print(f"{'model':<14}{'batch':>6}{'layers':>9}{'attn':>7}{'tok/s':>11}{'ms/step':>9}{'torch tok/s':>12}"
         f"{'ratio':>7}{'floor tok/s':>12}{'% floor':>8}", file=sys.stderr)
   for r in records:
     print(f"{r['model']:<14}{r['batch']:>6}{r['layers']:>9}{r['decode_attention']:>7}"
-          f"{r['decode_matmul']:>7}"
           f"{r['rlthink_tok_s']:>11.0f}"
           f"{r['rlthink_ms_per_step']:>9.2f}{fmt(r['torch_tok_s'], '.0f'):>12}"
           f"{fmt(r['ratio'], '.2f'):>7}{r['floor_tok_s']:>12.0f}{r['pct_floor']:>8.1f}",

@@ -27,7 +27,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from rlthink import sharding
-from rlthink.models import decode_attention, decode_matmul
+from rlthink.models import decode_attention
 from rlthink.models.config import ModelConfig
 
 HEADS = ("logits", "value", "reward", "hidden")
@@ -78,8 +78,8 @@ def transpose_for_decode(params, fuse: bool = False):
   fuse: also concatenate the weights that read the same input, so each is one matmul (one kernel
   at batch 1): `qkv_proj_t` [H + 2K, D, E] (and `qkv_bias` [H + 2K, D]) for q/k/v, and
   `gate_up_proj_t` [2, M, E] for the MLP's gate and up. Only for weights whose head / mlp axes are
-  not sharded (the split of the fused output would move data between devices); the decode-matmul
-  kernel (`forward(..., decode_matmul=True)`) needs this layout.
+  not sharded (the split of the fused output would move data between devices). Measured: 0.5b
+  decoding 1.16x faster at batch 1, 1.06x at batch 256 (docs/benchmarks, v6).
   """
   def layer(tree):
     out = {}
@@ -202,12 +202,9 @@ class Attention(nn.Module):
   config: ModelConfig
   mesh: Mesh | None = None
   decode_kernel: bool = False  # see `forward`
-  decode_matmul: bool = False
 
   @nn.compact
-  def __call__(self, x, positions, ctx, layer_cache, norm_scale=None):
-    """Attention output [B, T, E] of the normed input x; with `decode_matmul`, x is the layer's
-    un-normed input, `norm_scale` its norm, and the output includes the residual x."""
+  def __call__(self, x, positions, ctx, layer_cache):
     cfg, dt = self.config, _dtype(self.config.dtype)
     e, h, kv, d = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
 
@@ -221,13 +218,7 @@ class Attention(nn.Module):
     if self.has_variable("params", "qkv_proj_t"):  # transpose_for_decode(fuse=True)
       w = self.get_variable("params", "qkv_proj_t").astype(dt)
       bias = self.get_variable("params", "qkv_bias").astype(dt) if cfg.qkv_bias else None
-      if self.decode_matmul:
-        qkv = decode_matmul.decode_matmul(
-            x[:, 0], w.reshape(-1, e), norm_scale=norm_scale, eps=cfg.rms_norm_eps,
-            bias=None if bias is None else bias.reshape(-1), mesh=self.mesh)
-        qkv = qkv.reshape(x.shape[0], 1, h + 2 * kv, d)
-      else:
-        qkv = jnp.einsum("bte,hde->bthd", x, w) + (0 if bias is None else bias)
+      qkv = jnp.einsum("bte,hde->bthd", x, w) + (0 if bias is None else bias)
       q, k, v = jnp.split(qkv, [h, h + kv], axis=2)
     else:
       q, k, v = (project("q", h, "heads"), project("k", kv, "kv_heads"),
@@ -257,7 +248,7 @@ class Attention(nn.Module):
         out = decode_attention.decode_attention(
             q[:, 0].astype(k_all.dtype), k_all, v_all, first_valid,
             jnp.broadcast_to(index + 1, first_valid.shape), self.mesh)
-        return self._output(out[:, None].astype(dt), x), (k_all, v_all, layer)
+        return self._output(out[:, None].astype(dt)), (k_all, v_all, layer)
       if layer is None:
         k, v = k_all.astype(dt), v_all.astype(dt)
       else:
@@ -276,17 +267,11 @@ class Attention(nn.Module):
         key_valid = jnp.ones(k.shape[:2], bool)
       mask = attention_mask(q_slots, key_valid, q_segments, k_segments, cfg.sliding_window)
       out = dot_product_attention(q, k, v, mask, kv_layout)
-    return self._output(out, x), layer_cache
+    return self._output(out), layer_cache
 
-  def _output(self, out, x):
+  def _output(self, out):
     cfg, dt = self.config, _dtype(self.config.dtype)
     out = sharding.constrain(out, ("batch", "length", "heads", "head_dim"), self.mesh)
-    if self.decode_matmul:  # o_proj plus the residual, one kernel (o_bias: see `forward`)
-      b = out.shape[0]
-      w = self.get_variable("params", "o_proj_t").astype(dt)
-      bias = self.get_variable("params", "o_bias").astype(dt) if cfg.o_bias else None
-      return decode_matmul.decode_matmul(out.reshape(b, -1), w.reshape(cfg.hidden_size, -1),
-                                         bias=bias, residual=x[:, 0], mesh=self.mesh)[:, None]
     y = _matmul(self, "o_proj", out, (cfg.num_heads, cfg.head_dim, cfg.hidden_size),
                 ("heads", "head_dim", "embed"))
     if cfg.o_bias:
@@ -298,20 +283,11 @@ class Attention(nn.Module):
 class MLP(nn.Module):
   config: ModelConfig
   mesh: Mesh | None = None
-  decode_matmul: bool = False
 
   @nn.compact
-  def __call__(self, x, norm_scale=None):
-    """MLP of the normed x; with `decode_matmul`, of the un-normed x with its norm `norm_scale`,
-    plus the residual x."""
+  def __call__(self, x):
     cfg, dt = self.config, _dtype(self.config.dtype)
     e, m = cfg.hidden_size, cfg.intermediate_size
-    if self.decode_matmul:  # two kernels: norm + gate/up + silu * up, then down + residual
-      gate_up = self.get_variable("params", "gate_up_proj_t").astype(dt)
-      hidden = decode_matmul.decode_matmul(x[:, 0], gate_up, norm_scale=norm_scale,
-                                           eps=cfg.rms_norm_eps, mesh=self.mesh)
-      down = self.get_variable("params", "down_proj_t").astype(dt)
-      return decode_matmul.decode_matmul(hidden, down, residual=x[:, 0], mesh=self.mesh)[:, None]
     if self.has_variable("params", "gate_up_proj_t"):  # transpose_for_decode(fuse=True)
       gate, up = jnp.einsum("bte,cme->cbtm", x,
                             self.get_variable("params", "gate_up_proj_t").astype(dt))
@@ -326,18 +302,11 @@ class DecoderLayer(nn.Module):
   config: ModelConfig
   mesh: Mesh | None = None
   decode_kernel: bool = False
-  decode_matmul: bool = False
 
   @nn.compact
   def __call__(self, carry, positions, ctx):
     # layer_cache: None, (k [L,B,K,S,D], v, this layer's index) or (k [B,K,S,D], v, None)
     x, layer_cache = carry
-    if self.decode_matmul:  # the norms and residual adds run inside the matmul kernels
-      norms = self.variables["params"]
-      x, layer_cache = Attention(self.config, self.mesh, self.decode_kernel, True, name="attn")(
-          x, positions, ctx, layer_cache, norms["input_norm"]["scale"])
-      x = MLP(self.config, self.mesh, True, name="mlp")(x, norms["post_attn_norm"]["scale"])
-      return (x, layer_cache), None
     h, layer_cache = Attention(self.config, self.mesh, self.decode_kernel, name="attn")(
         RMSNorm(self.config, name="input_norm")(x), positions, ctx, layer_cache)
     x = x + h
@@ -354,7 +323,6 @@ class Transformer(nn.Module):
   heads: tuple[str, ...] = ("logits",)
   unrolled: bool = False  # one module per layer ("layers_0", ...) instead of the scanned stack
   decode_kernel: bool = False  # see `forward`
-  decode_matmul: bool = False
 
   @nn.compact
   def __call__(self, tokens, positions, ctx, cache):
@@ -373,8 +341,7 @@ class Transformer(nn.Module):
       ks, vs = (None, None) if cache is None else (list(cache["k"]), list(cache["v"]))
       for i in range(cfg.num_layers):
         layer_cache = None if cache is None else (ks[i], vs[i], None)
-        (x, layer_cache), _ = layer(cfg, self.mesh, self.decode_kernel, self.decode_matmul,
-                                   name=f"layers_{i}")(
+        (x, layer_cache), _ = layer(cfg, self.mesh, self.decode_kernel, name=f"layers_{i}")(
             (x, layer_cache), positions, ctx)
         if cache is not None:
           ks[i], vs[i] = layer_cache[0], layer_cache[1]
@@ -513,7 +480,7 @@ def unembedding(config: ModelConfig, params) -> jax.Array:
 def forward(config: ModelConfig, params, tokens: jax.Array, *, positions: jax.Array | None = None,
             attention_mask: jax.Array | None = None, segment_ids: jax.Array | None = None,
             cache: dict | None = None, heads: Sequence[str] = ("logits",),
-            mesh: Mesh | None = None, decode_kernel: bool = False, decode_matmul: bool = False):
+            mesh: Mesh | None = None, decode_kernel: bool = False):
   """One forward pass. Returns ({head: output}, new_cache or None).
 
   Args:
@@ -535,19 +502,12 @@ def forward(config: ModelConfig, params, tokens: jax.Array, *, positions: jax.Ar
     `rlthink.models.decode_attention`, which reads only the slots from each row's first valid
     one to the one just written: the cache's valid slots must be contiguous there (left-padded
     prefill, then decoding: what `rlthink.sample` builds) and its length a multiple of 16.
-  decode_matmul: with one token per row and `transpose_for_decode(..., fuse=True)` params, run
-    each layer as four `rlthink.models.decode_matmul` kernels (norm + q/k/v, o_proj + residual,
-    norm + gate/up + silu, down + residual) around the attention: for a few rows per device.
   """
   unrolled = "layers" not in params
   if cache is not None and unrolled != isinstance(cache["k"], (tuple, list)):
     raise ValueError("stacked params need a stacked cache and unstack_layers params a per_layer "
                      "cache (init_cache(..., per_layer=True))")
   b, t = tokens.shape
-  if decode_matmul and (t != 1 or "layers_0" not in params
-                        or "qkv_proj_t" not in params["layers_0"]["attn"]):
-    raise ValueError("decode_matmul needs one token per row and unrolled params fused by "
-                     "transpose_for_decode(..., fuse=True)")
   valid = jnp.ones((b, t), bool) if attention_mask is None else attention_mask.astype(bool)
   if cache is None:
     if positions is None:
@@ -567,5 +527,5 @@ def forward(config: ModelConfig, params, tokens: jax.Array, *, positions: jax.Ar
     q_slots = index + jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
     first_valid = jnp.argmax(key_valid, axis=1).astype(jnp.int32) if decode_kernel else None
     ctx = (q_slots, key_valid, None, None, index, first_valid)
-  model = Transformer(config, mesh, tuple(heads), unrolled, decode_kernel, decode_matmul)
+  model = Transformer(config, mesh, tuple(heads), unrolled, decode_kernel)
   return model.apply({"params": params}, tokens, positions.astype(jnp.int32), ctx, cache)

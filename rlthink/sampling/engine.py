@@ -124,13 +124,12 @@ def _put_prompt_cache(cache: dict, prompt_cache: dict, num_samples: int) -> dict
 @functools.partial(
     jax.jit, donate_argnames=("cache",),
     static_argnames=("config", "mesh", "max_new_tokens", "num_samples", "greedy",
-                     "use_temperature", "top_k", "use_top_p", "pad_id", "decode_kernel",
-                     "decode_matmul"))
+                     "use_temperature", "top_k", "use_top_p", "pad_id", "decode_kernel"))
 def generate(params, cache: dict, prompt_tokens: jax.Array, prompt_mask: jax.Array,
              seed: jax.Array, temperature: jax.Array, top_p: jax.Array, stop_tokens: jax.Array,
              *, config: ModelConfig, mesh: Mesh | None, max_new_tokens: int, num_samples: int,
              greedy: bool, use_temperature: bool, top_k: int | None, use_top_p: bool,
-             pad_id: int, decode_kernel: bool = False, decode_matmul: bool = False):
+             pad_id: int, decode_kernel: bool = False):
   """Samples `max_new_tokens` tokens (or until a stop token) for every row.
 
   Args:
@@ -145,8 +144,6 @@ def generate(params, cache: dict, prompt_tokens: jax.Array, prompt_mask: jax.Arr
       distribution is the policy's, and its log-probs are not computed twice.
     decode_kernel: decode steps attend with the Pallas kernel over the filled slots only
       (`decoder.forward`'s option; per-layer params and a cache length multiple of 16).
-    decode_matmul: decode steps run each layer's matmuls as the fused Pallas kernels of
-      `rlthink.models.decode_matmul` (`decoder.forward`'s option; params fused for decode).
 
   Returns:
     ({"tokens", "logprobs", "sampling_logprobs": [N, C], "lengths": int32[N],
@@ -173,7 +170,7 @@ def generate(params, cache: dict, prompt_tokens: jax.Array, prompt_mask: jax.Arr
   def step_fn(state):
     step, cache, token, done, lengths, out = state
     outputs, cache = decoder.forward(config, params, token[:, None], cache=cache, mesh=mesh,
-                                     decode_kernel=decode_kernel, decode_matmul=decode_matmul)
+                                     decode_kernel=decode_kernel)
     logits = outputs["logits"][:, 0]                                 # float32[N, V]
     if greedy:
       new = jnp.argmax(logits, axis=-1).astype(jnp.int32)

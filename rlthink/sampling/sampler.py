@@ -18,7 +18,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from rlthink import distributed, sharding
-from rlthink.models import decode_matmul as decode_matmul_kernel
 from rlthink.models import decoder
 from rlthink.sampling import engine
 from rlthink.sampling.rollouts import Rollouts
@@ -132,7 +131,7 @@ class _Request:
 
 
 def _request(policy, prompts, max_new_tokens, temperature, top_k, top_p, num_samples, seed,
-             stop_tokens, unroll_layers, decode_attention, decode_matmul) -> _Request:
+             stop_tokens, unroll_layers, decode_attention) -> _Request:
   config = policy.config
   rows = _check_prompts(prompts, config.vocab_size, policy.tokenizer)
   if stop_tokens is not None and not isinstance(stop_tokens, (Sequence, np.ndarray)):
@@ -166,7 +165,6 @@ def _request(policy, prompts, max_new_tokens, temperature, top_k, top_p, num_sam
   greedy = temperature == 0
   top_p = None if top_p is not None and top_p >= 1 else top_p  # 1 keeps every token: no sort
   fuse = unroll_layers and (mesh is None or mesh.shape["tensor"] == 1)
-  use_matmul_kernel = _decode_matmul(decode_matmul, config, fuse, b * num_samples, mesh)
   params = policy.params
   if unroll_layers or config.param_dtype != config.dtype:
     params = engine.params_for_sampling(params, config, unroll_layers, fuse)
@@ -178,7 +176,7 @@ def _request(policy, prompts, max_new_tokens, temperature, top_k, top_p, num_sam
                 greedy=greedy, use_temperature=not greedy and temperature != 1,
                 top_k=None if greedy else top_k,
                 use_top_p=top_p is not None and not greedy, pad_id=pad_id,
-                decode_kernel=decode_kernel, decode_matmul=use_matmul_kernel)
+                decode_kernel=decode_kernel)
   return _Request(args, static, tokens, mask, num_prompts, num_samples)
 
 
@@ -205,27 +203,10 @@ def _decode_attention(choice: str, config, unroll_layers: bool, length: int) -> 
   return use, padded if use else length
 
 
-def _decode_matmul(choice: str, config, fused: bool, rows: int, mesh) -> bool:
-  """Whether decode steps run the fused matmul kernels (`rlthink.models.decode_matmul`): they need
-  the fused decode layout (unroll_layers, no tensor axis). "auto" takes them on GPU for 16-bit
-  compute and at most `decode_matmul.MAX_ROWS` rows per device, where they beat XLA's
-  (docs/benchmarks); with more rows XLA's matmuls read each weight once for all rows."""
-  if choice not in DECODE_ATTENTION:
-    raise ValueError(f"decode_matmul={choice!r} is not one of {DECODE_ATTENTION}")
-  if choice == "pallas" and not fused:
-    raise ValueError("decode_matmul='pallas' needs unroll_layers=True and a mesh without a "
-                     "tensor axis (the kernels read whole q/k/v and MLP weights)")
-  shards = 1 if mesh is None else mesh.shape["data"] * mesh.shape["fsdp"]
-  return choice == "pallas" or (
-      choice == "auto" and fused and -(-rows // shards) <= decode_matmul_kernel.MAX_ROWS
-      and jax.default_backend() == "gpu" and jnp.dtype(config.dtype).itemsize == 2)
-
-
 def sample(policy, prompts, *, max_new_tokens: int, temperature: float = 1.0,
            top_k: int | None = None, top_p: float | None = None, num_samples: int = 1,
            seed: int = 0, stop_tokens: Sequence[int] | None = None,
-           unroll_layers: bool = True, decode_attention: str = "auto",
-           decode_matmul: str = "auto") -> Rollouts:
+           unroll_layers: bool = True, decode_attention: str = "auto") -> Rollouts:
   """Samples `num_samples` completions of each prompt with the policy.
 
   Args:
@@ -247,10 +228,6 @@ def sample(policy, prompts, *, max_new_tokens: int, temperature: float = 1.0,
       interpreter elsewhere, for tests); "xla": einsum attention over every cache slot; "auto"
       (default): pallas on GPU with unroll_layers, 16-bit compute and a power-of-two head_dim,
       xla otherwise.
-    decode_matmul: "pallas": decode steps run each layer as four fused matmul kernels of
-      `rlthink.models.decode_matmul` (norms, biases, SiLU and residual adds inside; needs
-      unroll_layers and no tensor axis); "xla": XLA's matmuls; "auto" (default): pallas on GPU
-      for 16-bit compute with at most `decode_matmul.MAX_ROWS` rows per device.
 
   Returns:
     `Rollouts` with N = len(prompts) * num_samples rows (row i * num_samples + j is sample j of
@@ -261,7 +238,7 @@ def sample(policy, prompts, *, max_new_tokens: int, temperature: float = 1.0,
     vocabulary, prompts that do not fit the cache with max_new_tokens, or bad options.
   """
   req = _request(policy, prompts, max_new_tokens, temperature, top_k, top_p, num_samples, seed,
-                 stop_tokens, unroll_layers, decode_attention, decode_matmul)
+                 stop_tokens, unroll_layers, decode_attention)
   out, _ = engine.generate(*req.args, **req.static)
   return _to_rollouts(distributed.to_host(out), req)  # gathers rows held by other hosts
 
@@ -269,12 +246,11 @@ def sample(policy, prompts, *, max_new_tokens: int, temperature: float = 1.0,
 def lower_sample(policy, prompts, *, max_new_tokens: int, temperature: float = 1.0,
                  top_k: int | None = None, top_p: float | None = None, num_samples: int = 1,
                  seed: int = 0, stop_tokens: Sequence[int] | None = None,
-                 unroll_layers: bool = True, decode_attention: str = "auto",
-                 decode_matmul: str = "auto"):
+                 unroll_layers: bool = True, decode_attention: str = "auto"):
   """The `jax.stages.Lowered` program that `sample` would run (same arguments): for inspecting
   the compiled HLO (`.compile().as_text()`), its cost or memory analysis."""
   req = _request(policy, prompts, max_new_tokens, temperature, top_k, top_p, num_samples, seed,
-                 stop_tokens, unroll_layers, decode_attention, decode_matmul)
+                 stop_tokens, unroll_layers, decode_attention)
   return engine.generate.lower(*req.args, **req.static)
 
 

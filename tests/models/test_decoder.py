@@ -122,6 +122,30 @@ def test_kv_cache_decoding_matches_full_forward(variant, tmp_root):
     assert hf_fixtures.max_rel_err(logits[:, 0], expected[:, t]) <= TOL, t
 
 
+@pytest.mark.parametrize("variant", ["qwen2", "llama_tied_bias", "qwen3"])
+@pytest.mark.parametrize("layout", ["unrolled", "transposed", "fused"])
+def test_decode_layouts_match_transformers(variant, layout, tmp_root):
+  """The sampler's parameter layouts (`unstack_layers`, `transpose_for_decode`, fused q/k/v and
+  gate/up) give transformers' logits, prefill and one-token decode steps alike."""
+  model, policy = _loaded(variant, tmp_root)
+  config = policy.config
+  params = decoder.unstack_layers(policy.params)
+  if layout != "unrolled":
+    params = decoder.transpose_for_decode(params, fuse=layout == "fused")
+  attn = params["layers_0"]["attn"]
+  assert ("qkv_proj_t" in attn) == (layout == "fused")
+  assert ("q_proj" in attn) == (layout == "unrolled")
+  tokens = _tokens(6)
+  expected = hf_fixtures.hf_logits(model, tokens, np.ones((B, T), bool))
+  cache = decoder.init_cache(config, B, T, per_layer=True)
+  logits, cache = _cached_step(config, params, tokens[:, :5], np.ones((B, 5), bool), cache)
+  got = [np.asarray(logits)]
+  for t in range(5, T):
+    logits, cache = _cached_step(config, params, tokens[:, t:t + 1], np.ones((B, 1), bool), cache)
+    got.append(np.asarray(logits))
+  assert hf_fixtures.max_rel_err(np.concatenate(got, axis=1), expected) <= TOL
+
+
 @pytest.mark.parametrize("variant", ["mistral_window", "qwen3"])
 def test_kv_cache_left_padded_ragged_prompts_match_transformers(variant, tmp_root):
   model, policy = _loaded(variant, tmp_root)
