@@ -5,8 +5,9 @@ left-padded prompt starts at `start` and the last written token sits at `length 
 einsum attention reads every slot of the cache (P - 1 + C of them) and runs the softmax as
 separate kernels; this kernel splits the slots of each (row, KV head) into chunks, skips the
 chunks outside [start, length), and runs an online softmax over the rest, all the query heads of
-a KV group at once (padded to 16 rows, the smallest tensor-core tile). The per-chunk partial
-results are merged by a log-sum-exp in XLA.
+a KV group at once (loaded as a 16-row tile, the smallest for tensor cores, the rows past the
+group masked). The decoder passes q before RoPE: the kernel rotates it (one elementwise pass over
+q less per layer). The per-chunk partial results are merged by a log-sum-exp in XLA.
 
 Layouts are the decoder's: q [B, H, D]; the cache k, v [B, K, S, D] (a per-layer buffer of the
 unrolled decode loop, read in place). On a non-GPU backend the kernel runs in Pallas' interpreter
@@ -47,25 +48,50 @@ def _chunk(length: int, programs_per_chunk: int) -> int:
   return best
 
 
-def _kernel(q_ref, k_ref, v_ref, start_ref, length_ref, o_ref, m_ref, l_ref, *, block: int,
-            scale: float):
-  """One (row, KV head, chunk): partial attention of the group's padded query heads.
+def _kernel(*refs, block: int, scale: float, group: int, rope: bool):
+  """One (row, KV head, chunk): partial attention of the group's query heads (padded to G' rows).
 
-  q_ref [G', D]; k_ref, v_ref [chunk, D]; start_ref, length_ref scalars. Writes the unnormalized
-  output o [G', D] (float32), the running max m [G'] and the softmax denominator l [G'].
+  refs: q [H, D] (the row's queries, unrotated with `rope`); k, v [chunk, D]; start, length
+  scalars; with `rope` the query position and the inverse frequencies [D/2]. Writes the
+  unnormalized output o [G', D] (float32), the running max m [G'] and the softmax denominator
+  l [G'].
   """
+  if rope:
+    q_ref, k_ref, v_ref, start_ref, length_ref, pos_ref, freq_ref, o_ref, m_ref, l_ref = refs
+  else:
+    q_ref, k_ref, v_ref, start_ref, length_ref, o_ref, m_ref, l_ref = refs
   chunk = k_ref.shape[0]
+  rows, d = o_ref.shape
   first_slot = pl.program_id(2) * chunk
   lo = jnp.maximum(start_ref[()], first_slot) - first_slot      # chunk-relative [lo, hi)
   hi = jnp.minimum(length_ref[()], first_slot + chunk) - first_slot
-  q = q_ref[...]
-  rows = q.shape[0]
+
+  # The group's query heads are rows [j * G, j * G + G) of q; rows past G load as zeros (they
+  # pad the tile to G' rows and are dropped after the merge).
+  in_group = jnp.arange(rows) < group
+  head_rows = pl.ds(pl.program_id(1) * group, rows)
+
+  def load_q(cols):
+    mask = jnp.broadcast_to(in_group[:, None], (rows, cols.size))
+    return plgpu.load(q_ref.at[head_rows, cols], mask=mask, other=0)
+
+  if rope:  # rotate-half RoPE at the query's position, in float32, rounded like the decoder's
+    half = d // 2
+    angles = pos_ref[()].astype(jnp.float32) * freq_ref[...]
+    cos, sin = jnp.cos(angles)[None, :], jnp.sin(angles)[None, :]
+    q1 = load_q(pl.ds(0, half)).astype(jnp.float32)
+    q2 = load_q(pl.ds(half, half)).astype(jnp.float32)
+    dtype = k_ref.dtype
+    parts = [((q1 * cos - q2 * sin).astype(dtype), pl.ds(0, half)),
+             ((q2 * cos + q1 * sin).astype(dtype), pl.ds(half, half))]
+  else:
+    parts = [(load_q(pl.ds(0, d)).astype(k_ref.dtype), pl.ds(0, d))]
 
   def body(i, carry):
     acc, m, l = carry
     slots = pl.ds(i * block, block)
-    k = k_ref[slots, :]
-    s = jnp.dot(q, k.T, preferred_element_type=jnp.float32) * scale     # [G', block]
+    s = sum(jnp.dot(q, k_ref[slots, cols].T, preferred_element_type=jnp.float32)
+            for q, cols in parts) * scale                                   # [G', block]
     pos = i * block + jnp.arange(block)
     s = jnp.where(((pos >= lo) & (pos < hi))[None, :], s, _NEG_INF)
     # Every block in [lo // block, cdiv(hi, block)) holds an attended slot, so m_new is finite
@@ -78,7 +104,7 @@ def _kernel(q_ref, k_ref, v_ref, start_ref, length_ref, o_ref, m_ref, l_ref, *, 
                                               preferred_element_type=jnp.float32)
     return acc, m_new, l * correction + p.sum(axis=1)
 
-  init = (jnp.zeros((rows, q.shape[1]), jnp.float32), jnp.full((rows,), _NEG_INF, jnp.float32),
+  init = (jnp.zeros((rows, d), jnp.float32), jnp.full((rows,), _NEG_INF, jnp.float32),
           jnp.zeros((rows,), jnp.float32))
   # lo >= hi (a chunk outside the row's slots) runs no iteration: m stays -1e30, l 0.
   acc, m, l = jax.lax.fori_loop(lo // block, (hi + block - 1) // block, body, init)
@@ -87,30 +113,36 @@ def _kernel(q_ref, k_ref, v_ref, start_ref, length_ref, o_ref, m_ref, l_ref, *, 
   l_ref[...] = l
 
 
-def _local(q, k, v, start, length, interpret: bool, chunk: int | None, block: int | None,
-           num_warps: int):
+def _local(q, k, v, start, length, positions, inv_freq, interpret: bool, chunk: int | None,
+           block: int | None, num_warps: int):
   """decode_attention on one shard (no mesh)."""
   b, h, d = q.shape
   kv, s = k.shape[1], k.shape[2]
   g = h // kv
   rows = max(_MIN_ROWS, pl.next_power_of_2(g))
-  q = q.reshape(b, kv, g, d)
-  if rows != g:
-    q = jnp.pad(q, ((0, 0), (0, 0), (0, rows - g), (0, 0)))
+  if interpret and (kv - 1) * g + rows > h:
+    # The interpreter slices the last group's padded rows out of q itself (the GPU kernel's
+    # masked loads touch no memory there): give it those rows.
+    q = jnp.pad(q, ((0, 0), (0, (kv - 1) * g + rows - h), (0, 0)))
   chunk = chunk or _chunk(s, b * kv)
   block = min(block or 64, chunk)
   if s % chunk or chunk % block:
     raise ValueError(f"chunk {chunk} must divide the cache length {s} and block {block} the chunk")
   splits = s // chunk
-  kernel = functools.partial(_kernel, block=block, scale=1.0 / math.sqrt(d))
+  rope = positions is not None
+  kernel = functools.partial(_kernel, block=block, scale=1.0 / math.sqrt(d), group=g, rope=rope)
+  row = pl.BlockSpec((None,), lambda i, j, c: (i,))
+  in_specs = [pl.BlockSpec((None,) + q.shape[1:], lambda i, j, c: (i, 0, 0)),
+              pl.BlockSpec((None, None, chunk, d), lambda i, j, c: (i, j, c, 0)),
+              pl.BlockSpec((None, None, chunk, d), lambda i, j, c: (i, j, c, 0)), row, row]
+  args = [q, k, v, start.astype(jnp.int32), length.astype(jnp.int32)]
+  if rope:
+    in_specs += [row, pl.BlockSpec((d // 2,), lambda i, j, c: (0,))]
+    args += [positions.astype(jnp.int32), jnp.asarray(inv_freq, jnp.float32)]
   o, m, l = pl.pallas_call(
       kernel,
       grid=(b, kv, splits),
-      in_specs=[pl.BlockSpec((None, None, rows, d), lambda i, j, c: (i, j, 0, 0)),
-                pl.BlockSpec((None, None, chunk, d), lambda i, j, c: (i, j, c, 0)),
-                pl.BlockSpec((None, None, chunk, d), lambda i, j, c: (i, j, c, 0)),
-                pl.BlockSpec((None,), lambda i, j, c: (i,)),
-                pl.BlockSpec((None,), lambda i, j, c: (i,))],
+      in_specs=in_specs,
       out_specs=[pl.BlockSpec((None, None, None, rows, d), lambda i, j, c: (i, j, c, 0, 0)),
                  pl.BlockSpec((None, None, None, rows), lambda i, j, c: (i, j, c, 0)),
                  pl.BlockSpec((None, None, None, rows), lambda i, j, c: (i, j, c, 0))],
@@ -120,7 +152,7 @@ def _local(q, k, v, start, length, interpret: bool, chunk: int | None, block: in
       compiler_params=plgpu.CompilerParams(num_warps=num_warps, num_stages=2),
       interpret=interpret,
       name="rlthink_decode_attention",
-  )(q, k, v, start.astype(jnp.int32), length.astype(jnp.int32))
+  )(*args)
   # Merge the chunks: weights exp(m_c - max_c m_c); empty chunks (l = 0, m = -1e30) weigh 0.
   # The padding rows are dropped first, so XLA fuses the slices into the merge (one kernel).
   o, m, l = o[:, :, :, :g], m[..., :g], l[..., :g]
@@ -133,6 +165,7 @@ def _local(q, k, v, start, length, interpret: bool, chunk: int | None, block: in
 
 def decode_attention(q: jax.Array, k: jax.Array, v: jax.Array, start: jax.Array,
                      length: jax.Array, mesh: Mesh | None = None,
+                     positions: jax.Array | None = None, inv_freq: np.ndarray | None = None,
                      interpret: bool | None = None, chunk: int | None = None,
                      block: int | None = None, num_warps: int = 4) -> jax.Array:
   """Attention of one query per head over the cache slots [start, length) of each row.
@@ -142,6 +175,8 @@ def decode_attention(q: jax.Array, k: jax.Array, v: jax.Array, start: jax.Array,
     k, v: [B, K, S, D] the cache; S must satisfy `supported_length`.
     start, length: int32[B]: each row attends to slots start <= s < length (length > start).
     mesh: shards the call like the decoder's activations; None for one device.
+    positions, inv_freq: int32[B] and float[D/2]: q is not yet rotated; the kernel applies
+      rotate-half RoPE at these positions (`decoder.apply_rope`), saving a pass over q.
     interpret: run Pallas' interpreter; default: on any backend but GPU.
     chunk, block, num_warps: the tiling: slots per program (default `_chunk`'s choice), slots
       per inner iteration (default 64), warps per program.
@@ -154,26 +189,39 @@ def decode_attention(q: jax.Array, k: jax.Array, v: jax.Array, start: jax.Array,
                      f"{k.shape[2]}")
   if q.shape[1] % k.shape[1]:
     raise ValueError(f"{q.shape[1]} query heads do not group over {k.shape[1]} KV heads")
+  if (positions is None) != (inv_freq is None):
+    raise ValueError("give both positions and inv_freq (RoPE in the kernel) or neither")
   if interpret is None:
     interpret = jax.default_backend() != "gpu"
   run = functools.partial(_local, interpret=interpret, chunk=chunk, block=block,
                           num_warps=num_warps)
   if mesh is None or mesh.size == 1:
-    return run(q, k, v, start, length)
+    return run(q, k, v, start, length, positions, inv_freq)
   cache_spec = sharding.logical_to_spec(("batch", "kv_heads", "cache_length", "head_dim"),
                                         k.shape, mesh)
   rows, heads = cache_spec[0], cache_spec[1]  # query heads follow their KV heads' sharding
   q_spec = PartitionSpec(rows, heads, None)
   row_spec = PartitionSpec(rows)
+  if positions is None:
+    return jax.shard_map(lambda *a: run(*a, None, None), mesh=mesh,
+                         in_specs=(q_spec, cache_spec, cache_spec, row_spec, row_spec),
+                         out_specs=q_spec, check_vma=False)(q, k, v, start, length)
+  freq = jnp.asarray(inv_freq, jnp.float32)
   return jax.shard_map(run, mesh=mesh, in_specs=(q_spec, cache_spec, cache_spec, row_spec,
-                                                 row_spec),
-                       out_specs=q_spec, check_vma=False)(q, k, v, start, length)
+                                                 row_spec, row_spec, PartitionSpec()),
+                       out_specs=q_spec, check_vma=False)(q, k, v, start, length, positions,
+                                                          freq)
 
 
-def reference(q, k, v, start, length) -> np.ndarray:
+def reference(q, k, v, start, length, positions=None, inv_freq=None) -> np.ndarray:
   """float64 numpy attention with the same contract (for tests)."""
   q, k, v = (np.asarray(x, np.float64) for x in (q, k, v))
   b, h, d = q.shape
+  if positions is not None:
+    angles = np.asarray(positions, np.float64)[:, None, None] * np.asarray(inv_freq, np.float64)
+    q1, q2 = q[..., :d // 2], q[..., d // 2:]
+    q = np.concatenate([q1 * np.cos(angles) - q2 * np.sin(angles),
+                        q2 * np.cos(angles) + q1 * np.sin(angles)], axis=-1)
   g = h // k.shape[1]
   out = np.zeros((b, h, d))
   for i in range(b):

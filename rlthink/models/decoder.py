@@ -227,9 +227,14 @@ class Attention(nn.Module):
       q = RMSNorm(cfg, "head_dim", name="q_norm")(q)
       k = RMSNorm(cfg, "head_dim", name="k_norm")(k)
     inv_freq = rope_inv_freq(cfg)
-    q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
-
     q_slots, key_valid, q_segments, k_segments, index, first_valid = ctx
+    # The Pallas decode kernel rotates q itself (one pass over q less per layer).
+    kernel = (self.decode_kernel and layer_cache is not None and layer_cache[2] is None
+              and q.shape[1] == 1)
+    if not kernel:
+      q = apply_rope(q, positions, inv_freq)
+    k = apply_rope(k, positions, inv_freq)
+
     kv_layout = "bskd"
     if layer_cache is not None:  # write this step's keys/values into their slots, attend to all
       # Scanned layers carry the whole [L, B, K, S, D] cache through the scan and write it in
@@ -244,10 +249,10 @@ class Attention(nn.Module):
         start, new_k, new_v = (layer, 0, 0, index, 0), new_k[None], new_v[None]
       k_all = jax.lax.dynamic_update_slice(k_all, new_k.astype(k_all.dtype), start)
       v_all = jax.lax.dynamic_update_slice(v_all, new_v.astype(v_all.dtype), start)
-      if layer is None and self.decode_kernel and q.shape[1] == 1:
+      if kernel:
         out = decode_attention.decode_attention(
-            q[:, 0].astype(k_all.dtype), k_all, v_all, first_valid,
-            jnp.broadcast_to(index + 1, first_valid.shape), self.mesh)
+            q[:, 0], k_all, v_all, first_valid, jnp.broadcast_to(index + 1, first_valid.shape),
+            self.mesh, positions=positions[:, 0], inv_freq=inv_freq)
         return self._output(out[:, None].astype(dt)), (k_all, v_all, layer)
       if layer is None:
         k, v = k_all.astype(dt), v_all.astype(dt)

@@ -37,6 +37,20 @@ def test_kernel_matches_numpy_reference(shape):
   np.testing.assert_allclose(np.asarray(out), da.reference(q, k, v, start, length), atol=2e-6)
 
 
+@pytest.mark.parametrize("shape", SHAPES[1:3], ids=lambda s: "x".join(map(str, s)))
+def test_kernel_rotates_the_query_with_rope(shape):
+  """Given positions and inverse frequencies, the kernel attends with RoPE(q) (the decoder's
+  rotate-half convention), as the reference does after rotating q in float64."""
+  q, k, v, start, length = _case(*shape, seed=sum(shape) + 1)
+  positions = (length - start + 3).astype(np.int32)
+  inv_freq = decoder.rope_inv_freq(rlthink.ModelConfig(head_dim=shape[4], rope_theta=500.0))
+  out = da.decode_attention(*map(jnp.asarray, (q, k, v, start, length)),
+                            positions=jnp.asarray(positions), inv_freq=inv_freq)
+  expected = da.reference(q, k, v, start, length, positions, inv_freq)
+  np.testing.assert_allclose(np.asarray(out), expected, atol=2e-5)
+  assert np.abs(expected - da.reference(q, k, v, start, length)).max() > 1e-2  # RoPE matters
+
+
 def test_kernel_ignores_slots_outside_the_range():
   q, k, v, start, length = _case(4, 4, 2, 64, 16, seed=1)
   out = da.decode_attention(*map(jnp.asarray, (q, k, v, start, length)))
