@@ -71,27 +71,25 @@ def _kernel(*refs, block: int, scale: float, group: int, rope: bool):
   in_group = jnp.arange(rows) < group
   head_rows = pl.ds(pl.program_id(1) * group, rows)
 
-  def load_q(cols):
-    mask = jnp.broadcast_to(in_group[:, None], (rows, cols.size))
-    return plgpu.load(q_ref.at[head_rows, cols], mask=mask, other=0)
-
-  if rope:  # rotate-half RoPE at the query's position, in float32, rounded like the decoder's
+  mask = jnp.broadcast_to(in_group[:, None], (rows, d))
+  q = plgpu.load(q_ref.at[head_rows, pl.ds(0, d)], mask=mask, other=0)
+  if rope:  # rotate-half RoPE at the query's position in float32, rounded like the decoder's
+    # rotate_half(q) = q @ R for the signed permutation R (exact: one +-q entry per output), so
+    # q stays one [G', D] tile for the score dot.
     half = d // 2
-    angles = pos_ref[()].astype(jnp.float32) * freq_ref[...]
-    cos, sin = jnp.cos(angles)[None, :], jnp.sin(angles)[None, :]
-    q1 = load_q(pl.ds(0, half)).astype(jnp.float32)
-    q2 = load_q(pl.ds(half, half)).astype(jnp.float32)
-    dtype = k_ref.dtype
-    parts = [((q1 * cos - q2 * sin).astype(dtype), pl.ds(0, half)),
-             ((q2 * cos + q1 * sin).astype(dtype), pl.ds(half, half))]
-  else:
-    parts = [(load_q(pl.ds(0, d)).astype(k_ref.dtype), pl.ds(0, d))]
+    i, j = jnp.arange(d)[:, None], jnp.arange(d)[None, :]
+    rotate = jnp.where((j < half) & (i == j + half), -1.0,
+                       jnp.where((j >= half) & (i == j - half), 1.0, 0.0)).astype(q.dtype)
+    rotated = jnp.dot(q, rotate, preferred_element_type=jnp.float32)
+    angles = pos_ref[()].astype(jnp.float32) * freq_ref[...]            # [D]: freqs twice
+    q = q.astype(jnp.float32) * jnp.cos(angles)[None, :] + rotated * jnp.sin(angles)[None, :]
+  q = q.astype(k_ref.dtype)
 
   def body(i, carry):
     acc, m, l = carry
     slots = pl.ds(i * block, block)
-    s = sum(jnp.dot(q, k_ref[slots, cols].T, preferred_element_type=jnp.float32)
-            for q, cols in parts) * scale                                   # [G', block]
+    k = k_ref[slots, :]
+    s = jnp.dot(q, k.T, preferred_element_type=jnp.float32) * scale     # [G', block]
     pos = i * block + jnp.arange(block)
     s = jnp.where(((pos >= lo) & (pos < hi))[None, :], s, _NEG_INF)
     # Every block in [lo // block, cdiv(hi, block)) holds an attended slot, so m_new is finite
@@ -113,12 +111,12 @@ def _kernel(*refs, block: int, scale: float, group: int, rope: bool):
   l_ref[...] = l
 
 
-def _local(q, k, v, start, length, positions, inv_freq, interpret: bool, chunk: int | None,
-           block: int | None, num_warps: int):
-  """decode_attention on one shard (no mesh)."""
+def _local(q, k, v, start, length, positions, inv_freq, group: int, interpret: bool,
+           chunk: int | None, block: int | None, num_warps: int):
+  """decode_attention on one shard (no mesh): `group` query heads per KV head."""
   b, h, d = q.shape
   kv, s = k.shape[1], k.shape[2]
-  g = h // kv
+  g = group
   rows = max(_MIN_ROWS, pl.next_power_of_2(g))
   if interpret and (kv - 1) * g + rows > h:
     # The interpreter slices the last group's padded rows out of q itself (the GPU kernel's
@@ -137,8 +135,9 @@ def _local(q, k, v, start, length, positions, inv_freq, interpret: bool, chunk: 
               pl.BlockSpec((None, None, chunk, d), lambda i, j, c: (i, j, c, 0)), row, row]
   args = [q, k, v, start.astype(jnp.int32), length.astype(jnp.int32)]
   if rope:
-    in_specs += [row, pl.BlockSpec((d // 2,), lambda i, j, c: (0,))]
-    args += [positions.astype(jnp.int32), jnp.asarray(inv_freq, jnp.float32)]
+    in_specs += [row, pl.BlockSpec((d,), lambda i, j, c: (0,))]
+    freq = jnp.asarray(inv_freq, jnp.float32)
+    args += [positions.astype(jnp.int32), jnp.concatenate([freq, freq])]
   o, m, l = pl.pallas_call(
       kernel,
       grid=(b, kv, splits),
@@ -154,24 +153,23 @@ def _local(q, k, v, start, length, positions, inv_freq, interpret: bool, chunk: 
       name="rlthink_decode_attention",
   )(*args)
   # Merge the chunks: weights exp(m_c - max_c m_c); empty chunks (l = 0, m = -1e30) weigh 0.
-  # The padding rows are dropped first, so XLA fuses the slices into the merge (one kernel).
-  o, m, l = o[:, :, :, :g], m[..., :g], l[..., :g]
   top = m.max(axis=2, keepdims=True)
   w = jnp.exp(m - top)
   denom = (w * l).sum(axis=2)
   out = (w[..., None] * o).sum(axis=2) / jnp.where(denom > 0, denom, 1.0)[..., None]
-  return out.reshape(b, h, d).astype(v.dtype)
+  return out[:, :, :g].reshape(b, kv * g, d).astype(v.dtype)
 
 
 def decode_attention(q: jax.Array, k: jax.Array, v: jax.Array, start: jax.Array,
                      length: jax.Array, mesh: Mesh | None = None,
                      positions: jax.Array | None = None, inv_freq: np.ndarray | None = None,
-                     interpret: bool | None = None, chunk: int | None = None,
-                     block: int | None = None, num_warps: int = 4) -> jax.Array:
+                     heads: int | None = None, interpret: bool | None = None,
+                     chunk: int | None = None, block: int | None = None, num_warps: int = 4) -> jax.Array:
   """Attention of one query per head over the cache slots [start, length) of each row.
 
   Args:
-    q: [B, H, D] queries (H a multiple of K).
+    q: [B, H, D] queries (H a multiple of K), or [B, H', D] with the H query heads first (the
+      decoder passes its fused q/k/v projection: no copy of q) and `heads` = H.
     k, v: [B, K, S, D] the cache; S must satisfy `supported_length`.
     start, length: int32[B]: each row attends to slots start <= s < length (length > start).
     mesh: shards the call like the decoder's activations; None for one device.
@@ -187,20 +185,24 @@ def decode_attention(q: jax.Array, k: jax.Array, v: jax.Array, start: jax.Array,
   if not supported_length(k.shape[2]):
     raise ValueError(f"decode_attention needs a cache length that is a multiple of 16, got "
                      f"{k.shape[2]}")
-  if q.shape[1] % k.shape[1]:
-    raise ValueError(f"{q.shape[1]} query heads do not group over {k.shape[1]} KV heads")
+  heads = q.shape[1] if heads is None else heads
+  if heads % k.shape[1] or heads > q.shape[1]:
+    raise ValueError(f"{heads} query heads (of q's {q.shape[1]} rows) do not group over "
+                     f"{k.shape[1]} KV heads")
   if (positions is None) != (inv_freq is None):
     raise ValueError("give both positions and inv_freq (RoPE in the kernel) or neither")
   if interpret is None:
     interpret = jax.default_backend() != "gpu"
-  run = functools.partial(_local, interpret=interpret, chunk=chunk, block=block,
-                          num_warps=num_warps)
+  run = functools.partial(_local, group=heads // k.shape[1], interpret=interpret, chunk=chunk,
+                          block=block, num_warps=num_warps)
   if mesh is None or mesh.size == 1:
     return run(q, k, v, start, length, positions, inv_freq)
   cache_spec = sharding.logical_to_spec(("batch", "kv_heads", "cache_length", "head_dim"),
                                         k.shape, mesh)
-  rows, heads = cache_spec[0], cache_spec[1]  # query heads follow their KV heads' sharding
-  q_spec = PartitionSpec(rows, heads, None)
+  rows, head_axis = cache_spec[0], cache_spec[1]  # query heads follow their KV heads' sharding
+  if head_axis is not None and heads != q.shape[1]:
+    raise ValueError("q with rows past its query heads cannot be split over a tensor axis")
+  q_spec = PartitionSpec(rows, head_axis, None)
   row_spec = PartitionSpec(rows)
   if positions is None:
     return jax.shard_map(lambda *a: run(*a, None, None), mesh=mesh,

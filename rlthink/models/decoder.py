@@ -215,6 +215,7 @@ class Attention(nn.Module):
                        nn.initializers.zeros).astype(dt)
       return sharding.constrain(y, ("batch", "length", head_axis, "head_dim"), self.mesh)
 
+    qkv = None  # the fused projection, when q is a slice of it (the decode kernel reads it)
     if self.has_variable("params", "qkv_proj_t"):  # transpose_for_decode(fuse=True)
       w = self.get_variable("params", "qkv_proj_t").astype(dt)
       bias = self.get_variable("params", "qkv_bias").astype(dt) if cfg.qkv_bias else None
@@ -224,6 +225,7 @@ class Attention(nn.Module):
       q, k, v = (project("q", h, "heads"), project("k", kv, "kv_heads"),
                  project("v", kv, "kv_heads"))
     if cfg.qk_norm:
+      qkv = None
       q = RMSNorm(cfg, "head_dim", name="q_norm")(q)
       k = RMSNorm(cfg, "head_dim", name="k_norm")(k)
     inv_freq = rope_inv_freq(cfg)
@@ -251,8 +253,9 @@ class Attention(nn.Module):
       v_all = jax.lax.dynamic_update_slice(v_all, new_v.astype(v_all.dtype), start)
       if kernel:
         out = decode_attention.decode_attention(
-            q[:, 0], k_all, v_all, first_valid, jnp.broadcast_to(index + 1, first_valid.shape),
-            self.mesh, positions=positions[:, 0], inv_freq=inv_freq)
+            (q if qkv is None else qkv)[:, 0], k_all, v_all, first_valid,
+            jnp.broadcast_to(index + 1, first_valid.shape), self.mesh,
+            positions=positions[:, 0], inv_freq=inv_freq, heads=h)
         return self._output(out[:, None].astype(dt)), (k_all, v_all, layer)
       if layer is None:
         k, v = k_all.astype(dt), v_all.astype(dt)

@@ -51,6 +51,17 @@ def test_kernel_rotates_the_query_with_rope(shape):
   assert np.abs(expected - da.reference(q, k, v, start, length)).max() > 1e-2  # RoPE matters
 
 
+def test_kernel_reads_only_the_query_rows_of_a_fused_projection():
+  """q may hold more rows after its query heads (the decoder's fused q/k/v projection); with
+  `heads` the kernel reads only those heads: the rest may hold anything."""
+  q, k, v, start, length = _case(3, 14, 2, 64, 16, seed=4)
+  extra = np.full((3, 4, 16), 1e4, np.float32)
+  fused = np.concatenate([q, extra], axis=1)
+  out = da.decode_attention(*map(jnp.asarray, (fused, k, v, start, length)), heads=14)
+  assert out.shape == q.shape
+  np.testing.assert_allclose(np.asarray(out), da.reference(q, k, v, start, length), atol=2e-6)
+
+
 def test_kernel_ignores_slots_outside_the_range():
   q, k, v, start, length = _case(4, 4, 2, 64, 16, seed=1)
   out = da.decode_attention(*map(jnp.asarray, (q, k, v, start, length)))
