@@ -48,18 +48,19 @@ def _chunk(length: int, programs_per_chunk: int) -> int:
   return best
 
 
-def _kernel(*refs, block: int, scale: float, group: int, rope: bool):
+def _kernel(*refs, block: int, scale: float, group: int, rope: bool, bias: bool):
   """One (row, KV head, chunk): partial attention of the group's query heads (padded to G' rows).
 
-  refs: q [H, D] (the row's queries, unrotated with `rope`); k, v [chunk, D]; start, length
-  scalars; with `rope` the query position and the inverse frequencies [D/2]. Writes the
-  unnormalized output o [G', D] (float32), the running max m [G'] and the softmax denominator
-  l [G'].
+  refs: q [H, D] (the row's queries: before their bias with `bias`, before RoPE with `rope`);
+  k, v [chunk, D]; start, length scalars; with `rope` the row's cos and sin [D]; with `bias` the
+  query bias [H, D]. Writes the unnormalized output o [G', D] (float32), the running max m [G']
+  and the softmax denominator l [G'].
   """
-  if rope:
-    q_ref, k_ref, v_ref, start_ref, length_ref, pos_ref, freq_ref, o_ref, m_ref, l_ref = refs
-  else:
-    q_ref, k_ref, v_ref, start_ref, length_ref, o_ref, m_ref, l_ref = refs
+  refs = list(refs)
+  q_ref, k_ref, v_ref, start_ref, length_ref = refs[:5]
+  cos_ref, sin_ref = refs[5:7] if rope else (None, None)
+  bias_ref = refs[7 if rope else 5] if bias else None
+  o_ref, m_ref, l_ref = refs[-3:]
   chunk = k_ref.shape[0]
   rows, d = o_ref.shape
   first_slot = pl.program_id(2) * chunk
@@ -68,12 +69,13 @@ def _kernel(*refs, block: int, scale: float, group: int, rope: bool):
 
   # The group's query heads are rows [j * G, j * G + G) of q; rows past G load as zeros (they
   # pad the tile to G' rows and are dropped after the merge).
-  in_group = jnp.arange(rows) < group
-  head_rows = pl.ds(pl.program_id(1) * group, rows)
-
-  mask = jnp.broadcast_to(in_group[:, None], (rows, d))
-  q = plgpu.load(q_ref.at[head_rows, pl.ds(0, d)], mask=mask, other=0)
-  if rope:  # rotate-half RoPE at the query's position in float32, rounded like the decoder's
+  head_rows = (pl.ds(pl.program_id(1) * group, rows), pl.ds(0, d))
+  mask = jnp.broadcast_to((jnp.arange(rows) < group)[:, None], (rows, d))
+  q = plgpu.load(q_ref.at[head_rows], mask=mask, other=0)
+  if bias:  # rounded to the compute dtype, as the decoder's bias add
+    q = (q.astype(jnp.float32) + plgpu.load(bias_ref.at[head_rows], mask=mask, other=0).astype(
+        jnp.float32)).astype(q.dtype)
+  if rope:  # rotate-half RoPE in float32, rounded like the decoder's
     # rotate_half(q) = q @ R for the signed permutation R (exact: one +-q entry per output), so
     # q stays one [G', D] tile for the score dot.
     half = d // 2
@@ -81,8 +83,7 @@ def _kernel(*refs, block: int, scale: float, group: int, rope: bool):
     rotate = jnp.where((j < half) & (i == j + half), -1.0,
                        jnp.where((j >= half) & (i == j - half), 1.0, 0.0)).astype(q.dtype)
     rotated = jnp.dot(q, rotate, preferred_element_type=jnp.float32)
-    angles = pos_ref[()].astype(jnp.float32) * freq_ref[...]            # [D]: freqs twice
-    q = q.astype(jnp.float32) * jnp.cos(angles)[None, :] + rotated * jnp.sin(angles)[None, :]
+    q = q.astype(jnp.float32) * cos_ref[...][None, :] + rotated * sin_ref[...][None, :]
   q = q.astype(k_ref.dtype)
 
   def body(i, carry):
@@ -111,7 +112,7 @@ def _kernel(*refs, block: int, scale: float, group: int, rope: bool):
   l_ref[...] = l
 
 
-def _local(q, k, v, start, length, positions, inv_freq, group: int, interpret: bool,
+def _local(q, k, v, start, length, rope, q_bias, group: int, interpret: bool,
            chunk: int | None, block: int | None, num_warps: int):
   """decode_attention on one shard (no mesh): `group` query heads per KV head."""
   b, h, d = q.shape
@@ -122,22 +123,26 @@ def _local(q, k, v, start, length, positions, inv_freq, group: int, interpret: b
     # The interpreter slices the last group's padded rows out of q itself (the GPU kernel's
     # masked loads touch no memory there): give it those rows.
     q = jnp.pad(q, ((0, 0), (0, (kv - 1) * g + rows - h), (0, 0)))
+    if q_bias is not None:
+      q_bias = jnp.pad(q_bias, ((0, (kv - 1) * g + rows - q_bias.shape[0]), (0, 0)))
   chunk = chunk or _chunk(s, b * kv)
   block = min(block or 64, chunk)
   if s % chunk or chunk % block:
     raise ValueError(f"chunk {chunk} must divide the cache length {s} and block {block} the chunk")
   splits = s // chunk
-  rope = positions is not None
-  kernel = functools.partial(_kernel, block=block, scale=1.0 / math.sqrt(d), group=g, rope=rope)
+  kernel = functools.partial(_kernel, block=block, scale=1.0 / math.sqrt(d), group=g,
+                             rope=rope is not None, bias=q_bias is not None)
   row = pl.BlockSpec((None,), lambda i, j, c: (i,))
   in_specs = [pl.BlockSpec((None,) + q.shape[1:], lambda i, j, c: (i, 0, 0)),
               pl.BlockSpec((None, None, chunk, d), lambda i, j, c: (i, j, c, 0)),
               pl.BlockSpec((None, None, chunk, d), lambda i, j, c: (i, j, c, 0)), row, row]
   args = [q, k, v, start.astype(jnp.int32), length.astype(jnp.int32)]
-  if rope:
-    in_specs += [row, pl.BlockSpec((d,), lambda i, j, c: (0,))]
-    freq = jnp.asarray(inv_freq, jnp.float32)
-    args += [positions.astype(jnp.int32), jnp.concatenate([freq, freq])]
+  if rope is not None:
+    in_specs += [pl.BlockSpec((None, d), lambda i, j, c: (i, 0))] * 2
+    args += [x.astype(jnp.float32) for x in rope]
+  if q_bias is not None:
+    in_specs.append(pl.BlockSpec(q_bias.shape, lambda i, j, c: (0, 0)))
+    args.append(q_bias)
   o, m, l = pl.pallas_call(
       kernel,
       grid=(b, kv, splits),
@@ -162,8 +167,8 @@ def _local(q, k, v, start, length, positions, inv_freq, group: int, interpret: b
 
 def decode_attention(q: jax.Array, k: jax.Array, v: jax.Array, start: jax.Array,
                      length: jax.Array, mesh: Mesh | None = None,
-                     positions: jax.Array | None = None, inv_freq: np.ndarray | None = None,
-                     heads: int | None = None, interpret: bool | None = None,
+                     rope: tuple[jax.Array, jax.Array] | None = None,
+                     q_bias: jax.Array | None = None, heads: int | None = None, interpret: bool | None = None,
                      chunk: int | None = None, block: int | None = None, num_warps: int = 4) -> jax.Array:
   """Attention of one query per head over the cache slots [start, length) of each row.
 
@@ -173,8 +178,10 @@ def decode_attention(q: jax.Array, k: jax.Array, v: jax.Array, start: jax.Array,
     k, v: [B, K, S, D] the cache; S must satisfy `supported_length`.
     start, length: int32[B]: each row attends to slots start <= s < length (length > start).
     mesh: shards the call like the decoder's activations; None for one device.
-    positions, inv_freq: int32[B] and float[D/2]: q is not yet rotated; the kernel applies
-      rotate-half RoPE at these positions (`decoder.apply_rope`), saving a pass over q.
+    rope: (cos, sin), float32 [B, D] each (the frequencies repeated for both halves): q is not
+      yet rotated; the kernel applies rotate-half RoPE (`decoder.apply_rope`).
+    q_bias: [H, D]: q is before its bias; the kernel adds it (before RoPE). With these two the
+      decoder hands over its q/k/v projection as it comes out of the matmul: no pass over q.
     interpret: run Pallas' interpreter; default: on any backend but GPU.
     chunk, block, num_warps: the tiling: slots per program (default `_chunk`'s choice), slots
       per inner iteration (default 64), warps per program.
@@ -189,14 +196,14 @@ def decode_attention(q: jax.Array, k: jax.Array, v: jax.Array, start: jax.Array,
   if heads % k.shape[1] or heads > q.shape[1]:
     raise ValueError(f"{heads} query heads (of q's {q.shape[1]} rows) do not group over "
                      f"{k.shape[1]} KV heads")
-  if (positions is None) != (inv_freq is None):
-    raise ValueError("give both positions and inv_freq (RoPE in the kernel) or neither")
+  if q_bias is not None and q_bias.shape != (heads, q.shape[2]):
+    raise ValueError(f"q_bias must be [{heads}, {q.shape[2]}], got {q_bias.shape}")
   if interpret is None:
     interpret = jax.default_backend() != "gpu"
   run = functools.partial(_local, group=heads // k.shape[1], interpret=interpret, chunk=chunk,
                           block=block, num_warps=num_warps)
   if mesh is None or mesh.size == 1:
-    return run(q, k, v, start, length, positions, inv_freq)
+    return run(q, k, v, start, length, rope, q_bias)
   cache_spec = sharding.logical_to_spec(("batch", "kv_heads", "cache_length", "head_dim"),
                                         k.shape, mesh)
   rows, head_axis = cache_spec[0], cache_spec[1]  # query heads follow their KV heads' sharding
@@ -204,26 +211,23 @@ def decode_attention(q: jax.Array, k: jax.Array, v: jax.Array, start: jax.Array,
     raise ValueError("q with rows past its query heads cannot be split over a tensor axis")
   q_spec = PartitionSpec(rows, head_axis, None)
   row_spec = PartitionSpec(rows)
-  if positions is None:
-    return jax.shard_map(lambda *a: run(*a, None, None), mesh=mesh,
-                         in_specs=(q_spec, cache_spec, cache_spec, row_spec, row_spec),
-                         out_specs=q_spec, check_vma=False)(q, k, v, start, length)
-  freq = jnp.asarray(inv_freq, jnp.float32)
+  table_spec = PartitionSpec(rows, None)
+  bias_spec = PartitionSpec(head_axis, None)
   return jax.shard_map(run, mesh=mesh, in_specs=(q_spec, cache_spec, cache_spec, row_spec,
-                                                 row_spec, row_spec, PartitionSpec()),
-                       out_specs=q_spec, check_vma=False)(q, k, v, start, length, positions,
-                                                          freq)
+                                                 row_spec, table_spec, bias_spec),
+                       out_specs=q_spec, check_vma=False)(q, k, v, start, length, rope, q_bias)
 
 
-def reference(q, k, v, start, length, positions=None, inv_freq=None) -> np.ndarray:
+def reference(q, k, v, start, length, rope=None, q_bias=None) -> np.ndarray:
   """float64 numpy attention with the same contract (for tests)."""
   q, k, v = (np.asarray(x, np.float64) for x in (q, k, v))
   b, h, d = q.shape
-  if positions is not None:
-    angles = np.asarray(positions, np.float64)[:, None, None] * np.asarray(inv_freq, np.float64)
+  if q_bias is not None:
+    q = q + np.asarray(q_bias, np.float64)
+  if rope is not None:
+    cos, sin = (np.asarray(x, np.float64)[:, None, :d // 2] for x in rope)
     q1, q2 = q[..., :d // 2], q[..., d // 2:]
-    q = np.concatenate([q1 * np.cos(angles) - q2 * np.sin(angles),
-                        q2 * np.cos(angles) + q1 * np.sin(angles)], axis=-1)
+    q = np.concatenate([q1 * cos - q2 * sin, q2 * cos + q1 * sin], axis=-1)
   g = h // k.shape[1]
   out = np.zeros((b, h, d))
   for i in range(b):

@@ -122,11 +122,16 @@ def rope_inv_freq(config: ModelConfig) -> np.ndarray:
   return inv_freq
 
 
+def rope_tables(positions: jax.Array, inv_freq: np.ndarray) -> tuple[jax.Array, jax.Array]:
+  """cos and sin of the RoPE angles, float32 [..., D/2] for int positions [...]."""
+  angles = positions[..., None].astype(jnp.float32) * jnp.asarray(inv_freq, jnp.float32)
+  return jnp.cos(angles), jnp.sin(angles)
+
+
 def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: np.ndarray) -> jax.Array:
   """x: [B, T, N, D]; positions: int[B, T]. Rotate-half convention (Llama, Qwen)."""
-  angles = positions[..., None].astype(jnp.float32) * jnp.asarray(inv_freq, jnp.float32)
-  cos = jnp.cos(angles)[:, :, None, :]
-  sin = jnp.sin(angles)[:, :, None, :]
+  cos, sin = rope_tables(positions, inv_freq)
+  cos, sin = cos[:, :, None, :], sin[:, :, None, :]
   x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
   out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
   return out.astype(x.dtype)
@@ -215,12 +220,19 @@ class Attention(nn.Module):
                        nn.initializers.zeros).astype(dt)
       return sharding.constrain(y, ("batch", "length", head_axis, "head_dim"), self.mesh)
 
-    qkv = None  # the fused projection, when q is a slice of it (the decode kernel reads it)
+    # The Pallas decode kernel adds q's bias and rotates q itself, reading q from the fused
+    # projection (no pass over q per layer); `qkv` is that projection (without its bias).
+    kernel = (self.decode_kernel and layer_cache is not None and layer_cache[2] is None
+              and x.shape[1] == 1)
+    qkv = q_bias = None
     if self.has_variable("params", "qkv_proj_t"):  # transpose_for_decode(fuse=True)
       w = self.get_variable("params", "qkv_proj_t").astype(dt)
-      bias = self.get_variable("params", "qkv_bias").astype(dt) if cfg.qkv_bias else None
-      qkv = jnp.einsum("bte,hde->bthd", x, w) + (0 if bias is None else bias)
+      qkv = jnp.einsum("bte,hde->bthd", x, w)
       q, k, v = jnp.split(qkv, [h, h + kv], axis=2)
+      if cfg.qkv_bias:
+        bias = self.get_variable("params", "qkv_bias").astype(dt)
+        q_bias, k_bias, v_bias = jnp.split(bias, [h, h + kv], axis=0)
+        q, k, v = q + q_bias, k + k_bias, v + v_bias
     else:
       q, k, v = (project("q", h, "heads"), project("k", kv, "kv_heads"),
                  project("v", kv, "kv_heads"))
@@ -230,9 +242,6 @@ class Attention(nn.Module):
       k = RMSNorm(cfg, "head_dim", name="k_norm")(k)
     inv_freq = rope_inv_freq(cfg)
     q_slots, key_valid, q_segments, k_segments, index, first_valid = ctx
-    # The Pallas decode kernel rotates q itself (one pass over q less per layer).
-    kernel = (self.decode_kernel and layer_cache is not None and layer_cache[2] is None
-              and q.shape[1] == 1)
     if not kernel:
       q = apply_rope(q, positions, inv_freq)
     k = apply_rope(k, positions, inv_freq)
@@ -252,10 +261,12 @@ class Attention(nn.Module):
       k_all = jax.lax.dynamic_update_slice(k_all, new_k.astype(k_all.dtype), start)
       v_all = jax.lax.dynamic_update_slice(v_all, new_v.astype(v_all.dtype), start)
       if kernel:
+        cos, sin = rope_tables(positions[:, 0], inv_freq)  # the same in every layer: CSE'd
+        rope = (jnp.concatenate([cos, cos], -1), jnp.concatenate([sin, sin], -1))
         out = decode_attention.decode_attention(
-            (q if qkv is None else qkv)[:, 0], k_all, v_all, first_valid,
-            jnp.broadcast_to(index + 1, first_valid.shape), self.mesh,
-            positions=positions[:, 0], inv_freq=inv_freq, heads=h)
+            q[:, 0] if qkv is None else qkv[:, 0], k_all, v_all, first_valid,
+            jnp.broadcast_to(index + 1, first_valid.shape), self.mesh, rope=rope,
+            q_bias=None if qkv is None else q_bias, heads=h)
         return self._output(out[:, None].astype(dt)), (k_all, v_all, layer)
       if layer is None:
         k, v = k_all.astype(dt), v_all.astype(dt)

@@ -38,17 +38,23 @@ def test_kernel_matches_numpy_reference(shape):
 
 
 @pytest.mark.parametrize("shape", SHAPES[1:3], ids=lambda s: "x".join(map(str, s)))
-def test_kernel_rotates_the_query_with_rope(shape):
-  """Given positions and inverse frequencies, the kernel attends with RoPE(q) (the decoder's
-  rotate-half convention), as the reference does after rotating q in float64."""
+def test_kernel_adds_the_query_bias_and_rotates_with_rope(shape):
+  """Given RoPE tables and a query bias, the kernel attends with RoPE(q + bias) (the decoder's
+  rotate-half convention), as the reference does in float64."""
   q, k, v, start, length = _case(*shape, seed=sum(shape) + 1)
   positions = (length - start + 3).astype(np.int32)
   inv_freq = decoder.rope_inv_freq(rlthink.ModelConfig(head_dim=shape[4], rope_theta=500.0))
+  cos, sin = (np.concatenate([t, t], -1) for t in map(np.asarray, decoder.rope_tables(
+      jnp.asarray(positions), inv_freq)))
+  bias = np.random.default_rng(0).normal(size=q.shape[1:]).astype(np.float32)
   out = da.decode_attention(*map(jnp.asarray, (q, k, v, start, length)),
-                            positions=jnp.asarray(positions), inv_freq=inv_freq)
-  expected = da.reference(q, k, v, start, length, positions, inv_freq)
+                            rope=(jnp.asarray(cos), jnp.asarray(sin)), q_bias=jnp.asarray(bias))
+  expected = da.reference(q, k, v, start, length, (cos, sin), bias)
   np.testing.assert_allclose(np.asarray(out), expected, atol=2e-5)
-  assert np.abs(expected - da.reference(q, k, v, start, length)).max() > 1e-2  # RoPE matters
+  plain = da.reference(q, k, v, start, length)
+  assert np.abs(expected - da.reference(q, k, v, start, length, q_bias=bias)).max() > 1e-2
+  assert np.abs(expected - da.reference(q, k, v, start, length, (cos, sin))).max() > 1e-2
+  assert np.abs(expected - plain).max() > 1e-2
 
 
 def test_kernel_reads_only_the_query_rows_of_a_fused_projection():
@@ -104,6 +110,26 @@ def test_sampler_with_kernel_equals_xla_attention(temperature):
   np.testing.assert_array_equal(ours.completion_tokens, xla.completion_tokens)
   np.testing.assert_allclose(ours.logprobs, xla.logprobs, atol=1e-5)
   # And both equal one full forward over the finished sequences.
+  np.testing.assert_allclose(ours.logprobs, sf.full_forward_logprobs(policy, ours) *
+                             ours.completion_mask, atol=1e-4)
+
+
+def test_sampler_with_kernel_and_qkv_bias_equals_xla_attention():
+  """A Qwen2-style model (q/k/v biases, 3 query heads per KV head): the kernel adds q's bias and
+  rotates q from the fused projection; the rollouts equal XLA attention's."""
+  config = rlthink.ModelConfig(architecture="qwen2", qkv_bias=True, vocab_size=128,
+                               hidden_size=96, intermediate_size=128, num_layers=2, num_heads=6,
+                               num_kv_heads=2, head_dim=16, max_seq_len=64)
+  policy = rlthink.init_policy(config, seed=1)
+  rng = np.random.default_rng(1)
+  attn = dict(policy.params["layers"]["attn"])
+  for name in ("q_bias", "k_bias", "v_bias"):  # initialized to zeros: make them matter
+    attn[name] = jnp.asarray(rng.normal(size=attn[name].shape), jnp.float32)
+  policy = policy.replace(params={**policy.params,
+                                  "layers": {**policy.params["layers"], "attn": attn}})
+  ours, xla = (_sample(policy, a, temperature=1.0) for a in ("pallas", "xla"))
+  np.testing.assert_array_equal(ours.completion_tokens, xla.completion_tokens)
+  np.testing.assert_allclose(ours.logprobs, xla.logprobs, atol=1e-5)
   np.testing.assert_allclose(ours.logprobs, sf.full_forward_logprobs(policy, ours) *
                              ours.completion_mask, atol=1e-4)
 
