@@ -121,10 +121,6 @@ def _put_prompt_cache(cache: dict, prompt_cache: dict, num_samples: int) -> dict
               index=prompt_cache["index"])
 
 
-@functools.partial(
-    jax.jit, donate_argnames=("cache",),
-    static_argnames=("config", "mesh", "max_new_tokens", "num_samples", "greedy",
-                     "use_temperature", "top_k", "use_top_p", "pad_id", "decode_kernel"))
 def generate(params, cache: dict, prompt_tokens: jax.Array, prompt_mask: jax.Array,
              seed: jax.Array, temperature: jax.Array, top_p: jax.Array, stop_tokens: jax.Array,
              *, config: ModelConfig, mesh: Mesh | None, max_new_tokens: int, num_samples: int,
@@ -202,3 +198,24 @@ def generate(params, cache: dict, prompt_tokens: jax.Array, prompt_mask: jax.Arr
   state = (jnp.int32(0), cache, last_token, padding_row, jnp.zeros((n,), jnp.int32), out)
   steps, cache, _, done, lengths, out = jax.lax.while_loop(cond_fn, step_fn, state)
   return dict(out, lengths=lengths, stopped=done & ~padding_row, steps=steps), cache
+
+
+_GENERATE_JIT = dict(
+    donate_argnames=("cache",),
+    static_argnames=("config", "mesh", "max_new_tokens", "num_samples", "greedy",
+                     "use_temperature", "top_k", "use_top_p", "pad_id", "decode_kernel"))
+_generate_fn = generate
+generate = jax.jit(_generate_fn, **_GENERATE_JIT)
+# The same program with every matmul on cuBLAS instead of XLA's Triton GEMMs: faster for the
+# decode step's small matmuls once a device has many rows (qwen2.5-0.5b on an H200: 1.05x at 64
+# rows, 1.07x at 256), slower for one row (0.78x; docs/benchmarks, v6). See `program_for`.
+generate_cublas = jax.jit(_generate_fn, **_GENERATE_JIT,
+                          compiler_options={"xla_gpu_enable_triton_gemm": False})
+CUBLAS_MIN_ROWS = 64  # rows per device from which `program_for` picks generate_cublas
+
+
+def program_for(rows_per_device: int):
+  """`generate` or, on GPU with at least CUBLAS_MIN_ROWS rows per device, `generate_cublas`."""
+  if rows_per_device >= CUBLAS_MIN_ROWS and jax.default_backend() == "gpu":
+    return generate_cublas
+  return generate

@@ -128,6 +128,7 @@ class _Request:
   mask: np.ndarray        # bool[B, P]
   num_prompts: int
   num_samples: int
+  program: Any            # engine.generate or generate_cublas (engine.program_for)
 
 
 def _request(policy, prompts, max_new_tokens, temperature, top_k, top_p, num_samples, seed,
@@ -177,7 +178,9 @@ def _request(policy, prompts, max_new_tokens, temperature, top_k, top_p, num_sam
                 top_k=None if greedy else top_k,
                 use_top_p=top_p is not None and not greedy, pad_id=pad_id,
                 decode_kernel=decode_kernel)
-  return _Request(args, static, tokens, mask, num_prompts, num_samples)
+  shards = 1 if mesh is None else mesh.shape["data"] * mesh.shape["fsdp"]
+  program = engine.program_for(b * num_samples // shards)
+  return _Request(args, static, tokens, mask, num_prompts, num_samples, program)
 
 
 DECODE_ATTENTION = ("auto", "xla", "pallas")
@@ -239,7 +242,7 @@ def sample(policy, prompts, *, max_new_tokens: int, temperature: float = 1.0,
   """
   req = _request(policy, prompts, max_new_tokens, temperature, top_k, top_p, num_samples, seed,
                  stop_tokens, unroll_layers, decode_attention)
-  out, _ = engine.generate(*req.args, **req.static)
+  out, _ = req.program(*req.args, **req.static)
   return _to_rollouts(distributed.to_host(out), req)  # gathers rows held by other hosts
 
 
@@ -251,7 +254,7 @@ def lower_sample(policy, prompts, *, max_new_tokens: int, temperature: float = 1
   the compiled HLO (`.compile().as_text()`), its cost or memory analysis."""
   req = _request(policy, prompts, max_new_tokens, temperature, top_k, top_p, num_samples, seed,
                  stop_tokens, unroll_layers, decode_attention)
-  return engine.generate.lower(*req.args, **req.static)
+  return req.program.lower(*req.args, **req.static)
 
 
 def _to_rollouts(out: dict[str, Any], req: _Request) -> Rollouts:

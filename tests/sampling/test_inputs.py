@@ -79,3 +79,21 @@ def test_scanned_and_unrolled_layers_sample_the_same_rollouts():
   scanned = rlthink.sample(policy, prompts, unroll_layers=False, **options)
   np.testing.assert_array_equal(unrolled.completion_tokens, scanned.completion_tokens)
   np.testing.assert_allclose(unrolled.logprobs, scanned.logprobs, atol=1e-5)
+
+
+def test_many_rows_per_gpu_take_the_cublas_program(monkeypatch):
+  """On GPU, >= CUBLAS_MIN_ROWS rows per device compile the program with cuBLAS matmuls; fewer
+  rows (and every other backend) the default. Both programs give the same rollouts."""
+  assert engine.program_for(10_000) is engine.generate  # this CPU
+  monkeypatch.setattr(engine.jax, "default_backend", lambda: "gpu")
+  assert engine.program_for(engine.CUBLAS_MIN_ROWS) is engine.generate_cublas
+  assert engine.program_for(engine.CUBLAS_MIN_ROWS - 1) is engine.generate
+  monkeypatch.undo()
+  policy = sf.tiny_policy()
+  prompts = sf.ragged_prompts(512, (4, 9), seed=3)
+  options = dict(max_new_tokens=6, num_samples=2, stop_tokens=(), seed=4)
+  default = rlthink.sample(policy, prompts, **options)
+  monkeypatch.setattr(engine, "program_for", lambda rows: engine.generate_cublas)
+  cublas = rlthink.sample(policy, prompts, **options)
+  np.testing.assert_array_equal(cublas.completion_tokens, default.completion_tokens)
+  np.testing.assert_allclose(cublas.logprobs, default.logprobs, atol=1e-6)
