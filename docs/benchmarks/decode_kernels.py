@@ -38,7 +38,7 @@ def per_layer_us(fn, *args):
 
 def attention_cases(bandwidth):
   h, kv, d, s, fill = 14, 2, 64, 384, 256
-  for b in (1, 256):
+  for b in (256, 1):
     keys = jax.random.split(jax.random.key(b), 2 * LAYERS + 1)
     q = jax.random.normal(keys[0], (b, h, d), jnp.bfloat16)
     ks = [jax.random.normal(keys[1 + i], (b, kv, s, d), jnp.bfloat16) for i in range(LAYERS)]
@@ -58,10 +58,10 @@ def attention_cases(bandwidth):
 
     ref = jax.jit(xla)(q, ks, vs)
     variants = [("xla", xla, {})]
-    for chunk in (32, 64, 128):
+    for chunk in (32, 64, 128, s):  # s: one whole-row program per (row, KV head), no merge
       for block in (32, 64, 128):
         for warps in (4, 8):
-          if block <= chunk:
+          if block <= chunk and chunk % block == 0:
             tiling = dict(chunk=chunk, block=block, num_warps=warps)
             variants.append(("pallas", functools.partial(pallas, **tiling), tiling))
     variants.append(("pallas_default", pallas, {}))
@@ -96,10 +96,13 @@ def matmul_cases(bandwidth):
 def main():
   p = argparse.ArgumentParser()
   p.add_argument("--out")
+  p.add_argument("--cases", nargs="+", choices=("attention", "matmul"),
+                 default=["attention", "matmul"])
   args = p.parse_args()
   bandwidth = hardware.measure_hbm_bandwidth()
   info = {"hbm_bytes_per_s": bandwidth, "device": str(jax.devices()[0])}
-  for gen in (attention_cases, matmul_cases):
+  cases = {"attention": attention_cases, "matmul": matmul_cases}
+  for gen in (cases[c] for c in args.cases):
     for record in gen(bandwidth):
       common.emit({**record, **info}, args.out)
 

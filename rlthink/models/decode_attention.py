@@ -6,8 +6,9 @@ einsum attention reads every slot of the cache (P - 1 + C of them) and runs the 
 separate kernels; this kernel splits the slots of each (row, KV head) into chunks, skips the
 chunks outside [start, length), and runs an online softmax over the rest, all the query heads of
 a KV group at once (loaded as a 16-row tile, the smallest for tensor cores, the rows past the
-group masked). The decoder passes q before RoPE: the kernel rotates it (one elementwise pass over
-q less per layer). The per-chunk partial results are merged by a log-sum-exp in XLA.
+group masked). The decoder hands over its fused q/k/v projection as the matmul wrote it: the
+kernel reads the query rows from it, adds their bias and applies RoPE (no elementwise pass over q
+per layer). The per-chunk partial results are merged by a log-sum-exp in XLA.
 
 Layouts are the decoder's: q [B, H, D]; the cache k, v [B, K, S, D] (a per-layer buffer of the
 unrolled decode loop, read in place). On a non-GPU backend the kernel runs in Pallas' interpreter
@@ -38,9 +39,18 @@ def supported_length(length: int) -> bool:
   return length >= 16 and length % 16 == 0
 
 
+# From this many (row, KV head) programs on, each takes all slots of its row (one chunk): the
+# GPU is full without splitting, and the kernel writes the final output (no partial results to
+# store and merge: two kernels less per layer).
+WHOLE_ROW_PROGRAMS = 512
+
+
 def _chunk(length: int, programs_per_chunk: int) -> int:
-  """Slots per chunk: the largest power of two <= 128 dividing `length` that still leaves
-  ~256 programs (two waves of a large GPU), so small batches spread over the chunks too."""
+  """Slots per chunk: all of them with >= WHOLE_ROW_PROGRAMS programs; else the largest power
+  of two <= 128 dividing `length` that still leaves ~256 programs (two waves of a large GPU), so
+  small batches spread over the chunks too."""
+  if programs_per_chunk >= WHOLE_ROW_PROGRAMS:
+    return length
   best = 16
   for chunk in (32, 64, 128):
     if length % chunk == 0 and programs_per_chunk * (length // chunk) >= 256:
@@ -48,21 +58,22 @@ def _chunk(length: int, programs_per_chunk: int) -> int:
   return best
 
 
-def _kernel(*refs, block: int, scale: float, group: int, rope: bool, bias: bool):
-  """One (row, KV head, chunk): partial attention of the group's query heads (padded to G' rows).
+def _kernel(*refs, block: int, scale: float, group: int, rope: bool, bias: bool, whole: bool,
+            rows: int):
+  """One (row, KV head, chunk): attention of the group's query heads (a tile of `rows` >= G).
 
   refs: q [H, D] (the row's queries: before their bias with `bias`, before RoPE with `rope`);
   k, v [chunk, D]; start, length scalars; with `rope` the row's cos and sin [D]; with `bias` the
-  query bias [H, D]. Writes the unnormalized output o [G', D] (float32), the running max m [G']
-  and the softmax denominator l [G'].
+  query bias [H, D]. Writes, with `whole` (the chunk is the whole row), the attention output of
+  the group's G heads (o [G, D] in v's dtype); else the unnormalized output o [rows, D]
+  (float32), the running max m [rows] and the softmax denominator l [rows] of the chunk.
   """
   refs = list(refs)
   q_ref, k_ref, v_ref, start_ref, length_ref = refs[:5]
   cos_ref, sin_ref = refs[5:7] if rope else (None, None)
   bias_ref = refs[7 if rope else 5] if bias else None
-  o_ref, m_ref, l_ref = refs[-3:]
   chunk = k_ref.shape[0]
-  rows, d = o_ref.shape
+  d = k_ref.shape[1]
   first_slot = pl.program_id(2) * chunk
   lo = jnp.maximum(start_ref[()], first_slot) - first_slot      # chunk-relative [lo, hi)
   hi = jnp.minimum(length_ref[()], first_slot + chunk) - first_slot
@@ -107,6 +118,12 @@ def _kernel(*refs, block: int, scale: float, group: int, rope: bool, bias: bool)
           jnp.zeros((rows,), jnp.float32))
   # lo >= hi (a chunk outside the row's slots) runs no iteration: m stays -1e30, l 0.
   acc, m, l = jax.lax.fori_loop(lo // block, (hi + block - 1) // block, body, init)
+  if whole:  # every row attends >= 1 slot, so l > 0 for the G real heads; the rest are not stored
+    (o_ref,) = refs[-1:]
+    plgpu.store(o_ref.at[pl.ds(0, rows), pl.ds(0, d)],
+                (acc / jnp.maximum(l, 1e-30)[:, None]).astype(o_ref.dtype), mask=mask)
+    return
+  o_ref, m_ref, l_ref = refs[-3:]
   o_ref[...] = acc
   m_ref[...] = m
   l_ref[...] = l
@@ -126,12 +143,15 @@ def _local(q, k, v, start, length, rope, q_bias, group: int, interpret: bool,
     if q_bias is not None:
       q_bias = jnp.pad(q_bias, ((0, (kv - 1) * g + rows - q_bias.shape[0]), (0, 0)))
   chunk = chunk or _chunk(s, b * kv)
-  block = min(block or 64, chunk)
+  block = block or next(n for n in (64, 32, 16) if chunk % n == 0)
+  block = min(block, chunk)
   if s % chunk or chunk % block:
     raise ValueError(f"chunk {chunk} must divide the cache length {s} and block {block} the chunk")
   splits = s // chunk
+  whole = splits == 1
   kernel = functools.partial(_kernel, block=block, scale=1.0 / math.sqrt(d), group=g,
-                             rope=rope is not None, bias=q_bias is not None)
+                             rope=rope is not None, bias=q_bias is not None, whole=whole,
+                             rows=rows)
   row = pl.BlockSpec((None,), lambda i, j, c: (i,))
   in_specs = [pl.BlockSpec((None,) + q.shape[1:], lambda i, j, c: (i, 0, 0)),
               pl.BlockSpec((None, None, chunk, d), lambda i, j, c: (i, j, c, 0)),
@@ -143,6 +163,21 @@ def _local(q, k, v, start, length, rope, q_bias, group: int, interpret: bool,
   if q_bias is not None:
     in_specs.append(pl.BlockSpec(q_bias.shape, lambda i, j, c: (0, 0)))
     args.append(q_bias)
+  if whole:
+    # G rows per group on the GPU (the masked store writes no others: the output is [B, H, D]
+    # as it stands); the interpreter stores whole tiles, so it gets `rows` and a slice after.
+    out_rows = rows if interpret else g
+    o = pl.pallas_call(
+        kernel,
+        grid=(b, kv, 1),
+        in_specs=in_specs,
+        out_specs=pl.BlockSpec((None, None, out_rows, d), lambda i, j, c: (i, j, 0, 0)),
+        out_shape=jax.ShapeDtypeStruct((b, kv, out_rows, d), v.dtype),
+        compiler_params=plgpu.CompilerParams(num_warps=num_warps, num_stages=2),
+        interpret=interpret,
+        name="rlthink_decode_attention",
+    )(*args)
+    return o[:, :, :g].reshape(b, kv * g, d)
   o, m, l = pl.pallas_call(
       kernel,
       grid=(b, kv, splits),

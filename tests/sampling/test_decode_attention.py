@@ -29,10 +29,14 @@ def _case(b, h, kv, s, d, seed, dtype=np.float32):
 SHAPES = [(3, 7, 1, 48, 16), (2, 4, 2, 64, 32), (5, 14, 2, 128, 64), (1, 8, 4, 384, 16)]
 
 
+@pytest.mark.parametrize("whole_rows", [False, True], ids=["chunks", "whole_rows"])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-def test_kernel_matches_numpy_reference(shape):
+def test_kernel_matches_numpy_reference(shape, whole_rows):
+  """Chunks merged by log-sum-exp, or one program per (row, KV head) over all its slots (what
+  large batches get) writing the output itself."""
   q, k, v, start, length = _case(*shape, seed=sum(shape))
-  out = da.decode_attention(*map(jnp.asarray, (q, k, v, start, length)))
+  out = da.decode_attention(*map(jnp.asarray, (q, k, v, start, length)),
+                            chunk=shape[3] if whole_rows else None)
   assert out.dtype == jnp.float32 and out.shape == q.shape
   np.testing.assert_allclose(np.asarray(out), da.reference(q, k, v, start, length), atol=2e-6)
 
@@ -48,7 +52,8 @@ def test_kernel_adds_the_query_bias_and_rotates_with_rope(shape):
       jnp.asarray(positions), inv_freq)))
   bias = np.random.default_rng(0).normal(size=q.shape[1:]).astype(np.float32)
   out = da.decode_attention(*map(jnp.asarray, (q, k, v, start, length)),
-                            rope=(jnp.asarray(cos), jnp.asarray(sin)), q_bias=jnp.asarray(bias))
+                            rope=(jnp.asarray(cos), jnp.asarray(sin)), q_bias=jnp.asarray(bias),
+                            chunk=shape[3] if shape[2] == 2 else None)
   expected = da.reference(q, k, v, start, length, (cos, sin), bias)
   np.testing.assert_allclose(np.asarray(out), expected, atol=2e-5)
   plain = da.reference(q, k, v, start, length)
@@ -66,6 +71,11 @@ def test_kernel_reads_only_the_query_rows_of_a_fused_projection():
   out = da.decode_attention(*map(jnp.asarray, (fused, k, v, start, length)), heads=14)
   assert out.shape == q.shape
   np.testing.assert_allclose(np.asarray(out), da.reference(q, k, v, start, length), atol=2e-6)
+
+
+def test_large_batches_take_whole_rows():
+  assert da._chunk(384, da.WHOLE_ROW_PROGRAMS) == 384  # one chunk: no merge
+  assert da._chunk(384, 2) == 16 and da._chunk(384, 128) == 128  # chunks spread small batches
 
 
 def test_kernel_ignores_slots_outside_the_range():
