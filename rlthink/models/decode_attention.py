@@ -79,7 +79,7 @@ def _kernel(*refs, block: int, scale: float, group: int, rope: bool, bias: bool,
   hi = jnp.minimum(length_ref[()], first_slot + chunk) - first_slot
 
   # The group's query heads are rows [j * G, j * G + G) of q; rows past G load as zeros (they
-  # pad the tile to G' rows and are dropped after the merge).
+  # pad the tile to G' rows and are never stored, or dropped after the merge).
   head_rows = (pl.ds(pl.program_id(1) * group, rows), pl.ds(0, d))
   mask = jnp.broadcast_to((jnp.arange(rows) < group)[:, None], (rows, d))
   q = plgpu.load(q_ref.at[head_rows], mask=mask, other=0)
@@ -203,8 +203,9 @@ def _local(q, k, v, start, length, rope, q_bias, group: int, interpret: bool,
 def decode_attention(q: jax.Array, k: jax.Array, v: jax.Array, start: jax.Array,
                      length: jax.Array, mesh: Mesh | None = None,
                      rope: tuple[jax.Array, jax.Array] | None = None,
-                     q_bias: jax.Array | None = None, heads: int | None = None, interpret: bool | None = None,
-                     chunk: int | None = None, block: int | None = None, num_warps: int = 4) -> jax.Array:
+                     q_bias: jax.Array | None = None, heads: int | None = None,
+                     interpret: bool | None = None, chunk: int | None = None,
+                     block: int | None = None, num_warps: int = 4) -> jax.Array:
   """Attention of one query per head over the cache slots [start, length) of each row.
 
   Args:
@@ -218,8 +219,9 @@ def decode_attention(q: jax.Array, k: jax.Array, v: jax.Array, start: jax.Array,
     q_bias: [H, D]: q is before its bias; the kernel adds it (before RoPE). With these two the
       decoder hands over its q/k/v projection as it comes out of the matmul: no pass over q.
     interpret: run Pallas' interpreter; default: on any backend but GPU.
-    chunk, block, num_warps: the tiling: slots per program (default `_chunk`'s choice), slots
-      per inner iteration (default 64), warps per program.
+    chunk, block, num_warps: the tiling: slots per program (default `_chunk`'s choice: whole
+      rows for large batches), slots per inner iteration (default: the largest of 64, 32, 16
+      dividing the chunk), warps per program.
 
   Returns:
     [B, H, D] in v's dtype. Softmax in float32, as `decoder.dot_product_attention`.

@@ -121,11 +121,11 @@ def _put_prompt_cache(cache: dict, prompt_cache: dict, num_samples: int) -> dict
               index=prompt_cache["index"])
 
 
-def generate(params, cache: dict, prompt_tokens: jax.Array, prompt_mask: jax.Array,
-             seed: jax.Array, temperature: jax.Array, top_p: jax.Array, stop_tokens: jax.Array,
-             *, config: ModelConfig, mesh: Mesh | None, max_new_tokens: int, num_samples: int,
-             greedy: bool, use_temperature: bool, top_k: int | None, use_top_p: bool,
-             pad_id: int, decode_kernel: bool = False):
+def _generate(params, cache: dict, prompt_tokens: jax.Array, prompt_mask: jax.Array,
+              seed: jax.Array, temperature: jax.Array, top_p: jax.Array, stop_tokens: jax.Array,
+              *, config: ModelConfig, mesh: Mesh | None, max_new_tokens: int, num_samples: int,
+              greedy: bool, use_temperature: bool, top_k: int | None, use_top_p: bool,
+              pad_id: int, decode_kernel: bool = False):
   """Samples `max_new_tokens` tokens (or until a stop token) for every row.
 
   Args:
@@ -204,12 +204,11 @@ _GENERATE_JIT = dict(
     donate_argnames=("cache",),
     static_argnames=("config", "mesh", "max_new_tokens", "num_samples", "greedy",
                      "use_temperature", "top_k", "use_top_p", "pad_id", "decode_kernel"))
-_generate_fn = generate
-generate = jax.jit(_generate_fn, **_GENERATE_JIT)
+generate = jax.jit(_generate, **_GENERATE_JIT)
 # The same program with every matmul on cuBLAS instead of XLA's Triton GEMMs: faster for the
 # decode step's small matmuls once a device has many rows (qwen2.5-0.5b on an H200: 1.05x at 64
 # rows, 1.07x at 256), slower for one row (0.78x; docs/benchmarks, v6). See `program_for`.
-generate_cublas = jax.jit(_generate_fn, **_GENERATE_JIT,
+generate_cublas = jax.jit(_generate, **_GENERATE_JIT,
                           compiler_options={"xla_gpu_enable_triton_gemm": False})
 CUBLAS_MIN_ROWS = 64  # rows per device from which `program_for` picks generate_cublas
 
