@@ -36,9 +36,14 @@ def prompt_bucket(longest: int, max_new_tokens: int, max_seq_len: int) -> int:
                           max_seq_len - max_new_tokens))
 
 
+def _batch_shards(mesh) -> int:
+  """How many ways the mesh splits the rows: its (data, fsdp) size."""
+  return 1 if mesh is None else mesh.shape["data"] * mesh.shape["fsdp"]
+
+
 def batch_bucket(num_prompts: int, mesh) -> int:
   """Padded number of prompts: a power of two, a multiple of the mesh's batch shards."""
-  shards = 1 if mesh is None else mesh.shape["data"] * mesh.shape["fsdp"]
+  shards = _batch_shards(mesh)
   b = max(_next_pow2(num_prompts), shards)
   return -(-b // shards) * shards
 
@@ -178,8 +183,7 @@ def _request(policy, prompts, max_new_tokens, temperature, top_k, top_p, num_sam
                 top_k=None if greedy else top_k,
                 use_top_p=top_p is not None and not greedy, pad_id=pad_id,
                 decode_kernel=decode_kernel)
-  shards = 1 if mesh is None else mesh.shape["data"] * mesh.shape["fsdp"]
-  program = engine.program_for(b * num_samples // shards)
+  program = engine.program_for(b * num_samples // _batch_shards(mesh))
   return _Request(args, static, tokens, mask, num_prompts, num_samples, program)
 
 
