@@ -59,17 +59,35 @@ def draw(keys: jax.Array, logits: jax.Array) -> jax.Array:
   return draw_with_logprob(keys, logits)[0]
 
 
+def _chunk_softmax_stats(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Per chunk of x [N, M, c]: its max m and sum(exp(x - m)), both [N, M], in one read of x.
+
+  A variadic reduction whose combiner is the online-softmax merge, so XLA makes one pass over
+  the logits (a max and then a sum of exponentials would read them twice). An all -inf chunk
+  gives (-inf, 0).
+  """
+  def merge(a, b):
+    (m1, s1), (m2, s2) = a, b
+    m = jnp.maximum(m1, m2)
+    # m1 == m covers m1 = m = -inf, where exp(m1 - m) would be exp(nan).
+    scale = lambda mi, si: jnp.where(mi == m, si, si * jnp.exp(mi - m))
+    return m, scale(m1, s1) + scale(m2, s2)
+
+  ones = jnp.where(x > _MASKED, 1.0, 0.0).astype(jnp.float32)  # exp(x - x), 0 for a masked token
+  return jax.lax.reduce((x, ones), (jnp.float32(_MASKED), jnp.float32(0)), merge, (2,))
+
+
 def draw_with_logprob(keys: jax.Array, logits: jax.Array) -> tuple[jax.Array, jax.Array]:
   """One token per row from softmax(logits), and its log-probability under that distribution.
 
   keys [N] (one key per row), logits [N, V] -> (int32[N], float32[N]).
 
   Inverse-CDF sampling in two levels, with two uniforms per row: a chunk of CHUNK tokens by the
-  cumulative chunk masses, then a token within it. It reads the logits twice (max, chunk masses)
-  and needs no random number per vocabulary entry; the chunk masses also give the log-partition,
-  so the log-probability costs no further pass over the vocabulary. Tokens of probability 0
-  (-inf logits) are never drawn: each target lies strictly below the total mass it is compared
-  with.
+  cumulative chunk masses, then a token within it. It reads the logits once (each chunk's max
+  and sum of exponentials in one reduction, `_chunk_softmax_stats`) and needs no random number
+  per vocabulary entry; the chunk masses also give the log-partition, so the log-probability
+  costs no further pass over the vocabulary. Tokens of probability 0 (-inf logits) are never
+  drawn: each target lies strictly below the total mass it is compared with.
 
   Each row draws from its own key only, so a row's token does not depend on the other rows, the
   batch size or the mesh.
@@ -80,7 +98,8 @@ def draw_with_logprob(keys: jax.Array, logits: jax.Array) -> tuple[jax.Array, ja
   if v % c:
     x = jnp.pad(x, ((0, 0), (0, c - v % c)), constant_values=_MASKED)
   x = x.reshape(n, -1, c)                                       # [N, chunks, c]
-  top = jnp.max(x, axis=(1, 2))                                 # [N]
+  chunk_max, chunk_sums = _chunk_softmax_stats(x)               # [N, chunks] each
+  top = jnp.max(chunk_max, axis=1)                              # [N], finite: some token is allowed
   uniforms = jax.vmap(lambda key: jax.random.uniform(key, (2,)))(keys)   # [N, 2] in [0, 1)
 
   def pick(masses, u):  # masses [N, M] >= 0 with a positive sum -> index of mass drawn
@@ -89,7 +108,7 @@ def draw_with_logprob(keys: jax.Array, logits: jax.Array) -> tuple[jax.Array, ja
     target = jnp.minimum(u * total, jnp.nextafter(total, 0.0))  # < total, so never a 0-mass entry
     return _first_above(cdf, target)
 
-  chunk_masses = jnp.sum(jnp.exp(x - top[:, None, None]), axis=2)       # [N, chunks]
+  chunk_masses = chunk_sums * jnp.exp(chunk_max - top[:, None])  # exp(-inf) = 0 for empty chunks
   chunk = pick(chunk_masses, uniforms[:, 0])
   within = jnp.take_along_axis(x, chunk[:, None, None], axis=1)[:, 0]   # [N, c]
   index = pick(jnp.exp(within - top[:, None]), uniforms[:, 1])
