@@ -221,11 +221,11 @@ class Attention(nn.Module):
                        nn.initializers.zeros).astype(dt)
       return sharding.constrain(y, ("batch", "length", head_axis, "head_dim"), self.mesh)
 
-    # The Pallas decode kernel adds q's bias and rotates q itself, reading q from the fused
-    # projection (no pass over q per layer); `qkv` is that projection (without its bias).
+    # The Pallas decode kernel rotates q itself; given the fused projection `qkv` (without its
+    # bias) it also adds the biases and rotates and stores k and v (see below).
     kernel = (self.decode_kernel and layer_cache is not None and layer_cache[2] is None
               and x.shape[1] == 1)
-    qkv = q_bias = None
+    qkv = bias = None
     if self.has_variable("params", "qkv_proj_t"):  # transpose_for_decode(fuse=True)
       w = self.get_variable("params", "qkv_proj_t").astype(dt)
       qkv = jnp.einsum("bte,hde->bthd", x, w)
@@ -243,7 +243,19 @@ class Attention(nn.Module):
       k = RMSNorm(cfg, "head_dim", name="k_norm")(k)
     inv_freq = rope_inv_freq(cfg)
     q_slots, key_valid, q_segments, k_segments, index, first_valid = ctx
-    if not kernel:
+    if kernel:
+      cos, sin = rope_tables(positions[:, 0], inv_freq)  # the same in every layer: CSE'd
+      rope = (jnp.concatenate([cos, cos], -1), jnp.concatenate([sin, sin], -1))
+      lengths = jnp.broadcast_to(index + 1, first_valid.shape)
+      if qkv is not None:
+        # From the fused projection the kernel also biases, rotates and writes this step's keys
+        # and values into the cache (in place): no pass over q, k or v and no cache-write kernel.
+        k_all, v_all, _ = layer_cache
+        out, k_all, v_all = decode_attention.decode_attention(
+            qkv[:, 0], k_all, v_all, first_valid, lengths, self.mesh, rope=rope,
+            q_bias=bias if cfg.qkv_bias else None, heads=h, write_kv=True)
+        return self._output(out[:, None].astype(dt)), (k_all, v_all, None)
+    else:
       q = apply_rope(q, positions, inv_freq)
     k = apply_rope(k, positions, inv_freq)
 
@@ -261,13 +273,9 @@ class Attention(nn.Module):
         start, new_k, new_v = (layer, 0, 0, index, 0), new_k[None], new_v[None]
       k_all = jax.lax.dynamic_update_slice(k_all, new_k.astype(k_all.dtype), start)
       v_all = jax.lax.dynamic_update_slice(v_all, new_v.astype(v_all.dtype), start)
-      if kernel:
-        cos, sin = rope_tables(positions[:, 0], inv_freq)  # the same in every layer: CSE'd
-        rope = (jnp.concatenate([cos, cos], -1), jnp.concatenate([sin, sin], -1))
-        out = decode_attention.decode_attention(
-            q[:, 0] if qkv is None else qkv[:, 0], k_all, v_all, first_valid,
-            jnp.broadcast_to(index + 1, first_valid.shape), self.mesh, rope=rope,
-            q_bias=None if qkv is None else q_bias, heads=h)
+      if kernel:  # q unfused (a tensor-sharded mesh, or q/k norms): rotated by the kernel
+        out = decode_attention.decode_attention(q[:, 0], k_all, v_all, first_valid, lengths,
+                                                self.mesh, rope=rope)
         return self._output(out[:, None].astype(dt)), (k_all, v_all, layer)
       if layer is None:
         k, v = k_all.astype(dt), v_all.astype(dt)

@@ -73,6 +73,46 @@ def test_kernel_reads_only_the_query_rows_of_a_fused_projection():
   np.testing.assert_allclose(np.asarray(out), da.reference(q, k, v, start, length), atol=2e-6)
 
 
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("whole_rows", [False, True], ids=["chunks", "whole_rows"])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_kernel_writes_the_new_keys_and_values(shape, whole_rows, bias):
+  """With write_kv, q is the fused projection (query heads, then this step's keys and values):
+  the kernel stores the biased, rotated key and the biased value in slot length - 1 of every
+  row's cache, changes no other slot, and attends to them (not to what the slot held)."""
+  b, h, kv, s, d = shape
+  rng = np.random.default_rng(sum(shape) + 2)
+  _, k, v, start, length = _case(*shape, seed=sum(shape) + 2)
+  qkv = rng.normal(size=(b, h + 2 * kv, d)).astype(np.float32)
+  for i in range(b):  # what the new slot held before: must be overwritten, not attended
+    k[i, :, length[i] - 1], v[i, :, length[i] - 1] = 1e4, -1e4
+  inv_freq = decoder.rope_inv_freq(rlthink.ModelConfig(head_dim=d, rope_theta=500.0))
+  cos, sin = (np.concatenate([t, t], -1) for t in map(np.asarray, decoder.rope_tables(
+      jnp.asarray(length + 5), inv_freq)))
+  qkv_bias = rng.normal(size=qkv.shape[1:]).astype(np.float32) if bias else None
+  out, new_k, new_v = da.decode_attention(
+      *map(jnp.asarray, (qkv, k, v, start, length)), rope=(jnp.asarray(cos), jnp.asarray(sin)),
+      q_bias=None if qkv_bias is None else jnp.asarray(qkv_bias), heads=h, write_kv=True,
+      chunk=s if whole_rows else None)
+  expected, expected_k, expected_v = da.reference(qkv, k, v, start, length, (cos, sin), qkv_bias,
+                                                  write_kv=True)
+  np.testing.assert_allclose(np.asarray(new_k), expected_k, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(new_v), expected_v, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(out), expected, atol=2e-6)
+  changed = np.any(np.asarray(new_k) != k, axis=-1) | np.any(np.asarray(new_v) != v, axis=-1)
+  assert changed.sum() == b * kv and all(changed[i, :, length[i] - 1].all() for i in range(b))
+
+
+def test_write_kv_input_errors():
+  q, k, v, start, length = _case(2, 4, 2, 32, 16, seed=3)
+  with pytest.raises(ValueError, match="write_kv needs q/k/v rows"):
+    da.decode_attention(*map(jnp.asarray, (q, k, v, start, length)), heads=2, write_kv=True)
+  fused = jnp.zeros((2, 8, 16))
+  with pytest.raises(ValueError, match=r"q_bias must be \[8, 16\]"):
+    da.decode_attention(fused, *map(jnp.asarray, (k, v, start, length)), heads=4,
+                        q_bias=jnp.zeros((4, 16)), write_kv=True)
+
+
 def test_large_batches_take_whole_rows():
   assert da._chunk(384, da.WHOLE_ROW_PROGRAMS) == 384  # one chunk: no merge
   assert da._chunk(384, 2) == 16 and da._chunk(384, 128) == 128  # chunks spread small batches
@@ -144,9 +184,12 @@ def test_sampler_with_kernel_and_qkv_bias_equals_xla_attention():
                              ours.completion_mask, atol=1e-4)
 
 
-def test_sampler_with_kernel_on_a_mesh():
+@pytest.mark.parametrize("shape", [(2, 2, 2), (4, 2, 1)])
+def test_sampler_with_kernel_on_a_mesh(shape):
+  """With a tensor axis the kernel gets q alone (the cache written by XLA); without one, the
+  fused projection (the kernel writes the cache)."""
   base = sf.tiny_policy()
-  mesh = sharding.make_mesh((2, 2, 2), jax.devices()[:8])
+  mesh = sharding.make_mesh(shape, jax.devices()[:8])
   params = jax.device_put(base.params, decoder.param_shardings(base.config, mesh))
   sharded = base.replace(params=params, mesh=mesh)
   ours, ref = _sample(sharded, "pallas", temperature=1.0), _sample(base, "xla", temperature=1.0)
