@@ -133,8 +133,6 @@ def _kernel(*refs, block: int, scale: float, group: int, rope: bool, bias: bool,
 
   init = (jnp.zeros((rows, d), jnp.float32), jnp.full((rows,), _NEG_INF, jnp.float32),
           jnp.zeros((rows,), jnp.float32))
-  # lo >= hi (a chunk outside the row's slots) runs no iteration: m stays -1e30, l 0.
-  acc, m, l = jax.lax.fori_loop(lo // block, (hi + block - 1) // block, body, init)
   if write_kv is not None:
     # This step's key and value: row 0 of a 16-row tile (a dot's smallest), summed down to [D].
     new_k = load(write_kv + kv_head, 1, _MIN_ROWS, rope).sum(axis=0)
@@ -144,14 +142,16 @@ def _kernel(*refs, block: int, scale: float, group: int, rope: bool, bias: bool,
     store_mask = jnp.broadcast_to(owner, (1, d))
     plgpu.store(k_out_ref.at[at], new_k[None, :].astype(k_out_ref.dtype), mask=store_mask)
     plgpu.store(v_out_ref.at[at], new_v[None, :].astype(v_out_ref.dtype), mask=store_mask)
-    # Its score as the block dot computes one: products of q and k's dtype, summed in float32.
+    # The owner's online softmax starts from the new slot (weight exp(0) = 1; its score as the
+    # block dot computes one: products in q and k's dtype, summed in float32); the loop below
+    # then covers the slots before it.
     s_new = jnp.sum(q.astype(jnp.float32) * new_k.astype(jnp.float32)[None, :], axis=1) * scale
-    m_new = jnp.where(owner, jnp.maximum(m, s_new), m)
-    correction = jnp.exp(m - m_new)
-    p = jnp.where(owner, jnp.exp(s_new - m_new), 0.0)
-    acc = acc * correction[:, None] + (p.astype(v_ref.dtype).astype(jnp.float32)[:, None]
-                                       * new_v.astype(jnp.float32)[None, :])
-    m, l = m_new, l * correction + p
+    init = (jnp.where(owner, jnp.broadcast_to(new_v.astype(jnp.float32)[None, :], (rows, d)),
+                      init[0]),
+            jnp.where(owner, s_new, init[1]), jnp.where(owner, 1.0, init[2]))
+  # lo >= hi (a chunk outside the row's slots) runs no iteration: m stays -1e30, l 0 (unless
+  # the chunk holds the new slot).
+  acc, m, l = jax.lax.fori_loop(lo // block, (hi + block - 1) // block, body, init)
   if whole:  # every row attends >= 1 slot, so l > 0 for the G real heads; the rest are not stored
     (o_ref,) = refs[-1:]
     plgpu.store(o_ref.at[pl.ds(0, rows), pl.ds(0, d)],
@@ -236,12 +236,13 @@ def _local(q, k, v, start, length, rope, q_bias, group: int, interpret: bool,
     out = results[0][:, :, :g].reshape(b, heads, d)
   else:
     # Merge the chunks: weights exp(m_c - max_c m_c); empty chunks (l = 0, m = -1e30) weigh 0.
-    o, m, l = results[:3]
+    # The padding rows go first, so the merge writes [B, K, G, D] = [B, H, D] in one kernel.
+    o, m, l = (x[:, :, :, :g] for x in results[:3])
     top = m.max(axis=2, keepdims=True)
     w = jnp.exp(m - top)
     denom = (w * l).sum(axis=2)
     out = (w[..., None] * o).sum(axis=2) / jnp.where(denom > 0, denom, 1.0)[..., None]
-    out = out[:, :, :g].reshape(b, heads, d).astype(v.dtype)
+    out = out.reshape(b, heads, d).astype(v.dtype)
   return (out, results[-2], results[-1]) if write_kv else out
 
 
