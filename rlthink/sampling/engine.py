@@ -176,7 +176,7 @@ def _generate(params, cache: dict, prompt_tokens: jax.Array, prompt_mask: jax.Ar
       processed = processors.process_logits(logits, temperature if use_temperature else None,
                                             top_k, top_p if use_top_p else None)
       keys = jax.vmap(jax.random.fold_in, (0, None))(row_keys, step)
-      new, sampling_lp = processors.draw_with_logprob(keys, processed)
+      new, sampling_lp = processors.draw_with_logprob(keys, processed, mesh)
       logprob = sampling_lp if processed is logits else ops.token_logprobs(logits, new)
     live = ~done
     new = jnp.where(live, new, pad_id)

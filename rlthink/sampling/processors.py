@@ -2,13 +2,21 @@
 
 Pure functions of float32 logits [N, V], used inside the decode loop. The order is the usual one
 (temperature, then top-k, then top-p on the top-k-renormalized distribution), so the sampling
-distribution is `softmax(process_logits(logits, ...))`.
+distribution is `softmax(process_logits(logits, ...))`. On GPU the draw's one pass over the
+logits is a Pallas (Triton) kernel.
 """
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as plgpu
+from jax.sharding import Mesh, PartitionSpec
+
+from rlthink import sharding
 
 _MASKED = -jnp.inf  # filtered tokens: exp(-inf) = 0 exactly, so they are never drawn
 
@@ -51,12 +59,12 @@ def _first_above(cdf: jax.Array, target: jax.Array) -> jax.Array:
   return jnp.sum(cdf <= target[:, None], axis=1).astype(jnp.int32)
 
 
-def draw(keys: jax.Array, logits: jax.Array) -> jax.Array:
+def draw(keys: jax.Array, logits: jax.Array, **options) -> jax.Array:
   """One token per row from softmax(logits): keys [N] (one key per row), logits [N, V] -> int32[N].
 
-  See `draw_with_logprob`, which also returns the drawn token's log-probability.
+  See `draw_with_logprob` (and its options), which also returns the drawn token's log-probability.
   """
-  return draw_with_logprob(keys, logits)[0]
+  return draw_with_logprob(keys, logits, **options)[0]
 
 
 def _chunk_softmax_stats(x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -77,7 +85,61 @@ def _chunk_softmax_stats(x: jax.Array) -> tuple[jax.Array, jax.Array]:
   return jax.lax.reduce((x, ones), (jnp.float32(_MASKED), jnp.float32(0)), merge, (2,))
 
 
-def draw_with_logprob(keys: jax.Array, logits: jax.Array) -> tuple[jax.Array, jax.Array]:
+CHUNKS_PER_PROGRAM = 32  # chunks of one row per program of the GPU kernel ([32, 128] float32)
+
+
+def _stats_kernel(x_ref, m_ref, s_ref, *, chunks: int):
+  """Chunks [j * CHUNKS_PER_PROGRAM, ...) of one row: x [M, c] -> m, s [M] (those chunks)."""
+  first = pl.program_id(1) * CHUNKS_PER_PROGRAM
+  at = pl.ds(first, CHUNKS_PER_PROGRAM)
+  valid = first + jnp.arange(CHUNKS_PER_PROGRAM) < chunks
+  x = plgpu.load(x_ref.at[at, :], mask=jnp.broadcast_to(valid[:, None], (valid.shape[0],
+                                                                            x_ref.shape[1])),
+                 other=_MASKED)
+  m = x.max(axis=1)
+  s = jnp.sum(jnp.exp(x - jnp.where(m > _MASKED, m, 0.0)[:, None]), axis=1)  # exp(-inf) = 0
+  plgpu.store(m_ref.at[at], m, mask=valid)
+  plgpu.store(s_ref.at[at], s, mask=valid)
+
+
+def _chunk_softmax_stats_kernel(x: jax.Array, interpret: bool) -> tuple[jax.Array, jax.Array]:
+  """`_chunk_softmax_stats` as one Pallas kernel: one exponential per logit, not the variadic
+  reduction's two per merge (on an H200 at [256, 151936] XLA's single pass took 99 us, 2.5x
+  the time of reading the logits once; docs/benchmarks, v8)."""
+  n, chunks, c = x.shape
+  programs = pl.cdiv(chunks, CHUNKS_PER_PROGRAM)
+  if interpret:  # the interpreter slices whole tiles: give it the chunks the last one reaches
+    x = jnp.pad(x, ((0, 0), (0, programs * CHUNKS_PER_PROGRAM - chunks), (0, 0)),
+                constant_values=_MASKED)
+  stats = jax.ShapeDtypeStruct((n, x.shape[1]), jnp.float32)
+  m, s = pl.pallas_call(
+      functools.partial(_stats_kernel, chunks=chunks),
+      grid=(n, programs),
+      in_specs=[pl.BlockSpec((None,) + x.shape[1:], lambda i, j: (i, 0, 0))],
+      out_specs=[pl.BlockSpec((None, x.shape[1]), lambda i, j: (i, 0))] * 2,
+      out_shape=[stats, stats],
+      compiler_params=plgpu.CompilerParams(num_warps=4),
+      interpret=interpret,
+      name="rlthink_draw_stats",
+  )(x)
+  return m[:, :chunks], s[:, :chunks]
+
+
+def _stats(x: jax.Array, mesh: Mesh | None, kernel: bool | None):
+  """_chunk_softmax_stats of x [N, M, c], by XLA or (kernel) by Pallas, sharded like x's rows."""
+  on_gpu = jax.default_backend() == "gpu"
+  if not (on_gpu if kernel is None else kernel):
+    return _chunk_softmax_stats(x)
+  run = functools.partial(_chunk_softmax_stats_kernel, interpret=not on_gpu)
+  if mesh is None or mesh.size == 1:
+    return run(x)
+  rows = sharding.logical_to_spec(("batch", None, None), x.shape, mesh)
+  return jax.shard_map(run, mesh=mesh, in_specs=rows, out_specs=(PartitionSpec(*rows[:2]),) * 2,
+                       check_vma=False)(x)
+
+
+def draw_with_logprob(keys: jax.Array, logits: jax.Array, mesh: Mesh | None = None,
+                      kernel: bool | None = None) -> tuple[jax.Array, jax.Array]:
   """One token per row from softmax(logits), and its log-probability under that distribution.
 
   keys [N] (one key per row), logits [N, V] -> (int32[N], float32[N]).
@@ -91,6 +153,10 @@ def draw_with_logprob(keys: jax.Array, logits: jax.Array) -> tuple[jax.Array, ja
 
   Each row draws from its own key only, so a row's token does not depend on the other rows, the
   batch size or the mesh.
+
+  kernel: make the pass over the logits with the Pallas kernel (default: on GPU; elsewhere it
+  runs in Pallas' interpreter); mesh: the mesh the rows are sharded over (the kernel runs per
+  shard).
   """
   n, v = logits.shape
   c = min(CHUNK, v)
@@ -98,7 +164,7 @@ def draw_with_logprob(keys: jax.Array, logits: jax.Array) -> tuple[jax.Array, ja
   if v % c:
     x = jnp.pad(x, ((0, 0), (0, c - v % c)), constant_values=_MASKED)
   x = x.reshape(n, -1, c)                                       # [N, chunks, c]
-  chunk_max, chunk_sums = _chunk_softmax_stats(x)               # [N, chunks] each
+  chunk_max, chunk_sums = _stats(x, mesh, kernel)               # [N, chunks] each
   top = jnp.max(chunk_max, axis=1)                              # [N], finite: some token is allowed
   uniforms = jax.vmap(lambda key: jax.random.uniform(key, (2,)))(keys)   # [N, 2] in [0, 1)
 

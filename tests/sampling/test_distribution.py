@@ -111,3 +111,28 @@ def test_draw_returns_the_log_probability_of_the_drawn_token():
   log_softmax = x - top - np.log(np.exp(x - top).sum(-1, keepdims=True))
   expected = log_softmax[np.arange(64), np.asarray(tokens)]
   np.testing.assert_allclose(np.asarray(logprobs), expected, atol=1e-5)
+
+
+def test_draw_kernel_pass_equals_the_xla_pass():
+  """The GPU kernel's per-chunk (max, sum-exp) pass (run by Pallas' interpreter here) gives the
+  float64 values, all -inf chunks included, over more chunks than one program takes; and the
+  draw with it, sharded over a (2, 2, 2) mesh, equals the draw without it on one device."""
+  rng = np.random.RandomState(3)
+  chunks = processors.CHUNKS_PER_PROGRAM + 5
+  x = (3.0 * rng.randn(4, chunks, 128)).astype(np.float32)
+  x[1, 2] = -np.inf                       # a chunk with no allowed token
+  x[2, chunks - 1, :100] = -np.inf         # part of the last program's last chunk
+  m, s = processors._chunk_softmax_stats_kernel(jnp.asarray(x), interpret=True)
+  top = x.max(axis=2)
+  np.testing.assert_array_equal(np.asarray(m), top)
+  expected = np.exp(x.astype(np.float64) - np.where(np.isfinite(top), top, 0)[..., None]).sum(2)
+  np.testing.assert_allclose(np.asarray(s), expected, rtol=1e-5)
+  assert np.asarray(s)[1, 2] == 0.0
+  logits = jnp.asarray((2.0 * rng.randn(8, 5000)).astype(np.float32))
+  keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(4), i))(jnp.arange(8))
+  mesh = rlthink.sharding.make_mesh((2, 2, 2), jax.devices()[:8])
+  with_kernel = jax.jit(lambda k, x: processors.draw_with_logprob(k, x, mesh, kernel=True))
+  tokens, logprobs = with_kernel(keys, logits)
+  ref_tokens, ref_logprobs = processors.draw_with_logprob(keys, logits, kernel=False)
+  np.testing.assert_array_equal(tokens, ref_tokens)
+  np.testing.assert_allclose(logprobs, ref_logprobs, atol=1e-5)
