@@ -157,11 +157,10 @@ def _kernel(*refs, block: int, scale: float, group: int, rope: bool, bias: bool,
     plgpu.store(o_ref.at[pl.ds(0, rows), pl.ds(0, d)],
                 (acc / jnp.maximum(l, 1e-30)[:, None]).astype(o_ref.dtype), mask=mask)
     return
-  o_ref, m_ref, l_ref = refs[-3:]  # the G real heads only (the refs may have just G rows)
-  plgpu.store(o_ref.at[pl.ds(0, rows), pl.ds(0, d)], acc, mask=mask)
-  real = jnp.arange(rows) < group
-  plgpu.store(m_ref.at[pl.ds(0, rows)], m, mask=real)
-  plgpu.store(l_ref.at[pl.ds(0, rows)], l, mask=real)
+  o_ref, m_ref, l_ref = refs[-3:]
+  o_ref[...] = acc
+  m_ref[...] = m
+  l_ref[...] = l
 
 
 def _local(q, k, v, start, length, rope, q_bias, group: int, interpret: bool,
@@ -204,19 +203,19 @@ def _local(q, k, v, start, length, rope, q_bias, group: int, interpret: bool,
   if q_bias is not None:
     in_specs.append(pl.BlockSpec(q_bias.shape, lambda i, j, c: (0, 0)))
     args.append(q_bias)
-  # G rows per group on the GPU (the masked stores write no others: the output, or the partial
-  # results, need no slicing after); the interpreter stores whole tiles, so it gets `rows`.
-  out_rows = rows if interpret else g
   if whole:
+    # G rows per group on the GPU (the masked store writes no others: the output is [B, H, D]
+    # as it stands); the interpreter stores whole tiles, so it gets `rows` and a slice after.
+    out_rows = rows if interpret else g
     out_specs = [pl.BlockSpec((None, None, out_rows, d), lambda i, j, c: (i, j, 0, 0))]
     out_shape = [jax.ShapeDtypeStruct((b, kv, out_rows, d), v.dtype)]
   else:
-    out_specs = [pl.BlockSpec((None, None, None, out_rows, d), lambda i, j, c: (i, j, c, 0, 0)),
-                 pl.BlockSpec((None, None, None, out_rows), lambda i, j, c: (i, j, c, 0)),
-                 pl.BlockSpec((None, None, None, out_rows), lambda i, j, c: (i, j, c, 0))]
-    out_shape = [jax.ShapeDtypeStruct((b, kv, splits, out_rows, d), jnp.float32),
-                 jax.ShapeDtypeStruct((b, kv, splits, out_rows), jnp.float32),
-                 jax.ShapeDtypeStruct((b, kv, splits, out_rows), jnp.float32)]
+    out_specs = [pl.BlockSpec((None, None, None, rows, d), lambda i, j, c: (i, j, c, 0, 0)),
+                 pl.BlockSpec((None, None, None, rows), lambda i, j, c: (i, j, c, 0)),
+                 pl.BlockSpec((None, None, None, rows), lambda i, j, c: (i, j, c, 0))]
+    out_shape = [jax.ShapeDtypeStruct((b, kv, splits, rows, d), jnp.float32),
+                 jax.ShapeDtypeStruct((b, kv, splits, rows), jnp.float32),
+                 jax.ShapeDtypeStruct((b, kv, splits, rows), jnp.float32)]
   aliases = {}
   if write_kv:  # k and v come back as outputs, updated in place
     aliases = {1: len(out_shape), 2: len(out_shape) + 1}
@@ -237,12 +236,14 @@ def _local(q, k, v, start, length, rope, q_bias, group: int, interpret: bool,
     out = results[0][:, :, :g].reshape(b, heads, d)
   else:
     # Merge the chunks: weights exp(m_c - max_c m_c); empty chunks (l = 0, m = -1e30) weigh 0.
-    o, m, l = (x[:, :, :, :g] for x in results[:3])  # no-op slices on the GPU
+    # (XLA makes this two kernels; slicing off the padding rows first, or storing only the G
+    # real ones, made it four: measured, docs/benchmarks v8.)
+    o, m, l = results[:3]
     top = m.max(axis=2, keepdims=True)
     w = jnp.exp(m - top)
     denom = (w * l).sum(axis=2)
     out = (w[..., None] * o).sum(axis=2) / jnp.where(denom > 0, denom, 1.0)[..., None]
-    out = out.reshape(b, heads, d).astype(v.dtype)
+    out = out[:, :, :g].reshape(b, heads, d).astype(v.dtype)
   return (out, results[-2], results[-1]) if write_kv else out
 
 
