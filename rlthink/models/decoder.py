@@ -9,7 +9,8 @@ optional sliding window.
 For decoding, `rlthink.sample` runs the same modules on per-layer params with the matmul weights
 stored transposed, q/k/v and gate/up each fused into one weight (`transpose_for_decode`) and, on
 GPU, one-token attention through the Pallas kernel of `rlthink.models.decode_attention`
-(`forward(..., decode_kernel=True)`), which also adds q's bias and applies its RoPE.
+(`forward(..., decode_kernel=True)`), which also adds q's bias and applies its RoPE and, given
+the fused q/k/v projection, biases, rotates and writes the step's keys and values into the cache.
 
 Shapes: B batch, T input length, S key slots (cache length or T), E embed, H heads, K kv heads,
 D head_dim, M mlp, V vocab, L layers.

@@ -7,8 +7,9 @@ sampled a stop token. By default the layers run unrolled from a per-call copy of
 the compute dtype, each layer with its own weight and KV-cache buffers, so the loop never slices
 a stacked array (`unroll_layers=False` keeps the scanned stack), its matmul weights stored input
 axis minor. On GPU each decode step attends with a Pallas kernel that reads only each row's
-filled cache slots (`rlthink.models.decode_attention`; `decode_attention="xla"` for XLA's einsum
-over every slot). Weights sharded over `fsdp` are gathered once per call, before the program, so
+filled cache slots and writes the step's keys and values into the cache itself
+(`rlthink.models.decode_attention`; `decode_attention="xla"` for XLA's einsum over every slot),
+and the draw's pass over the logits is a Pallas kernel too. Weights sharded over `fsdp` are gathered once per call, before the program, so
 the loop runs data-parallel without per-step all-gathers. See `engine` for the program,
 `sampler` for the checks and shape buckets, `processors` for temperature / top-k / top-p,
 `rollouts` for the output layout, `text` for strings and `config` for the gin-bound options.
