@@ -1,6 +1,7 @@
-"""GPU check of the compiled decode-attention kernel (the tests run it in Pallas' interpreter).
+"""GPU check of the compiled decode kernels (the tests run them in Pallas' interpreter).
 
-Samples the same rollouts with `decode_attention="pallas"` and `"xla"` on the real device, for a
+Samples the same rollouts with `decode_attention="pallas"` (the attention kernel and, for a few
+rows, the `decode_matvec` kernels) and `"xla"` on the real device, for a
 Qwen2-style model with q/k/v biases (the kernel writes the cache: `write_kv`) at batch sizes that
 take chunked and whole-row programs, and prints one JSON line per case: the share of equal
 tokens and the largest log-prob gap before each row's first differing token. Exits 1 on a gap
@@ -37,7 +38,9 @@ def main() -> int:
   failed = False
   for dtype in ("float32", "bfloat16"):
     policy = _policy(dtype)
-    for batch in (3, 300):  # 6 programs per chunk (chunked), 600 (whole rows)
+    # 1 and 3 (padded to 4) rows: the decode_matvec kernels around chunked attention; 300:
+    # XLA's matmuls around whole-row attention programs.
+    for batch in (1, 3, 300):
       rng = np.random.default_rng(batch)
       prompts = [rng.integers(0, 512, int(n)).tolist() for n in rng.integers(1, 40, batch)]
       ours, xla = (rlthink.sample(policy, prompts, max_new_tokens=48, temperature=1.0, seed=3,

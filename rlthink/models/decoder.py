@@ -29,7 +29,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from rlthink import sharding
-from rlthink.models import decode_attention
+from rlthink.models import decode_attention, decode_matvec
 from rlthink.models.config import ModelConfig
 
 HEADS = ("logits", "value", "reward", "hidden")
@@ -205,6 +205,26 @@ def dot_product_attention(q, k, v, mask, kv_layout: str = "bskd") -> jax.Array:
   return out.reshape(b, t, h, d)
 
 
+def _kernel_rope(positions, ctx, inv_freq):
+  """The decode kernel's RoPE tables ((cos, sin) [B, D], both halves) and each row's cache
+  length after this step."""
+  cos, sin = rope_tables(positions[:, 0], inv_freq)  # the same in every layer: CSE'd
+  rope = (jnp.concatenate([cos, cos], -1), jnp.concatenate([sin, sin], -1))
+  index, first_valid = ctx[4], ctx[5]
+  return rope, jnp.broadcast_to(index + 1, first_valid.shape)
+
+
+def _kernel_attention(cfg, qkv, bias, rope, lengths, ctx, layer_cache, mesh):
+  """Attention of the fused projection qkv [B, H + 2K, D] (before its bias) through the Pallas
+  kernel, which also biases, rotates and writes this step's keys and values into the cache (in
+  place): no pass over q, k or v and no cache-write kernel. Returns ([B, H, D], layer cache)."""
+  k_all, v_all, _ = layer_cache
+  out, k_all, v_all = decode_attention.decode_attention(
+      qkv, k_all, v_all, ctx[5], lengths, mesh, rope=rope,
+      q_bias=bias if cfg.qkv_bias else None, heads=cfg.num_heads, write_kv=True)
+  return out, (k_all, v_all, None)
+
+
 class Attention(nn.Module):
   config: ModelConfig
   mesh: Mesh | None = None
@@ -245,17 +265,11 @@ class Attention(nn.Module):
     inv_freq = rope_inv_freq(cfg)
     q_slots, key_valid, q_segments, k_segments, index, first_valid = ctx
     if kernel:
-      cos, sin = rope_tables(positions[:, 0], inv_freq)  # the same in every layer: CSE'd
-      rope = (jnp.concatenate([cos, cos], -1), jnp.concatenate([sin, sin], -1))
-      lengths = jnp.broadcast_to(index + 1, first_valid.shape)
+      rope, lengths = _kernel_rope(positions, ctx, inv_freq)
       if qkv is not None:
-        # From the fused projection the kernel also biases, rotates and writes this step's keys
-        # and values into the cache (in place): no pass over q, k or v and no cache-write kernel.
-        k_all, v_all, _ = layer_cache
-        out, k_all, v_all = decode_attention.decode_attention(
-            qkv[:, 0], k_all, v_all, first_valid, lengths, self.mesh, rope=rope,
-            q_bias=bias if cfg.qkv_bias else None, heads=h, write_kv=True)
-        return self._output(out[:, None].astype(dt)), (k_all, v_all, None)
+        out, layer_cache = _kernel_attention(cfg, qkv[:, 0], bias, rope, lengths, ctx,
+                                             layer_cache, self.mesh)
+        return self._output(out[:, None].astype(dt)), layer_cache
     else:
       q = apply_rope(q, positions, inv_freq)
     k = apply_rope(k, positions, inv_freq)
@@ -336,12 +350,57 @@ class DecoderLayer(nn.Module):
   def __call__(self, carry, positions, ctx):
     # layer_cache: None, (k [L,B,K,S,D], v, this layer's index) or (k [B,K,S,D], v, None)
     x, layer_cache = carry
+    if self._few_rows(x, layer_cache):
+      return (self._few_rows_step(x, positions, ctx, layer_cache), None)
     h, layer_cache = Attention(self.config, self.mesh, self.decode_kernel, name="attn")(
         RMSNorm(self.config, name="input_norm")(x), positions, ctx, layer_cache)
     x = x + h
     x = x + MLP(self.config, self.mesh, name="mlp")(RMSNorm(self.config, name="post_attn_norm")(x))
     x = sharding.constrain(x, ("batch", "length", "act_embed"), self.mesh)
     return (x, layer_cache), None
+
+  def _few_rows(self, x, layer_cache) -> bool:
+    """Whether this decode step runs as `_few_rows_step`: the Pallas decode kernels, one token
+    per row, at most decode_matvec.MAX_ROWS rows per device, the fused decode weights
+    (`transpose_for_decode(fuse=True)`) and none of q/k norms or an o-projection bias."""
+    cfg = self.config
+    if not (self.decode_kernel and layer_cache is not None and layer_cache[2] is None
+            and x.shape[1] == 1 and not cfg.qk_norm and not cfg.o_bias):
+      return False
+    params = self.variables.get("params", {})
+    if "qkv_proj_t" not in params.get("attn", {}) or "gate_up_proj_t" not in params.get(
+        "mlp", {}):
+      return False
+    rows, _ = decode_matvec.rows_per_device(x.shape[0], self.mesh)
+    e, m = cfg.hidden_size, cfg.intermediate_size
+    qkv = (cfg.num_heads + 2 * cfg.num_kv_heads) * cfg.head_dim
+    return all(decode_matvec.supported(rows, k, n) for k, n in
+               ((e, qkv), (cfg.num_heads * cfg.head_dim, e), (e, m), (m, e)))
+
+  def _few_rows_step(self, x, positions, ctx, layer_cache):
+    """The layer for a few rows: four `decode_matvec` kernels (input norm + q/k/v; o-projection
+    + residual; post-attention norm + gate/up + SiLU-multiply; down + residual) around the
+    attention kernel, instead of ~11 XLA kernels. The same numbers as the modules' path (the
+    norms round to the compute dtype before the matmuls, each matmul's result rounds too)."""
+    cfg, dt = self.config, _dtype(self.config.dtype)
+    params = self.variables["params"]
+    attn, mlp = params["attn"], params["mlp"]
+    b, e = x.shape[0], cfg.hidden_size
+    heads, kv, d = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    matvec = functools.partial(decode_matvec.matvec, eps=cfg.rms_norm_eps, mesh=self.mesh)
+    h = x[:, 0]
+    qkv = matvec(h, attn["qkv_proj_t"].astype(dt).reshape(-1, e),
+                 norm_scale=params["input_norm"]["scale"]).reshape(b, heads + 2 * kv, d)
+    bias = attn["qkv_bias"].astype(dt) if cfg.qkv_bias else None
+    rope, lengths = _kernel_rope(positions, ctx, rope_inv_freq(cfg))
+    out, layer_cache = _kernel_attention(cfg, qkv, bias, rope, lengths, ctx, layer_cache,
+                                         self.mesh)
+    h = matvec(out.reshape(b, heads * d).astype(dt),
+               attn["o_proj_t"].astype(dt).reshape(e, heads * d), residual=h)
+    hidden = matvec(h, mlp["gate_up_proj_t"].astype(dt),
+                    norm_scale=params["post_attn_norm"]["scale"], silu_mul=True)
+    h = matvec(hidden, mlp["down_proj_t"].astype(dt), residual=h)
+    return h[:, None], layer_cache
 
 
 class Transformer(nn.Module):

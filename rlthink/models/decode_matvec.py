@@ -1,0 +1,216 @@
+"""The decode step's matmuls for a few rows, as Pallas (Triton) kernels with the layer's
+elementwise work fused in.
+
+With one to MAX_ROWS rows per device a decode-step matmul is a matrix-vector product: it reads
+the whole weight once and does almost no arithmetic, so its time is the weight's bytes plus a
+kernel launch. XLA runs each RMSNorm as two kernels (a reduction and an elementwise pass), the
+matmul as a third and SiLU-multiply as a fourth; at batch 1 those small kernels cost as much as
+the weight reads (docs/benchmarks, v8 profile). `matvec` is one kernel per matmul that also
+
+- RMS-normalizes its input first (`norm_scale`): every program recomputes the rows' sum of
+  squares (the input is a few KB), then rounds the normed input to the compute dtype exactly as
+  `decoder.RMSNorm` does before multiplying;
+- for a fused gate/up weight (`silu_mul`), returns silu(x @ gate) * (x @ up);
+- adds a residual (`residual`): the layer's skip connection.
+
+A decoder layer is then four matvec kernels plus attention. Weights are [N, K] with the input
+axis K minor (`decoder.transpose_for_decode`); each program owns BLOCK_N outputs and walks K in
+BLOCK_K steps, accumulating products in float32 elementwise and summing once at the end. On a
+non-GPU backend the kernel runs in Pallas' interpreter (for tests). With a mesh it runs per
+shard: rows over the batch axes, the weight whole on every device.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as plgpu
+from jax.sharding import Mesh, PartitionSpec
+
+from rlthink import sharding
+
+MAX_ROWS = 4  # rows per device up to which the decoder uses these kernels (powers of two)
+
+
+def supported(rows: int, k: int, n: int) -> bool:
+  """Whether `matvec` takes `rows` rows of a [n, k] weight: rows a power of two <= MAX_ROWS,
+  k and n multiples of 16 (whole Triton tiles)."""
+  return (0 < rows <= MAX_ROWS and rows & (rows - 1) == 0 and k % 16 == 0 and n % 16 == 0)
+
+
+def rows_per_device(rows: int, mesh: Mesh | None) -> tuple[int, str | tuple | None]:
+  """(rows per device, the mesh axes splitting them) for `rows` decoder rows on `mesh`."""
+  if mesh is None or mesh.size == 1:
+    return rows, None
+  axes = sharding.logical_to_spec(("batch",), (rows,), mesh)[0]
+  names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+  return rows // math.prod(mesh.shape[a] for a in names), axes
+
+
+def _largest_block(size: int, cap: int) -> int:
+  """The largest power of two <= cap dividing size."""
+  block = 1
+  while block * 2 <= cap and size % (block * 2) == 0:
+    block *= 2
+  return block
+
+
+def default_blocks(n: int, k: int) -> tuple[int, int]:
+  """(BLOCK_N, BLOCK_K): outputs per program so the grid has >= ~128 programs (a wave of a large
+  GPU), at most 32; inputs per step up to 256 for long rows, 128 otherwise."""
+  block_n = _largest_block(n, 32)
+  while block_n > 4 and n // block_n < 128:
+    block_n //= 2
+  block_k = _largest_block(k, 256 if k >= 2048 else 128)
+  return block_n, block_k
+
+
+def _kernel(*refs, rows: int, block_k: int, norm: bool, eps: float, silu_mul: bool,
+            residual: bool):
+  """One block of BLOCK_N outputs for all rows. refs: x [R, K]; w [BLOCK_N, K] (or [2, BLOCK_N,
+  K] gate and up); norm scale [K] (float32); residual [R, BLOCK_N]; out [R, BLOCK_N]."""
+  refs = list(refs)
+  x_ref, w_ref = refs[:2]
+  scale_ref = refs[2] if norm else None
+  res_ref = refs[2 + norm] if residual else None
+  o_ref = refs[-1]
+  k_total = x_ref.shape[1]
+  steps = k_total // block_k
+  dtype = x_ref.dtype
+
+  def x_chunk(r, i):
+    return x_ref[pl.ds(r, 1), pl.ds(i * block_k, block_k)].astype(jnp.float32)  # [1, BLOCK_K]
+
+  if norm:
+    # rsqrt(mean(x^2) + eps) per row, from the whole row (every program: the row is a few KB).
+    def squares(i, sums):
+      return tuple(s + jnp.sum(x_chunk(r, i) * x_chunk(r, i)) for r, s in enumerate(sums))
+    sums = jax.lax.fori_loop(0, steps, squares, (jnp.float32(0),) * rows)
+    inv = [jax.lax.rsqrt(s / k_total + eps) for s in sums]
+
+  def row_input(r, i):
+    x = x_chunk(r, i)
+    if norm:  # as decoder.RMSNorm: normed and scaled in float32, rounded to the compute dtype
+      scale = scale_ref[pl.ds(i * block_k, block_k)][None, :]
+      x = (x * inv[r] * scale).astype(dtype).astype(jnp.float32)
+    return x
+
+  mats = 2 if silu_mul else 1
+  block_n = w_ref.shape[-2]
+
+  def body(i, accs):
+    cols = (slice(None), pl.ds(i * block_k, block_k))
+    ws = ([w_ref[(c,) + cols].astype(jnp.float32) for c in range(2)] if silu_mul
+          else [w_ref[cols].astype(jnp.float32)])
+    xs = [row_input(r, i) for r in range(rows)]
+    return tuple(accs[r * mats + c] + ws[c] * xs[r] for r in range(rows) for c in range(mats))
+
+  zero = jnp.zeros((block_n, block_k), jnp.float32)
+  accs = jax.lax.fori_loop(0, steps, body, (zero,) * (rows * mats))
+  for r in range(rows):
+    # Each matmul's result rounds to the compute dtype, as the decoder's einsums do.
+    ys = [jnp.sum(accs[r * mats + c], axis=1).astype(dtype).astype(jnp.float32)
+          for c in range(mats)]
+    y = ys[0] * jax.nn.sigmoid(ys[0]) * ys[1] if silu_mul else ys[0]
+    if residual:
+      y = res_ref[pl.ds(r, 1), :][0].astype(jnp.float32) + y
+    o_ref[pl.ds(r, 1), :] = y.astype(o_ref.dtype)[None, :]
+
+
+def _local(x, w, norm_scale, residual, *, eps: float, silu_mul: bool, interpret: bool,
+           block_n: int | None, block_k: int | None, num_warps: int, num_stages: int):
+  rows, k = x.shape
+  n = w.shape[-2]
+  auto_n, auto_k = default_blocks(n, k)
+  block_n, block_k = block_n or auto_n, block_k or auto_k
+  if n % block_n or k % block_k:
+    raise ValueError(f"blocks ({block_n}, {block_k}) must divide the weight's [{n}, {k}]")
+  kernel = functools.partial(_kernel, rows=rows, block_k=block_k, norm=norm_scale is not None,
+                             eps=eps, silu_mul=silu_mul, residual=residual is not None)
+  if silu_mul:
+    w_spec = pl.BlockSpec((2, block_n, k), lambda j: (0, j, 0))
+  else:
+    w_spec = pl.BlockSpec((block_n, k), lambda j: (j, 0))
+  in_specs = [pl.BlockSpec((rows, k), lambda j: (0, 0)), w_spec]
+  args = [x, w]
+  if norm_scale is not None:
+    in_specs.append(pl.BlockSpec((k,), lambda j: (0,)))
+    args.append(norm_scale.astype(jnp.float32))
+  out_spec = pl.BlockSpec((rows, block_n), lambda j: (0, j))
+  if residual is not None:
+    in_specs.append(out_spec)
+    args.append(residual)
+  return pl.pallas_call(
+      kernel,
+      grid=(n // block_n,),
+      in_specs=in_specs,
+      out_specs=out_spec,
+      out_shape=jax.ShapeDtypeStruct((rows, n), x.dtype),
+      compiler_params=plgpu.CompilerParams(num_warps=num_warps, num_stages=num_stages),
+      interpret=interpret,
+      name="rlthink_matvec" + "_norm" * (norm_scale is not None) + "_silu" * silu_mul
+      + "_res" * (residual is not None),
+  )(*args)
+
+
+def matvec(x: jax.Array, w: jax.Array, *, norm_scale: jax.Array | None = None,
+           eps: float = 1e-6, residual: jax.Array | None = None, silu_mul: bool = False,
+           mesh: Mesh | None = None, interpret: bool | None = None, block_n: int | None = None,
+           block_k: int | None = None, num_warps: int = 4, num_stages: int = 3) -> jax.Array:
+  """y = f(x) @ w.T for a few rows, in one kernel.
+
+  Args:
+    x: [R, K] rows (compute dtype); R per device must satisfy `supported`.
+    w: [N, K] (input axis minor), or with `silu_mul` [2, N, K] (gate, up).
+    norm_scale: [K]: x is first RMS-normed with this scale and `eps`, as `decoder.RMSNorm`.
+    residual: [R, N]: added to the result (in float32, after the matmul's rounding).
+    silu_mul: return silu(x @ gate.T) * (x @ up.T).
+    mesh: shards the rows like the decoder's activations (`batch`); None for one device.
+    interpret: run Pallas' interpreter; default: on any backend but GPU.
+    block_n, block_k, num_warps, num_stages: the tiling (default `default_blocks`).
+
+  Returns:
+    [R, N] in x's dtype (products and sums in float32).
+  """
+  if x.ndim != 2 or w.ndim != (3 if silu_mul else 2) or w.shape[-1] != x.shape[1] or (
+      silu_mul and w.shape[0] != 2):
+    raise ValueError(f"matvec needs x [R, K] and w [{'2, ' if silu_mul else ''}N, K]; got x "
+                     f"{x.shape}, w {w.shape}")
+  n = w.shape[-2]
+  if residual is not None and residual.shape != (x.shape[0], n):
+    raise ValueError(f"residual must be [{x.shape[0]}, {n}], got {residual.shape}")
+  if norm_scale is not None and norm_scale.shape != (x.shape[1],):
+    raise ValueError(f"norm_scale must be [{x.shape[1]}], got {norm_scale.shape}")
+  if interpret is None:
+    interpret = jax.default_backend() != "gpu"
+  run = functools.partial(_local, eps=eps, silu_mul=silu_mul, interpret=interpret,
+                          block_n=block_n, block_k=block_k, num_warps=num_warps,
+                          num_stages=num_stages)
+  rows, row_axes = rows_per_device(x.shape[0], mesh)
+  if not supported(rows, x.shape[1], n):
+    raise ValueError(f"matvec takes a power of two <= {MAX_ROWS} rows per device and sizes "
+                     f"that are multiples of 16; got {rows} rows of a [{n}, {x.shape[1]}] weight")
+  if mesh is None or mesh.size == 1:
+    return run(x, w, norm_scale, residual)
+  rows_spec = PartitionSpec(row_axes, None)
+  return jax.shard_map(run, mesh=mesh,
+                       in_specs=(rows_spec, PartitionSpec(), PartitionSpec(), rows_spec),
+                       out_specs=rows_spec, check_vma=False)(x, w, norm_scale, residual)
+
+
+def reference(x, w, norm_scale=None, eps=1e-6, residual=None, silu_mul=False):
+  """float64 numpy with the same contract (no rounding to the compute dtype), for tests."""
+  import numpy as np
+  x, w = np.asarray(x, np.float64), np.asarray(w, np.float64)
+  if norm_scale is not None:
+    x = x / np.sqrt(np.mean(x * x, axis=1, keepdims=True) + eps) * np.asarray(norm_scale)
+  if silu_mul:
+    g, u = x @ w[0].T, x @ w[1].T
+    y = g / (1 + np.exp(-g)) * u
+  else:
+    y = x @ w.T
+  return y if residual is None else y + np.asarray(residual, np.float64)
