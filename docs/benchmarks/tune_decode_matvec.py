@@ -20,9 +20,9 @@ import numpy as np
 
 from rlthink.models import decode_matvec, presets
 
-CALLS = int(__import__("os").environ.get("CALLS", 48))
-TILINGS = [(4, 256), (8, 128), (8, 256), (8, 512), (16, 128), (16, 256), (32, 64), (32, 128)]
-WARPS = (2, 4, 8)
+CALLS = int(__import__("os").environ.get("CALLS", 24))
+TILINGS = [(4, 256), (8, 128), (8, 256), (16, 128), (32, 128)]
+WARPS = (4, 8)
 
 
 def shapes(model):

@@ -15,9 +15,10 @@ the weight reads (docs/benchmarks, v8 profile). `matvec` is one kernel per matmu
 
 A decoder layer is then four matvec kernels plus attention. Weights are [N, K] with the input
 axis K minor (`decoder.transpose_for_decode`); each program owns BLOCK_N outputs and walks K in
-BLOCK_K steps, accumulating products in float32 elementwise and summing once at the end. On a
-non-GPU backend the kernel runs in Pallas' interpreter (for tests). With a mesh it runs per
-shard: rows over the batch axes, the weight whole on every device.
+BLOCK_K steps (unrolled: every load in flight at once), accumulating products in float32
+elementwise and summing once at the end. On a non-GPU backend the kernel runs in Pallas'
+interpreter (for tests). With a mesh it runs per shard: rows over the batch axes, the weight
+whole on every device.
 """
 
 from __future__ import annotations
@@ -72,49 +73,40 @@ def default_blocks(n: int, k: int) -> tuple[int, int]:
 def _kernel(*refs, rows: int, block_k: int, norm: bool, eps: float, silu_mul: bool,
             residual: bool):
   """One block of BLOCK_N outputs for all rows. refs: x [R, K]; w [BLOCK_N, K] (or [2, BLOCK_N,
-  K] gate and up); norm scale [K] (float32); residual [R, BLOCK_N]; out [R, BLOCK_N]."""
+  K] gate and up); norm scale [K] (float32); residual [R, BLOCK_N]; out [R, BLOCK_N].
+
+  The walk over K is unrolled (K / BLOCK_K independent loads, all in flight at once): a
+  `fori_loop` waited a memory round trip per step (measured ~1.8 us per step on an H200).
+  """
   refs = list(refs)
   x_ref, w_ref = refs[:2]
   scale_ref = refs[2] if norm else None
   res_ref = refs[2 + norm] if residual else None
   o_ref = refs[-1]
   k_total = x_ref.shape[1]
-  steps = k_total // block_k
+  chunks = [pl.ds(i * block_k, block_k) for i in range(k_total // block_k)]
   dtype = x_ref.dtype
-
-  def x_chunk(r, i):
-    return x_ref[pl.ds(r, 1), pl.ds(i * block_k, block_k)].astype(jnp.float32)  # [1, BLOCK_K]
-
+  # xs[r][i]: row r's i-th chunk [1, BLOCK_K], in float32.
+  xs = [[x_ref[pl.ds(r, 1), c].astype(jnp.float32) for c in chunks] for r in range(rows)]
   if norm:
-    # rsqrt(mean(x^2) + eps) per row, from the whole row (every program: the row is a few KB).
-    def squares(i, sums):
-      return tuple(s + jnp.sum(x_chunk(r, i) * x_chunk(r, i)) for r, s in enumerate(sums))
-    sums = jax.lax.fori_loop(0, steps, squares, (jnp.float32(0),) * rows)
-    inv = [jax.lax.rsqrt(s / k_total + eps) for s in sums]
-
-  def row_input(r, i):
-    x = x_chunk(r, i)
-    if norm:  # as decoder.RMSNorm: normed and scaled in float32, rounded to the compute dtype
-      scale = scale_ref[pl.ds(i * block_k, block_k)][None, :]
-      x = (x * inv[r] * scale).astype(dtype).astype(jnp.float32)
-    return x
-
+    # rsqrt(mean(x^2) + eps) per row, from the whole row (every program: the row is a few KB),
+    # then as decoder.RMSNorm: normed and scaled in float32, rounded to the compute dtype.
+    scales = [scale_ref[c][None, :] for c in chunks]
+    for r in range(rows):
+      inv = jax.lax.rsqrt(sum(jnp.sum(x * x) for x in xs[r]) / k_total + eps)
+      xs[r] = [(x * inv * s).astype(dtype).astype(jnp.float32) for x, s in zip(xs[r], scales)]
   mats = 2 if silu_mul else 1
-  block_n = w_ref.shape[-2]
-
-  def body(i, accs):
-    cols = (slice(None), pl.ds(i * block_k, block_k))
-    ws = ([w_ref[(c,) + cols].astype(jnp.float32) for c in range(2)] if silu_mul
-          else [w_ref[cols].astype(jnp.float32)])
-    xs = [row_input(r, i) for r in range(rows)]
-    return tuple(accs[r * mats + c] + ws[c] * xs[r] for r in range(rows) for c in range(mats))
-
-  zero = jnp.zeros((block_n, block_k), jnp.float32)
-  accs = jax.lax.fori_loop(0, steps, body, (zero,) * (rows * mats))
+  accs = [[None] * mats for _ in range(rows)]
+  for i, c in enumerate(chunks):
+    ws = ([w_ref[m, :, c].astype(jnp.float32) for m in range(2)] if silu_mul
+          else [w_ref[:, c].astype(jnp.float32)])
+    for r in range(rows):
+      for m in range(mats):
+        prod = ws[m] * xs[r][i]
+        accs[r][m] = prod if accs[r][m] is None else accs[r][m] + prod
   for r in range(rows):
     # Each matmul's result rounds to the compute dtype, as the decoder's einsums do.
-    ys = [jnp.sum(accs[r * mats + c], axis=1).astype(dtype).astype(jnp.float32)
-          for c in range(mats)]
+    ys = [jnp.sum(acc, axis=1).astype(dtype).astype(jnp.float32) for acc in accs[r]]
     y = ys[0] * jax.nn.sigmoid(ys[0]) * ys[1] if silu_mul else ys[0]
     if residual:
       y = res_ref[pl.ds(r, 1), :][0].astype(jnp.float32) + y
@@ -160,7 +152,7 @@ def _local(x, w, norm_scale, residual, *, eps: float, silu_mul: bool, interpret:
 def matvec(x: jax.Array, w: jax.Array, *, norm_scale: jax.Array | None = None,
            eps: float = 1e-6, residual: jax.Array | None = None, silu_mul: bool = False,
            mesh: Mesh | None = None, interpret: bool | None = None, block_n: int | None = None,
-           block_k: int | None = None, num_warps: int = 4, num_stages: int = 3) -> jax.Array:
+           block_k: int | None = None, num_warps: int = 4, num_stages: int = 1) -> jax.Array:
   """y = f(x) @ w.T for a few rows, in one kernel.
 
   Args:
