@@ -36,6 +36,11 @@ from rlthink import sharding
 
 MAX_ROWS = 4  # rows per device up to which the decoder uses these kernels (powers of two)
 
+# The decoder layer's matmuls that run as kernels, with their tiling (BLOCK_N, BLOCK_K, warps);
+# a role left out runs as XLA ops (`matvec_xla`, the same numbers) in the same step.
+LAYER_KERNELS: dict[str, tuple[int, int, int]] = {
+    "qkv": (8, 128, 4), "o": (8, 128, 8), "gate_up": (8, 128, 4), "down": (4, 256, 8)}
+
 
 def supported(rows: int, k: int, n: int) -> bool:
   """Whether `matvec` takes `rows` rows of a [n, k] weight: rows a power of two <= MAX_ROWS,
@@ -206,3 +211,29 @@ def reference(x, w, norm_scale=None, eps=1e-6, residual=None, silu_mul=False):
   else:
     y = x @ w.T
   return y if residual is None else y + np.asarray(residual, np.float64)
+
+
+def matvec_xla(x, w, *, norm_scale=None, eps: float = 1e-6, residual=None,
+               silu_mul: bool = False) -> jax.Array:
+  """`matvec` as XLA ops (the decoder modules' computation, in the same rounding steps)."""
+  dtype = x.dtype
+  if norm_scale is not None:
+    x32 = x.astype(jnp.float32)
+    x = (x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
+         * norm_scale.astype(jnp.float32)).astype(dtype)
+  if silu_mul:
+    gate, up = jnp.einsum("rk,cnk->crn", x, w)
+    return jax.nn.silu(gate) * up
+  y = jnp.einsum("rk,nk->rn", x, w)
+  return y if residual is None else residual + y
+
+
+def layer_matvec(role: str, x, w, *, mesh: Mesh | None = None, **kwargs) -> jax.Array:
+  """The decoder layer's matmul `role` ("qkv", "o", "gate_up", "down"): as a kernel with the
+  tiling of LAYER_KERNELS (each block the largest power of two up to it that divides the
+  weight), or as XLA ops when the role is not listed there."""
+  if role not in LAYER_KERNELS:
+    return matvec_xla(x, w, **kwargs)
+  block_n, block_k, warps = LAYER_KERNELS[role]
+  return matvec(x, w, mesh=mesh, block_n=_largest_block(w.shape[-2], block_n),
+                block_k=_largest_block(x.shape[1], block_k), num_warps=warps, **kwargs)

@@ -387,19 +387,19 @@ class DecoderLayer(nn.Module):
     attn, mlp = params["attn"], params["mlp"]
     b, e = x.shape[0], cfg.hidden_size
     heads, kv, d = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-    matvec = functools.partial(decode_matvec.matvec, eps=cfg.rms_norm_eps, mesh=self.mesh)
+    mv = functools.partial(decode_matvec.layer_matvec, eps=cfg.rms_norm_eps, mesh=self.mesh)
     h = x[:, 0]
-    qkv = matvec(h, attn["qkv_proj_t"].astype(dt).reshape(-1, e),
-                 norm_scale=params["input_norm"]["scale"]).reshape(b, heads + 2 * kv, d)
+    qkv = mv("qkv", h, attn["qkv_proj_t"].astype(dt).reshape(-1, e),
+             norm_scale=params["input_norm"]["scale"]).reshape(b, heads + 2 * kv, d)
     bias = attn["qkv_bias"].astype(dt) if cfg.qkv_bias else None
     rope, lengths = _kernel_rope(positions, ctx, rope_inv_freq(cfg))
     out, layer_cache = _kernel_attention(cfg, qkv, bias, rope, lengths, ctx, layer_cache,
                                          self.mesh)
-    h = matvec(out.reshape(b, heads * d).astype(dt),
-               attn["o_proj_t"].astype(dt).reshape(e, heads * d), residual=h)
-    hidden = matvec(h, mlp["gate_up_proj_t"].astype(dt),
-                    norm_scale=params["post_attn_norm"]["scale"], silu_mul=True)
-    h = matvec(hidden, mlp["down_proj_t"].astype(dt), residual=h)
+    h = mv("o", out.reshape(b, heads * d).astype(dt),
+           attn["o_proj_t"].astype(dt).reshape(e, heads * d), residual=h)
+    hidden = mv("gate_up", h, mlp["gate_up_proj_t"].astype(dt),
+                norm_scale=params["post_attn_norm"]["scale"], silu_mul=True)
+    h = mv("down", hidden, mlp["down_proj_t"].astype(dt), residual=h)
     return h[:, None], layer_cache
 
 
