@@ -1,9 +1,10 @@
 """`rlthink bench sample` with the decoder layer's few-row matmuls set one way
 (`decode_matvec.LAYER_KERNELS`): usage `python3 matvec_variants.py VARIANT BENCH_ARGS...`.
 
-Variants: "all" (the committed LAYER_KERNELS), "norms" (only the matmuls that fuse a norm,
-q/k/v and gate/up, as kernels), "xla" (none: the same layer step as XLA ops), "wide" (every
-kernel with twice the outputs per program and 8 warps). Each line gets "matvec_variant".
+Variants: "norms" (the committed LAYER_KERNELS: the matmuls that fuse a norm, q/k/v and
+gate/up), "all" (the o-projection and down as kernels too), "xla" (none: the same layer step
+as XLA ops), "wide" (twice the outputs per program and 8 warps). Each line gets
+"matvec_variant".
 """
 
 import json
@@ -13,8 +14,8 @@ from rlthink.bench import sample
 from rlthink.models import decode_matvec
 
 VARIANTS = {
-    "all": dict(decode_matvec.LAYER_KERNELS),
-    "norms": {k: v for k, v in decode_matvec.LAYER_KERNELS.items() if k in ("qkv", "gate_up")},
+    "norms": dict(decode_matvec.LAYER_KERNELS),
+    "all": dict(decode_matvec.LAYER_KERNELS, o=(8, 128, 8), down=(4, 256, 8)),
     "xla": {},
     "wide": {k: (2 * n, bk, 8) for k, (n, bk, _) in decode_matvec.LAYER_KERNELS.items()},
 }

@@ -37,9 +37,11 @@ from rlthink import sharding
 MAX_ROWS = 4  # rows per device up to which the decoder uses these kernels (powers of two)
 
 # The decoder layer's matmuls that run as kernels, with their tiling (BLOCK_N, BLOCK_K, warps);
-# a role left out runs as XLA ops (`matvec_xla`, the same numbers) in the same step.
-LAYER_KERNELS: dict[str, tuple[int, int, int]] = {
-    "qkv": (8, 128, 4), "o": (8, 128, 8), "gate_up": (8, 128, 4), "down": (4, 256, 8)}
+# a role left out ("o", "down") runs as XLA ops (`matvec_xla`, the same numbers). Measured in
+# place at batch 1 on an H200 (qwen2.5-0.5b, docs/benchmarks v9): input norm + q/k/v 3.8 us
+# per layer (XLA 4.7 in 3 kernels), norm + gate/up + SiLU-multiply 7.5 (XLA 9.4 in 4); the
+# o-projection (8, 128, 8) 2.5 vs 2.1 and down (4, 256, 8) 6.3 vs 3.8: left to XLA.
+LAYER_KERNELS: dict[str, tuple[int, int, int]] = {"qkv": (8, 128, 4), "gate_up": (8, 128, 4)}
 
 
 def supported(rows: int, k: int, n: int) -> bool:
@@ -76,14 +78,17 @@ def default_blocks(n: int, k: int) -> tuple[int, int]:
 
 
 def _kernel(*refs, rows: int, block_k: int, norm: bool, eps: float, silu_mul: bool,
-            residual: bool):
-  """One block of BLOCK_N outputs for all rows. refs: x [R, K]; w [BLOCK_N, K] (or [2, BLOCK_N,
-  K] gate and up); norm scale [K] (float32); residual [R, BLOCK_N]; out [R, BLOCK_N].
+            residual: bool, add: bool):
+  """One block of BLOCK_N outputs for all rows. refs: x [R, K]; with `add` the addend [R, K];
+  w [BLOCK_N, K] (or [2, BLOCK_N, K] gate and up); norm scale [K] (float32); residual
+  [R, BLOCK_N]; out [R, BLOCK_N]; with `add` the sum [R, K] (written by program 0).
 
   The walk over K is unrolled (K / BLOCK_K independent loads, all in flight at once): a
   `fori_loop` waited a memory round trip per step (measured ~1.8 us per step on an H200).
   """
   refs = list(refs)
+  if add:
+    x_ref, add_ref, refs, sum_ref = refs[0], refs[1], refs[:1] + refs[2:-1], refs[-1]
   x_ref, w_ref = refs[:2]
   scale_ref = refs[2] if norm else None
   res_ref = refs[2 + norm] if residual else None
@@ -93,6 +98,15 @@ def _kernel(*refs, rows: int, block_k: int, norm: bool, eps: float, silu_mul: bo
   dtype = x_ref.dtype
   # xs[r][i]: row r's i-th chunk [1, BLOCK_K], in float32.
   xs = [[x_ref[pl.ds(r, 1), c].astype(jnp.float32) for c in chunks] for r in range(rows)]
+  if add:  # the residual add of the step before, rounded to the compute dtype as there
+    xs = [[(x + add_ref[pl.ds(r, 1), c].astype(jnp.float32)).astype(dtype).astype(jnp.float32)
+           for x, c in zip(xs[r], chunks)] for r in range(rows)]
+
+    @pl.when(pl.program_id(0) == 0)
+    def _():
+      for r in range(rows):
+        for x, c in zip(xs[r], chunks):
+          sum_ref[pl.ds(r, 1), c] = x.astype(sum_ref.dtype)
   if norm:
     # rsqrt(mean(x^2) + eps) per row, from the whole row (every program: the row is a few KB),
     # then as decoder.RMSNorm: normed and scaled in float32, rounded to the compute dtype.
@@ -118,7 +132,7 @@ def _kernel(*refs, rows: int, block_k: int, norm: bool, eps: float, silu_mul: bo
     o_ref[pl.ds(r, 1), :] = y.astype(o_ref.dtype)[None, :]
 
 
-def _local(x, w, norm_scale, residual, *, eps: float, silu_mul: bool, interpret: bool,
+def _local(x, w, norm_scale, residual, add, *, eps: float, silu_mul: bool, interpret: bool,
            block_n: int | None, block_k: int | None, num_warps: int, num_stages: int):
   rows, k = x.shape
   n = w.shape[-2]
@@ -127,13 +141,18 @@ def _local(x, w, norm_scale, residual, *, eps: float, silu_mul: bool, interpret:
   if n % block_n or k % block_k:
     raise ValueError(f"blocks ({block_n}, {block_k}) must divide the weight's [{n}, {k}]")
   kernel = functools.partial(_kernel, rows=rows, block_k=block_k, norm=norm_scale is not None,
-                             eps=eps, silu_mul=silu_mul, residual=residual is not None)
+                             eps=eps, silu_mul=silu_mul, residual=residual is not None,
+                             add=add is not None)
   if silu_mul:
     w_spec = pl.BlockSpec((2, block_n, k), lambda j: (0, j, 0))
   else:
     w_spec = pl.BlockSpec((block_n, k), lambda j: (j, 0))
-  in_specs = [pl.BlockSpec((rows, k), lambda j: (0, 0)), w_spec]
+  rows_spec = pl.BlockSpec((rows, k), lambda j: (0, 0))
+  in_specs = [rows_spec, w_spec]
   args = [x, w]
+  if add is not None:
+    in_specs.insert(1, rows_spec)
+    args.insert(1, add)
   if norm_scale is not None:
     in_specs.append(pl.BlockSpec((k,), lambda j: (0,)))
     args.append(norm_scale.astype(jnp.float32))
@@ -141,27 +160,34 @@ def _local(x, w, norm_scale, residual, *, eps: float, silu_mul: bool, interpret:
   if residual is not None:
     in_specs.append(out_spec)
     args.append(residual)
+  out_specs, out_shape = out_spec, jax.ShapeDtypeStruct((rows, n), x.dtype)
+  if add is not None:
+    out_specs, out_shape = [out_spec, rows_spec], [out_shape, jax.ShapeDtypeStruct(x.shape,
+                                                                                 x.dtype)]
   return pl.pallas_call(
       kernel,
       grid=(n // block_n,),
       in_specs=in_specs,
-      out_specs=out_spec,
-      out_shape=jax.ShapeDtypeStruct((rows, n), x.dtype),
+      out_specs=out_specs,
+      out_shape=out_shape,
       compiler_params=plgpu.CompilerParams(num_warps=num_warps, num_stages=num_stages),
       interpret=interpret,
-      name="rlthink_matvec" + "_norm" * (norm_scale is not None) + "_silu" * silu_mul
-      + "_res" * (residual is not None),
+      name="rlthink_matvec" + "_add" * (add is not None) + "_norm" * (norm_scale is not None)
+      + "_silu" * silu_mul + "_res" * (residual is not None),
   )(*args)
 
 
 def matvec(x: jax.Array, w: jax.Array, *, norm_scale: jax.Array | None = None,
            eps: float = 1e-6, residual: jax.Array | None = None, silu_mul: bool = False,
-           mesh: Mesh | None = None, interpret: bool | None = None, block_n: int | None = None,
-           block_k: int | None = None, num_warps: int = 4, num_stages: int = 1) -> jax.Array:
+           add: jax.Array | None = None, mesh: Mesh | None = None,
+           interpret: bool | None = None, block_n: int | None = None,
+           block_k: int | None = None, num_warps: int = 4, num_stages: int = 1):
   """y = f(x) @ w.T for a few rows, in one kernel.
 
   Args:
     x: [R, K] rows (compute dtype); R per device must satisfy `supported`.
+    add: [R, K]: the input is x + add (rounded to x's dtype: the decoder's residual add, done
+      here instead of in a kernel of its own); the sum is returned too.
     w: [N, K] (input axis minor), or with `silu_mul` [2, N, K] (gate, up).
     norm_scale: [K]: x is first RMS-normed with this scale and `eps`, as `decoder.RMSNorm`.
     residual: [R, N]: added to the result (in float32, after the matmul's rounding).
@@ -171,7 +197,7 @@ def matvec(x: jax.Array, w: jax.Array, *, norm_scale: jax.Array | None = None,
     block_n, block_k, num_warps, num_stages: the tiling (default `default_blocks`).
 
   Returns:
-    [R, N] in x's dtype (products and sums in float32).
+    [R, N] in x's dtype (products and sums in float32); with `add`, (that, x + add).
   """
   if x.ndim != 2 or w.ndim != (3 if silu_mul else 2) or w.shape[-1] != x.shape[1] or (
       silu_mul and w.shape[0] != 2):
@@ -180,6 +206,8 @@ def matvec(x: jax.Array, w: jax.Array, *, norm_scale: jax.Array | None = None,
   n = w.shape[-2]
   if residual is not None and residual.shape != (x.shape[0], n):
     raise ValueError(f"residual must be [{x.shape[0]}, {n}], got {residual.shape}")
+  if add is not None and add.shape != x.shape:
+    raise ValueError(f"add must be x's shape {x.shape}, got {add.shape}")
   if norm_scale is not None and norm_scale.shape != (x.shape[1],):
     raise ValueError(f"norm_scale must be [{x.shape[1]}], got {norm_scale.shape}")
   if interpret is None:
@@ -192,17 +220,22 @@ def matvec(x: jax.Array, w: jax.Array, *, norm_scale: jax.Array | None = None,
     raise ValueError(f"matvec takes a power of two <= {MAX_ROWS} rows per device and sizes "
                      f"that are multiples of 16; got {rows} rows of a [{n}, {x.shape[1]}] weight")
   if mesh is None or mesh.size == 1:
-    return run(x, w, norm_scale, residual)
+    return run(x, w, norm_scale, residual, add)
   rows_spec = PartitionSpec(row_axes, None)
   return jax.shard_map(run, mesh=mesh,
-                       in_specs=(rows_spec, PartitionSpec(), PartitionSpec(), rows_spec),
-                       out_specs=rows_spec, check_vma=False)(x, w, norm_scale, residual)
+                       in_specs=(rows_spec, PartitionSpec(), PartitionSpec(), rows_spec,
+                                 rows_spec),
+                       out_specs=rows_spec if add is None else (rows_spec, rows_spec),
+                       check_vma=False)(x, w, norm_scale, residual, add)
 
 
-def reference(x, w, norm_scale=None, eps=1e-6, residual=None, silu_mul=False):
+def reference(x, w, norm_scale=None, eps=1e-6, residual=None, silu_mul=False, add=None):
   """float64 numpy with the same contract (no rounding to the compute dtype), for tests."""
   import numpy as np
   x, w = np.asarray(x, np.float64), np.asarray(w, np.float64)
+  if add is not None:
+    total = x + np.asarray(add, np.float64)
+    return reference(total, w, norm_scale, eps, residual, silu_mul), total
   if norm_scale is not None:
     x = x / np.sqrt(np.mean(x * x, axis=1, keepdims=True) + eps) * np.asarray(norm_scale)
   if silu_mul:
@@ -214,8 +247,12 @@ def reference(x, w, norm_scale=None, eps=1e-6, residual=None, silu_mul=False):
 
 
 def matvec_xla(x, w, *, norm_scale=None, eps: float = 1e-6, residual=None,
-               silu_mul: bool = False) -> jax.Array:
+               silu_mul: bool = False, add=None):
   """`matvec` as XLA ops (the decoder modules' computation, in the same rounding steps)."""
+  if add is not None:
+    total = x + add
+    return matvec_xla(total, w, norm_scale=norm_scale, eps=eps, residual=residual,
+                      silu_mul=silu_mul), total
   dtype = x.dtype
   if norm_scale is not None:
     x32 = x.astype(jnp.float32)

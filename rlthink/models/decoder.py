@@ -350,8 +350,13 @@ class DecoderLayer(nn.Module):
   def __call__(self, carry, positions, ctx):
     # layer_cache: None, (k [L,B,K,S,D], v, this layer's index) or (k [B,K,S,D], v, None)
     x, layer_cache = carry
+    pending = None  # the last few-rows layer's down projection, not yet added to x
+    if isinstance(x, tuple):
+      x, pending = x
     if self._few_rows(x, layer_cache):
-      return (self._few_rows_step(x, positions, ctx, layer_cache), None)
+      return self._few_rows_step(x, pending, positions, ctx, layer_cache), None
+    if pending is not None:
+      x = x + pending
     h, layer_cache = Attention(self.config, self.mesh, self.decode_kernel, name="attn")(
         RMSNorm(self.config, name="input_norm")(x), positions, ctx, layer_cache)
     x = x + h
@@ -377,11 +382,13 @@ class DecoderLayer(nn.Module):
     return all(decode_matvec.supported(rows, k, n) for k, n in
                ((e, qkv), (cfg.num_heads * cfg.head_dim, e), (e, m), (m, e)))
 
-  def _few_rows_step(self, x, positions, ctx, layer_cache):
-    """The layer for a few rows: four `decode_matvec` kernels (input norm + q/k/v; o-projection
-    + residual; post-attention norm + gate/up + SiLU-multiply; down + residual) around the
-    attention kernel, instead of ~11 XLA kernels. The same numbers as the modules' path (the
-    norms round to the compute dtype before the matmuls, each matmul's result rounds too)."""
+  def _few_rows_step(self, x, pending, positions, ctx, layer_cache):
+    """The layer for a few rows, its matmuls through `decode_matvec.layer_matvec` (kernels or
+    XLA ops per LAYER_KERNELS): the residual add before each norm + the norm + q/k/v; attention;
+    the o-projection; its residual add + the norm + gate/up + SiLU-multiply; down. The down
+    projection's residual add is left to the next layer's first kernel: returns ((x, pending
+    down output), layer cache). The same numbers as the modules' path (residual sums and norms
+    round to the compute dtype before the matmuls, each matmul's result rounds too)."""
     cfg, dt = self.config, _dtype(self.config.dtype)
     params = self.variables["params"]
     attn, mlp = params["attn"], params["mlp"]
@@ -390,17 +397,21 @@ class DecoderLayer(nn.Module):
     mv = functools.partial(decode_matvec.layer_matvec, eps=cfg.rms_norm_eps, mesh=self.mesh)
     h = x[:, 0]
     qkv = mv("qkv", h, attn["qkv_proj_t"].astype(dt).reshape(-1, e),
-             norm_scale=params["input_norm"]["scale"]).reshape(b, heads + 2 * kv, d)
+             norm_scale=params["input_norm"]["scale"],
+             add=None if pending is None else pending[:, 0])
+    if pending is not None:
+      qkv, h = qkv
+    qkv = qkv.reshape(b, heads + 2 * kv, d)
     bias = attn["qkv_bias"].astype(dt) if cfg.qkv_bias else None
     rope, lengths = _kernel_rope(positions, ctx, rope_inv_freq(cfg))
     out, layer_cache = _kernel_attention(cfg, qkv, bias, rope, lengths, ctx, layer_cache,
                                          self.mesh)
-    h = mv("o", out.reshape(b, heads * d).astype(dt),
-           attn["o_proj_t"].astype(dt).reshape(e, heads * d), residual=h)
-    hidden = mv("gate_up", h, mlp["gate_up_proj_t"].astype(dt),
-                norm_scale=params["post_attn_norm"]["scale"], silu_mul=True)
-    h = mv("down", hidden, mlp["down_proj_t"].astype(dt), residual=h)
-    return h[:, None], layer_cache
+    y = mv("o", out.reshape(b, heads * d).astype(dt),
+           attn["o_proj_t"].astype(dt).reshape(e, heads * d))
+    hidden, h = mv("gate_up", h, mlp["gate_up_proj_t"].astype(dt),
+                   norm_scale=params["post_attn_norm"]["scale"], silu_mul=True, add=y)
+    y = mv("down", hidden, mlp["down_proj_t"].astype(dt))
+    return (h[:, None], y[:, None]), layer_cache
 
 
 class Transformer(nn.Module):
@@ -434,6 +445,8 @@ class Transformer(nn.Module):
         if cache is not None:
           ks[i], vs[i] = layer_cache[0], layer_cache[1]
       layer_caches = None if cache is None else (tuple(ks), tuple(vs))
+      if isinstance(x, tuple):  # the last few-rows layer's pending residual add
+        x = x[0] + x[1]
     else:
       stack = nn.scan(layer, variable_axes={"params": 0}, split_rngs={"params": True},
                       in_axes=(nn.broadcast, nn.broadcast), length=cfg.num_layers,
