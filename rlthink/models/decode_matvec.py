@@ -34,7 +34,9 @@ from jax.sharding import Mesh, PartitionSpec
 
 from rlthink import sharding
 
-MAX_ROWS = 4  # rows per device up to which the decoder uses these kernels (powers of two)
+# Rows per device up to which the decoder uses these kernels (powers of two). Measured on an
+# H200 (qwen2.5-0.5b, docs/benchmarks v9): at 4 rows the kernels' step took 1.22 ms, XLA's 0.99.
+MAX_ROWS = 1
 
 # The decoder layer's matmuls that run as kernels, with their tiling (BLOCK_N, BLOCK_K, warps);
 # a role left out ("o", "down") runs as XLA ops (`matvec_xla`, the same numbers). Measured in
