@@ -1,7 +1,11 @@
 """Tiling of the decode matvec kernels (`rlthink.models.decode_matvec`) on the GPU.
 
-For the four matmuls of a qwen2.5-0.5b / 1.5b layer (input norm + q/k/v, o-projection +
-residual, post-attention norm + gate/up + SiLU-multiply, down + residual) at 1, 2 and 4 rows,
+Caution: in session 6 (calls 1-2) this program's times (12-29 us per call) did not match the
+same kernels' times inside the decode loop (2-10 us, from profiles), nor their order; the
+committed tilings come from in-place profiles (`matvec_variants.py` with --profile_dir).
+
+For the four matmuls of a qwen2.5-0.5b / 1.5b layer (residual add + input norm + q/k/v,
+o-projection, residual add + norm + gate/up + SiLU-multiply, down) at 1, 2 and 4 rows,
 times one jitted program of CALLS independent kernel calls on distinct weights (more bytes than
 the L2 holds, as in the decode loop) per tiling, and prints one JSON line per (shape, tiling):
 microseconds per call and the bytes-per-second it reaches. Run on the device:
@@ -29,8 +33,8 @@ def shapes(model):
   c = presets.get_preset(model)
   e, m = c.hidden_size, c.intermediate_size
   qkv = (c.num_heads + 2 * c.num_kv_heads) * c.head_dim
-  return [("qkv", e, qkv, dict(norm=True)), ("o", c.num_heads * c.head_dim, e, dict(res=True)),
-          ("gate_up", e, m, dict(norm=True, silu=True)), ("down", m, e, dict(res=True))]
+  return [("qkv", e, qkv, dict(norm=True, add=True)), ("o", c.num_heads * c.head_dim, e, {}),
+          ("gate_up", e, m, dict(norm=True, silu=True, add=True)), ("down", m, e, {})]
 
 
 def timed(fn, *args, iters=20):
@@ -49,7 +53,7 @@ def case(model, name, k, n, opts, rows, tilings, warps):
   w_shape = (2, n, k) if opts.get("silu") else (n, k)
   ws = [jnp.asarray(rng.normal(size=w_shape) * 0.02, dt) for _ in range(CALLS)]
   xs = [jnp.asarray(rng.normal(size=(rows, k)), dt) for _ in range(CALLS)]
-  res = jnp.asarray(rng.normal(size=(rows, n)), dt) if opts.get("res") else None
+  add = jnp.asarray(rng.normal(size=(rows, k)), dt) if opts.get("add") else None
   scale = jnp.ones((k,), jnp.float32) if opts.get("norm") else None
   weight_bytes = ws[0].nbytes
   for (bn, bk), nw in itertools.product(tilings, warps):
@@ -57,7 +61,7 @@ def case(model, name, k, n, opts, rows, tilings, warps):
       continue
 
     def run(xs, ws, bn=bn, bk=bk, nw=nw):
-      return [decode_matvec.matvec(x, w, norm_scale=scale, residual=res,
+      return [decode_matvec.matvec(x, w, norm_scale=scale, add=add,
                                    silu_mul=bool(opts.get("silu")), block_n=bn, block_k=bk,
                                    num_warps=nw) for x, w in zip(xs, ws)]
     try:

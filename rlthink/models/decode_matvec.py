@@ -1,24 +1,27 @@
-"""The decode step's matmuls for a few rows, as Pallas (Triton) kernels with the layer's
+"""The decode step's matmuls for one row per device, as Pallas (Triton) kernels with the layer's
 elementwise work fused in.
 
-With one to MAX_ROWS rows per device a decode-step matmul is a matrix-vector product: it reads
-the whole weight once and does almost no arithmetic, so its time is the weight's bytes plus a
-kernel launch. XLA runs each RMSNorm as two kernels (a reduction and an elementwise pass), the
-matmul as a third and SiLU-multiply as a fourth; at batch 1 those small kernels cost as much as
-the weight reads (docs/benchmarks, v8 profile). `matvec` is one kernel per matmul that also
+With one row a decode-step matmul is a matrix-vector product: it reads the whole weight once and
+does almost no arithmetic, so its time is the weight's bytes plus a kernel launch. XLA runs each
+residual add and each RMSNorm as kernels of their own (an add, a reduction, an elementwise pass)
+next to the matmul; at batch 1 those small kernels cost as much as the weight reads
+(docs/benchmarks, v8 profile). `matvec` is one kernel per matmul that also
 
-- RMS-normalizes its input first (`norm_scale`): every program recomputes the rows' sum of
-  squares (the input is a few KB), then rounds the normed input to the compute dtype exactly as
+- adds the residual first (`add`): the input is x + add, rounded as the decoder's add, and the
+  sum comes back as a second output (the next residual);
+- RMS-normalizes that input (`norm_scale`): every program recomputes the row's sum of squares
+  (the row is a few KB), then rounds the normed input to the compute dtype exactly as
   `decoder.RMSNorm` does before multiplying;
-- for a fused gate/up weight (`silu_mul`), returns silu(x @ gate) * (x @ up);
-- adds a residual (`residual`): the layer's skip connection.
+- for a fused gate/up weight (`silu_mul`), returns silu(x @ gate) * (x @ up).
 
-A decoder layer is then four matvec kernels plus attention. Weights are [N, K] with the input
-axis K minor (`decoder.transpose_for_decode`); each program owns BLOCK_N outputs and walks K in
-BLOCK_K steps (unrolled: every load in flight at once), accumulating products in float32
-elementwise and summing once at the end. On a non-GPU backend the kernel runs in Pallas'
-interpreter (for tests). With a mesh it runs per shard: rows over the batch axes, the weight
-whole on every device.
+The decoder (`DecoderLayer._few_rows_step`) runs the layer's q/k/v and gate/up matmuls this way
+and leaves the o-projection and down to XLA (measured faster there), their residual adds done
+by the next kernel. Weights are [N, K] with the input axis K minor
+(`decoder.transpose_for_decode`); each program owns BLOCK_N outputs and walks K in BLOCK_K steps
+(unrolled: every load in flight at once), accumulating products in float32 elementwise and
+summing once at the end. On a non-GPU backend the kernel runs in Pallas' interpreter (for
+tests). With a mesh it runs per shard: rows over the batch axes, the weight whole on every
+device.
 """
 
 from __future__ import annotations
@@ -34,9 +37,10 @@ from jax.sharding import Mesh, PartitionSpec
 
 from rlthink import sharding
 
-# Rows per device up to which the decoder uses these kernels (powers of two). Measured on an
-# H200 (qwen2.5-0.5b, docs/benchmarks v9): at 4 rows the kernels' step took 1.22 ms, XLA's 0.99.
+# Rows per device up to which the decoder uses these kernels. Measured on an H200 (qwen2.5-0.5b,
+# docs/benchmarks v9): at 4 rows the step with the kernels took 1.22 ms, with XLA's 0.99.
 MAX_ROWS = 1
+_KERNEL_MAX_ROWS = 8  # the kernel's limit (one unrolled pass per row)
 
 # The decoder layer's matmuls that run as kernels, with their tiling (BLOCK_N, BLOCK_K, warps);
 # a role left out ("o", "down") runs as XLA ops (`matvec_xla`, the same numbers). Measured in
@@ -47,9 +51,10 @@ LAYER_KERNELS: dict[str, tuple[int, int, int]] = {"qkv": (8, 128, 4), "gate_up":
 
 
 def supported(rows: int, k: int, n: int) -> bool:
-  """Whether `matvec` takes `rows` rows of a [n, k] weight: rows a power of two <= MAX_ROWS,
-  k and n multiples of 16 (whole Triton tiles)."""
-  return (0 < rows <= MAX_ROWS and rows & (rows - 1) == 0 and k % 16 == 0 and n % 16 == 0)
+  """Whether `matvec` takes `rows` rows (per device) of a [n, k] weight: a power of two <= 8
+  rows, k and n multiples of 16 (whole Triton tiles). The decoder also keeps to MAX_ROWS."""
+  return (0 < rows <= _KERNEL_MAX_ROWS and rows & (rows - 1) == 0 and k % 16 == 0
+          and n % 16 == 0)
 
 
 def rows_per_device(rows: int, mesh: Mesh | None) -> tuple[int, str | tuple | None]:
@@ -79,11 +84,10 @@ def default_blocks(n: int, k: int) -> tuple[int, int]:
   return block_n, block_k
 
 
-def _kernel(*refs, rows: int, block_k: int, norm: bool, eps: float, silu_mul: bool,
-            residual: bool, add: bool):
+def _kernel(*refs, rows: int, block_k: int, norm: bool, eps: float, silu_mul: bool, add: bool):
   """One block of BLOCK_N outputs for all rows. refs: x [R, K]; with `add` the addend [R, K];
-  w [BLOCK_N, K] (or [2, BLOCK_N, K] gate and up); norm scale [K] (float32); residual
-  [R, BLOCK_N]; out [R, BLOCK_N]; with `add` the sum [R, K] (written by program 0).
+  w [BLOCK_N, K] (or [2, BLOCK_N, K] gate and up); norm scale [K] (float32); out [R, BLOCK_N];
+  with `add` the sum [R, K] (written by program 0).
 
   The walk over K is unrolled (K / BLOCK_K independent loads, all in flight at once): a
   `fori_loop` waited a memory round trip per step (measured ~1.8 us per step on an H200).
@@ -93,7 +97,6 @@ def _kernel(*refs, rows: int, block_k: int, norm: bool, eps: float, silu_mul: bo
     x_ref, add_ref, refs, sum_ref = refs[0], refs[1], refs[:1] + refs[2:-1], refs[-1]
   x_ref, w_ref = refs[:2]
   scale_ref = refs[2] if norm else None
-  res_ref = refs[2 + norm] if residual else None
   o_ref = refs[-1]
   k_total = x_ref.shape[1]
   chunks = [pl.ds(i * block_k, block_k) for i in range(k_total // block_k)]
@@ -129,12 +132,10 @@ def _kernel(*refs, rows: int, block_k: int, norm: bool, eps: float, silu_mul: bo
     # Each matmul's result rounds to the compute dtype, as the decoder's einsums do.
     ys = [jnp.sum(acc, axis=1).astype(dtype).astype(jnp.float32) for acc in accs[r]]
     y = ys[0] * jax.nn.sigmoid(ys[0]) * ys[1] if silu_mul else ys[0]
-    if residual:
-      y = res_ref[pl.ds(r, 1), :][0].astype(jnp.float32) + y
     o_ref[pl.ds(r, 1), :] = y.astype(o_ref.dtype)[None, :]
 
 
-def _local(x, w, norm_scale, residual, add, *, eps: float, silu_mul: bool, interpret: bool,
+def _local(x, w, norm_scale, add, *, eps: float, silu_mul: bool, interpret: bool,
            block_n: int | None, block_k: int | None, num_warps: int, num_stages: int):
   rows, k = x.shape
   n = w.shape[-2]
@@ -143,8 +144,7 @@ def _local(x, w, norm_scale, residual, add, *, eps: float, silu_mul: bool, inter
   if n % block_n or k % block_k:
     raise ValueError(f"blocks ({block_n}, {block_k}) must divide the weight's [{n}, {k}]")
   kernel = functools.partial(_kernel, rows=rows, block_k=block_k, norm=norm_scale is not None,
-                             eps=eps, silu_mul=silu_mul, residual=residual is not None,
-                             add=add is not None)
+                             eps=eps, silu_mul=silu_mul, add=add is not None)
   if silu_mul:
     w_spec = pl.BlockSpec((2, block_n, k), lambda j: (0, j, 0))
   else:
@@ -159,9 +159,6 @@ def _local(x, w, norm_scale, residual, add, *, eps: float, silu_mul: bool, inter
     in_specs.append(pl.BlockSpec((k,), lambda j: (0,)))
     args.append(norm_scale.astype(jnp.float32))
   out_spec = pl.BlockSpec((rows, block_n), lambda j: (0, j))
-  if residual is not None:
-    in_specs.append(out_spec)
-    args.append(residual)
   out_specs, out_shape = out_spec, jax.ShapeDtypeStruct((rows, n), x.dtype)
   if add is not None:
     out_specs, out_shape = [out_spec, rows_spec], [out_shape, jax.ShapeDtypeStruct(x.shape,
@@ -175,13 +172,12 @@ def _local(x, w, norm_scale, residual, add, *, eps: float, silu_mul: bool, inter
       compiler_params=plgpu.CompilerParams(num_warps=num_warps, num_stages=num_stages),
       interpret=interpret,
       name="rlthink_matvec" + "_add" * (add is not None) + "_norm" * (norm_scale is not None)
-      + "_silu" * silu_mul + "_res" * (residual is not None),
+      + "_silu" * silu_mul,
   )(*args)
 
 
 def matvec(x: jax.Array, w: jax.Array, *, norm_scale: jax.Array | None = None,
-           eps: float = 1e-6, residual: jax.Array | None = None, silu_mul: bool = False,
-           add: jax.Array | None = None, mesh: Mesh | None = None,
+           eps: float = 1e-6, silu_mul: bool = False, add: jax.Array | None = None, mesh: Mesh | None = None,
            interpret: bool | None = None, block_n: int | None = None,
            block_k: int | None = None, num_warps: int = 4, num_stages: int = 1):
   """y = f(x) @ w.T for a few rows, in one kernel.
@@ -192,7 +188,6 @@ def matvec(x: jax.Array, w: jax.Array, *, norm_scale: jax.Array | None = None,
       here instead of in a kernel of its own); the sum is returned too.
     w: [N, K] (input axis minor), or with `silu_mul` [2, N, K] (gate, up).
     norm_scale: [K]: x is first RMS-normed with this scale and `eps`, as `decoder.RMSNorm`.
-    residual: [R, N]: added to the result (in float32, after the matmul's rounding).
     silu_mul: return silu(x @ gate.T) * (x @ up.T).
     mesh: shards the rows like the decoder's activations (`batch`); None for one device.
     interpret: run Pallas' interpreter; default: on any backend but GPU.
@@ -206,8 +201,6 @@ def matvec(x: jax.Array, w: jax.Array, *, norm_scale: jax.Array | None = None,
     raise ValueError(f"matvec needs x [R, K] and w [{'2, ' if silu_mul else ''}N, K]; got x "
                      f"{x.shape}, w {w.shape}")
   n = w.shape[-2]
-  if residual is not None and residual.shape != (x.shape[0], n):
-    raise ValueError(f"residual must be [{x.shape[0]}, {n}], got {residual.shape}")
   if add is not None and add.shape != x.shape:
     raise ValueError(f"add must be x's shape {x.shape}, got {add.shape}")
   if norm_scale is not None and norm_scale.shape != (x.shape[1],):
@@ -219,25 +212,24 @@ def matvec(x: jax.Array, w: jax.Array, *, norm_scale: jax.Array | None = None,
                           num_stages=num_stages)
   rows, row_axes = rows_per_device(x.shape[0], mesh)
   if not supported(rows, x.shape[1], n):
-    raise ValueError(f"matvec takes a power of two <= {MAX_ROWS} rows per device and sizes "
+    raise ValueError(f"matvec takes a power of two <= {_KERNEL_MAX_ROWS} rows per device and sizes "
                      f"that are multiples of 16; got {rows} rows of a [{n}, {x.shape[1]}] weight")
   if mesh is None or mesh.size == 1:
-    return run(x, w, norm_scale, residual, add)
+    return run(x, w, norm_scale, add)
   rows_spec = PartitionSpec(row_axes, None)
   return jax.shard_map(run, mesh=mesh,
-                       in_specs=(rows_spec, PartitionSpec(), PartitionSpec(), rows_spec,
-                                 rows_spec),
+                       in_specs=(rows_spec, PartitionSpec(), PartitionSpec(), rows_spec),
                        out_specs=rows_spec if add is None else (rows_spec, rows_spec),
-                       check_vma=False)(x, w, norm_scale, residual, add)
+                       check_vma=False)(x, w, norm_scale, add)
 
 
-def reference(x, w, norm_scale=None, eps=1e-6, residual=None, silu_mul=False, add=None):
+def reference(x, w, norm_scale=None, eps=1e-6, silu_mul=False, add=None):
   """float64 numpy with the same contract (no rounding to the compute dtype), for tests."""
   import numpy as np
   x, w = np.asarray(x, np.float64), np.asarray(w, np.float64)
   if add is not None:
     total = x + np.asarray(add, np.float64)
-    return reference(total, w, norm_scale, eps, residual, silu_mul), total
+    return reference(total, w, norm_scale, eps, silu_mul), total
   if norm_scale is not None:
     x = x / np.sqrt(np.mean(x * x, axis=1, keepdims=True) + eps) * np.asarray(norm_scale)
   if silu_mul:
@@ -245,16 +237,15 @@ def reference(x, w, norm_scale=None, eps=1e-6, residual=None, silu_mul=False, ad
     y = g / (1 + np.exp(-g)) * u
   else:
     y = x @ w.T
-  return y if residual is None else y + np.asarray(residual, np.float64)
+  return y
 
 
-def matvec_xla(x, w, *, norm_scale=None, eps: float = 1e-6, residual=None,
-               silu_mul: bool = False, add=None):
+def matvec_xla(x, w, *, norm_scale=None, eps: float = 1e-6, silu_mul: bool = False,
+               add=None):
   """`matvec` as XLA ops (the decoder modules' computation, in the same rounding steps)."""
   if add is not None:
     total = x + add
-    return matvec_xla(total, w, norm_scale=norm_scale, eps=eps, residual=residual,
-                      silu_mul=silu_mul), total
+    return matvec_xla(total, w, norm_scale=norm_scale, eps=eps, silu_mul=silu_mul), total
   dtype = x.dtype
   if norm_scale is not None:
     x32 = x.astype(jnp.float32)
@@ -263,8 +254,7 @@ def matvec_xla(x, w, *, norm_scale=None, eps: float = 1e-6, residual=None,
   if silu_mul:
     gate, up = jnp.einsum("rk,cnk->crn", x, w)
     return jax.nn.silu(gate) * up
-  y = jnp.einsum("rk,nk->rn", x, w)
-  return y if residual is None else residual + y
+  return jnp.einsum("rk,nk->rn", x, w)
 
 
 def layer_matvec(role: str, x, w, *, mesh: Mesh | None = None, **kwargs) -> jax.Array:

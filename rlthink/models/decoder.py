@@ -366,7 +366,7 @@ class DecoderLayer(nn.Module):
 
   def _few_rows(self, x, layer_cache) -> bool:
     """Whether this decode step runs as `_few_rows_step`: the Pallas decode kernels, one token
-    per row, at most decode_matvec.MAX_ROWS rows per device, the fused decode weights
+    per row, at most decode_matvec.MAX_ROWS rows per device (one), the fused decode weights
     (`transpose_for_decode(fuse=True)`) and none of q/k norms or an o-projection bias."""
     cfg = self.config
     if not (self.decode_kernel and layer_cache is not None and layer_cache[2] is None
@@ -377,6 +377,8 @@ class DecoderLayer(nn.Module):
         "mlp", {}):
       return False
     rows, _ = decode_matvec.rows_per_device(x.shape[0], self.mesh)
+    if rows > decode_matvec.MAX_ROWS:
+      return False
     e, m = cfg.hidden_size, cfg.intermediate_size
     qkv = (cfg.num_heads + 2 * cfg.num_kv_heads) * cfg.head_dim
     return all(decode_matvec.supported(rows, k, n) for k, n in
