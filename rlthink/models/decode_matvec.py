@@ -177,9 +177,10 @@ def _local(x, w, norm_scale, add, *, eps: float, silu_mul: bool, interpret: bool
 
 
 def matvec(x: jax.Array, w: jax.Array, *, norm_scale: jax.Array | None = None,
-           eps: float = 1e-6, silu_mul: bool = False, add: jax.Array | None = None, mesh: Mesh | None = None,
-           interpret: bool | None = None, block_n: int | None = None,
-           block_k: int | None = None, num_warps: int = 4, num_stages: int = 1):
+           eps: float = 1e-6, silu_mul: bool = False, add: jax.Array | None = None,
+           mesh: Mesh | None = None, interpret: bool | None = None,
+           block_n: int | None = None, block_k: int | None = None, num_warps: int = 4,
+           num_stages: int = 1):
   """y = f(x) @ w.T for a few rows, in one kernel.
 
   Args:

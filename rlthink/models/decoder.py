@@ -11,6 +11,8 @@ stored transposed, q/k/v and gate/up each fused into one weight (`transpose_for_
 GPU, one-token attention through the Pallas kernel of `rlthink.models.decode_attention`
 (`forward(..., decode_kernel=True)`), which also adds q's bias and applies its RoPE and, given
 the fused q/k/v projection, biases, rotates and writes the step's keys and values into the cache.
+With one row per device, the q/k/v and gate/up matmuls run as Pallas matvec kernels with the
+residual adds and RMSNorms fused in (`rlthink.models.decode_matvec`).
 
 Shapes: B batch, T input length, S key slots (cache length or T), E embed, H heads, K kv heads,
 D head_dim, M mlp, V vocab, L layers.
@@ -605,6 +607,9 @@ def forward(config: ModelConfig, params, tokens: jax.Array, *, positions: jax.Ar
     `rlthink.models.decode_attention`, which reads only the slots from each row's first valid
     one to the one just written: the cache's valid slots must be contiguous there (left-padded
     prefill, then decoding: what `rlthink.sample` builds) and its length a multiple of 16.
+    With one row per device and the fused decode weights (`transpose_for_decode(fuse=True)`),
+    the layers' q/k/v and gate/up matmuls also run as `decode_matvec` kernels
+    (`DecoderLayer._few_rows_step`).
   """
   unrolled = "layers" not in params
   if cache is not None and unrolled != isinstance(cache["k"], (tuple, list)):

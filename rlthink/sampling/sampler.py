@@ -231,7 +231,9 @@ def sample(policy, prompts, *, max_new_tokens: int, temperature: float = 1.0,
       (a per-call copy of the weights in the compute dtype), so the decode loop never slices a
       stacked array; False runs the scanned stack (one compiled layer: faster compilation).
     decode_attention: "pallas": each decode step attends with the Pallas kernel of
-      `rlthink.models.decode_attention`, which reads only the filled cache slots (GPU; Pallas'
+      `rlthink.models.decode_attention`, which reads only the filled cache slots, and with one
+      row per device runs the layers' q/k/v and gate/up matmuls as the kernels of
+      `rlthink.models.decode_matvec` (residual adds and norms fused in) (GPU; Pallas'
       interpreter elsewhere, for tests); "xla": einsum attention over every cache slot; "auto"
       (default): pallas on GPU with unroll_layers, 16-bit compute and a power-of-two head_dim,
       xla otherwise.
