@@ -31,6 +31,22 @@ def tiny_policy(dtype: str = "float32"):
   return rlthink.init_policy("tiny", seed=0, dtype=dtype)
 
 
+@functools.lru_cache(maxsize=None)
+def qwen2_bias_policy():
+  """A Qwen2-style model (q/k/v biases, made non-zero: they initialize to zeros; 3 query heads
+  per KV head)."""
+  config = ModelConfig(architecture="qwen2", qkv_bias=True, vocab_size=128, hidden_size=96,
+                       intermediate_size=128, num_layers=2, num_heads=6, num_kv_heads=2,
+                       head_dim=16, max_seq_len=64)
+  policy = rlthink.init_policy(config, seed=1)
+  rng = np.random.default_rng(1)
+  attn = dict(policy.params["layers"]["attn"])
+  for name in ("q_bias", "k_bias", "v_bias"):
+    attn[name] = jnp.asarray(rng.normal(size=attn[name].shape), jnp.float32)
+  return policy.replace(params={**policy.params,
+                                "layers": {**policy.params["layers"], "attn": attn}})
+
+
 def ragged_prompts(vocab: int, lengths, seed: int = 0) -> list[list[int]]:
   rng = np.random.RandomState(seed)
   return [rng.randint(0, vocab, n).tolist() for n in lengths]

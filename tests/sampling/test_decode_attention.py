@@ -167,16 +167,7 @@ def test_sampler_with_kernel_equals_xla_attention(temperature):
 def test_sampler_with_kernel_and_qkv_bias_equals_xla_attention():
   """A Qwen2-style model (q/k/v biases, 3 query heads per KV head): the kernel adds q's bias and
   rotates q from the fused projection; the rollouts equal XLA attention's."""
-  config = rlthink.ModelConfig(architecture="qwen2", qkv_bias=True, vocab_size=128,
-                               hidden_size=96, intermediate_size=128, num_layers=2, num_heads=6,
-                               num_kv_heads=2, head_dim=16, max_seq_len=64)
-  policy = rlthink.init_policy(config, seed=1)
-  rng = np.random.default_rng(1)
-  attn = dict(policy.params["layers"]["attn"])
-  for name in ("q_bias", "k_bias", "v_bias"):  # initialized to zeros: make them matter
-    attn[name] = jnp.asarray(rng.normal(size=attn[name].shape), jnp.float32)
-  policy = policy.replace(params={**policy.params,
-                                  "layers": {**policy.params["layers"], "attn": attn}})
+  policy = sf.qwen2_bias_policy()
   ours, xla = (_sample(policy, a, temperature=1.0) for a in ("pallas", "xla"))
   np.testing.assert_array_equal(ours.completion_tokens, xla.completion_tokens)
   np.testing.assert_allclose(ours.logprobs, xla.logprobs, atol=1e-5)

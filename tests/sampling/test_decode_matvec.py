@@ -127,23 +127,9 @@ def kernel_calls(monkeypatch):
   return calls
 
 
-def _qwen2_policy():
-  """Qwen2-style (q/k/v biases, made non-zero; 3 query heads per KV head)."""
-  config = rlthink.ModelConfig(architecture="qwen2", qkv_bias=True, vocab_size=128,
-                               hidden_size=96, intermediate_size=128, num_layers=2, num_heads=6,
-                               num_kv_heads=2, head_dim=16, max_seq_len=64)
-  policy = rlthink.init_policy(config, seed=1)
-  rng = np.random.default_rng(1)
-  attn = dict(policy.params["layers"]["attn"])
-  for name in ("q_bias", "k_bias", "v_bias"):
-    attn[name] = jnp.asarray(rng.normal(size=attn[name].shape), jnp.float32)
-  return policy.replace(params={**policy.params,
-                                "layers": {**policy.params["layers"], "attn": attn}})
-
-
 @pytest.mark.parametrize("model", ["tiny", "qwen2_bias"])
 def test_sampler_at_batch_1_runs_the_kernels_and_equals_xla(model, kernel_calls):
-  policy = sf.tiny_policy() if model == "tiny" else _qwen2_policy()
+  policy = sf.tiny_policy() if model == "tiny" else sf.qwen2_bias_policy()
   cfg = policy.config
   ours = _one_prompt(policy, "pallas")
   # Two kernels per layer (q/k/v and gate/up), traced once per layer.
