@@ -16,12 +16,12 @@ import itertools
 import json
 import statistics
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rlthink.bench.common import time_fn
 from rlthink.models import decode_matvec, presets
 
 CALLS = int(__import__("os").environ.get("CALLS", 24))
@@ -35,16 +35,6 @@ def shapes(model):
   qkv = (c.num_heads + 2 * c.num_kv_heads) * c.head_dim
   return [("qkv", e, qkv, dict(norm=True, add=True)), ("o", c.num_heads * c.head_dim, e, {}),
           ("gate_up", e, m, dict(norm=True, silu=True, add=True)), ("down", m, e, {})]
-
-
-def timed(fn, *args, iters=20):
-  jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(iters):
-    t = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - t)
-  return statistics.median(times)
 
 
 def case(model, name, k, n, opts, rows, tilings, warps):
@@ -65,7 +55,7 @@ def case(model, name, k, n, opts, rows, tilings, warps):
                                    silu_mul=bool(opts.get("silu")), block_n=bn, block_k=bk,
                                    num_warps=nw) for x, w in zip(xs, ws)]
     try:
-      s = timed(jax.jit(run), xs, ws) / CALLS
+      s = statistics.median(time_fn(jax.jit(run), xs, ws, warmup=1, iters=20)) / CALLS
       rec = dict(us=round(s * 1e6, 2), gbps=round(weight_bytes / s / 1e9))
     except Exception as e:  # a tiling Triton rejects: say so, go on
       rec = dict(error=str(e).splitlines()[0][:200])
