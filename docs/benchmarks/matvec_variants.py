@@ -1,36 +1,50 @@
-"""`rlthink bench sample` with the decoder layer's few-row matmuls set one way
-(`decode_matvec.LAYER_KERNELS`): usage `python3 matvec_variants.py VARIANT BENCH_ARGS...`.
+"""`rlthink bench sample` with the decode step's kernels set one way: usage
+`python3 matvec_variants.py VARIANT BENCH_ARGS...`. A variant overrides module settings of
+`rlthink.models.decode_matvec` (LAYER_KERNELS: which few-row matmuls are kernels, and their
+tiling) and `rlthink.models.decode_attention` (FEW_PROGRAMS_WHOLE_ROW, WHOLE_ROW_TILING: the
+attention kernel's tiling).
 
-Variants: "default" (the committed LAYER_KERNELS), "norms" (only the matmuls that fuse a
-norm, q/k/v and gate/up: the attention's chunks merged by XLA, the o-projection an XLA matvec),
-"all" (down as a kernel too), "xla" (none: the same layer step as XLA ops), "wide" (twice the
-outputs per program and 8 warps), "o16" / "o4" (16 / 4 outputs per program of the merging
-o kernel), "o8w" (8 warps for it). Each line gets "matvec_variant". (Session 6 ran "norms",
-"all" and "xla" when LAYER_KERNELS had no "o"; its "all" then meant o=(8, 128, 8) as the plain
-matvec after XLA's merge.)
+Matmul variants: "norms" / "default" (the committed settings), "all" (the o-projection and down
+as kernels too), "xla" (none: the same layer step as XLA ops), "wide" (twice the outputs per
+program and 8 warps). Attention variants "wNNN[wW][sS]_bMMM[wW][sS]": whole rows of NNN-slot
+blocks at few programs (batch 1), MMM-slot blocks for whole rows at many (batch 256), with W
+warps and S pipeline stages (default 4 and 2). Each line gets "matvec_variant".
 """
 
 import json
+import re
 import sys
 
 from rlthink.bench import sample
-from rlthink.models import decode_matvec
+from rlthink.models import decode_attention, decode_matvec
 
-_DEFAULT = dict(decode_matvec.LAYER_KERNELS)
+_KERNELS = dict(decode_matvec.LAYER_KERNELS)
 VARIANTS = {
-    "default": _DEFAULT,
-    "norms": {k: _DEFAULT[k] for k in ("qkv", "gate_up")},
-    "all": dict(_DEFAULT, down=(4, 256, 8)),
-    "xla": {},
-    "wide": {k: (2 * n, bk, 8) for k, (n, bk, _) in _DEFAULT.items()},
-    "o16": dict(_DEFAULT, o=(16, 64, 4)),
-    "o4": dict(_DEFAULT, o=(4, 64, 4)),
-    "o8w": dict(_DEFAULT, o=(8, 64, 8)),
+    "default": {},
+    "norms": {},
+    "all": {"LAYER_KERNELS": dict(_KERNELS, o=(8, 128, 8), down=(4, 256, 8))},
+    "xla": {"LAYER_KERNELS": {}},
+    "wide": {"LAYER_KERNELS": {k: (2 * n, bk, 8) for k, (n, bk, _) in _KERNELS.items()}},
 }
+
+
+def _tiling(text):
+  block, warps, stages = re.fullmatch(r"(\d+)(?:w(\d+))?(?:s(\d+))?", text).groups()
+  return int(block), int(warps or 4), int(stages or 2)
+
+
+def settings(variant: str) -> dict:
+  if variant in VARIANTS:
+    return VARIANTS[variant]
+  few, many = variant.split("_")
+  return {"FEW_PROGRAMS_WHOLE_ROW": _tiling(few[1:]) if few != "chunks" else None,
+          "WHOLE_ROW_TILING": _tiling(many[1:])}
+
 
 if __name__ == "__main__":
   variant, args = sys.argv[1], sys.argv[2:]
-  decode_matvec.LAYER_KERNELS = VARIANTS[variant]
+  for name, value in settings(variant).items():
+    setattr(decode_matvec if hasattr(decode_matvec, name) else decode_attention, name, value)
   out = args[args.index("--out") + 1]
   tmp = out + ".tmp"
   args[args.index("--out") + 1] = tmp

@@ -11,9 +11,6 @@ kernel reads the query rows from it, adds their bias and applies RoPE, and does 
 step's key and value, which it writes into the cache in place (`write_kv`): per layer, no
 elementwise pass over q, k or v and no cache-write kernel. The per-chunk partial results are
 merged by a log-sum-exp in XLA; from WHOLE_ROW_PROGRAMS programs on, each takes a whole row.
-With `merge=False` the partial results come back unmerged (a power-of-two number of chunks), for
-a following kernel to merge as it reads them (`decode_matvec.attention_matvec`, the
-o-projection at one row per device): two kernels less per layer.
 
 Layouts are the decoder's: q [B, H, D]; the cache k, v [B, K, S, D] (a per-layer buffer of the
 unrolled decode loop, read in place). On a non-GPU backend the kernel runs in Pallas' interpreter
@@ -49,6 +46,13 @@ def supported_length(length: int) -> bool:
 # store and merge: two kernels less per layer).
 WHOLE_ROW_PROGRAMS = 512
 
+# Below WHOLE_ROW_PROGRAMS programs: None splits the rows into chunks (their partial results
+# merged by XLA: two more kernels); (block, num_warps, num_stages) runs whole rows anyway, with
+# this tiling (a block that divides the row, halved until it does).
+FEW_PROGRAMS_WHOLE_ROW: tuple[int, int, int] | None = None
+# The tiling of whole-row programs from WHOLE_ROW_PROGRAMS on: (block, num_warps, num_stages).
+WHOLE_ROW_TILING: tuple[int, int, int] = (64, 4, 2)
+
 
 def _chunk(length: int, programs_per_chunk: int) -> int:
   """Slots per chunk: all of them with >= WHOLE_ROW_PROGRAMS programs; else the largest power
@@ -61,16 +65,6 @@ def _chunk(length: int, programs_per_chunk: int) -> int:
     if length % chunk == 0 and programs_per_chunk * (length // chunk) >= 256:
       best = chunk
   return best
-
-
-def partial_chunk(length: int, max_splits: int = 8) -> int:
-  """Slots per chunk for unmerged partial results (`merge=False`): the chunk count is the largest
-  power of two <= max_splits (itself one) that leaves whole 16-slot blocks (384 slots: 8 chunks
-  of 48)."""
-  splits = max_splits
-  while (length // 16) % splits:
-    splits //= 2
-  return length // splits
 
 
 def _kernel(*refs, block: int, scale: float, group: int, rope: bool, bias: bool, whole: bool,
@@ -177,7 +171,8 @@ def _kernel(*refs, block: int, scale: float, group: int, rope: bool, bias: bool,
 
 
 def _local(q, k, v, start, length, rope, q_bias, group: int, interpret: bool,
-           chunk: int | None, block: int | None, num_warps: int, write_kv: bool, merge: bool):
+           chunk: int | None, block: int | None, num_warps: int | None, num_stages: int,
+           write_kv: bool):
   """decode_attention on one shard (no mesh): `group` query heads per KV head."""
   b, h, d = q.shape
   kv, s = k.shape[1], k.shape[2]
@@ -195,15 +190,22 @@ def _local(q, k, v, start, length, rope, q_bias, group: int, interpret: bool,
     q = jnp.pad(q, ((0, 0), (0, reach - h), (0, 0)))
     if q_bias is not None:
       q_bias = jnp.pad(q_bias, ((0, reach - q_bias.shape[0]), (0, 0)))
-  chunk = chunk or (_chunk(s, b * kv) if merge else partial_chunk(s))
+  if chunk is None:
+    chunk = _chunk(s, b * kv)
+    tiling = WHOLE_ROW_TILING if chunk == s else None
+    if b * kv < WHOLE_ROW_PROGRAMS and FEW_PROGRAMS_WHOLE_ROW:
+      chunk, tiling = s, FEW_PROGRAMS_WHOLE_ROW
+    if tiling:
+      wanted, warps, num_stages = tiling
+      block = block or next(n for n in (wanted, 64, 32, 16) if s % n == 0 and n <= wanted)
+      num_warps = num_warps or warps
+  num_warps = num_warps or 4
   block = block or next(n for n in (64, 32, 16) if chunk % n == 0)
   block = min(block, chunk)
   if s % chunk or chunk % block:
     raise ValueError(f"chunk {chunk} must divide the cache length {s} and block {block} the chunk")
   splits = s // chunk
-  if not merge and splits & (splits - 1):
-    raise ValueError(f"unmerged results need a power-of-two number of chunks, got {splits}")
-  whole = splits == 1 and merge
+  whole = splits == 1
   kernel = functools.partial(_kernel, block=block, scale=1.0 / math.sqrt(d), group=g,
                              rope=rope is not None, bias=q_bias is not None, whole=whole,
                              rows=rows, write_kv=heads if write_kv else None, kv_heads=kv)
@@ -243,19 +245,22 @@ def _local(q, k, v, start, length, rope, q_bias, group: int, interpret: bool,
       out_specs=out_specs,
       out_shape=out_shape,
       input_output_aliases=aliases,
-      compiler_params=plgpu.CompilerParams(num_warps=num_warps, num_stages=2),
+      compiler_params=plgpu.CompilerParams(num_warps=num_warps, num_stages=num_stages),
       interpret=interpret,
       name="rlthink_decode_attention",
   )(*args)
   if whole:
     out = results[0][:, :, :g].reshape(b, heads, d)
-  elif not merge:
-    out = tuple(results[:3])
   else:
     # Merge the chunks: weights exp(m_c - max_c m_c); empty chunks (l = 0, m = -1e30) weigh 0.
     # (XLA makes this two kernels; slicing off the padding rows first, or storing only the G
     # real ones, made it four: measured, docs/benchmarks v8.)
-    out = merge_partials(*results[:3], heads, v.dtype)
+    o, m, l = results[:3]
+    top = m.max(axis=2, keepdims=True)
+    w = jnp.exp(m - top)
+    denom = (w * l).sum(axis=2)
+    out = (w[..., None] * o).sum(axis=2) / jnp.where(denom > 0, denom, 1.0)[..., None]
+    out = out[:, :, :g].reshape(b, heads, d).astype(v.dtype)
   return (out, results[-2], results[-1]) if write_kv else out
 
 
@@ -264,8 +269,8 @@ def decode_attention(q: jax.Array, k: jax.Array, v: jax.Array, start: jax.Array,
                      rope: tuple[jax.Array, jax.Array] | None = None,
                      q_bias: jax.Array | None = None, heads: int | None = None,
                      interpret: bool | None = None, chunk: int | None = None,
-                     block: int | None = None, num_warps: int = 4, write_kv: bool = False,
-                     merge: bool = True):
+                     block: int | None = None, num_warps: int | None = None,
+                     num_stages: int = 2, write_kv: bool = False):
   """Attention of one query per head over the cache slots [start, length) of each row.
 
   Args:
@@ -282,19 +287,15 @@ def decode_attention(q: jax.Array, k: jax.Array, v: jax.Array, start: jax.Array,
       its values; `q_bias`, if given, [H + 2K, D] for all of them): the kernel also writes the
       step's keys (biased, rotated with `rope`) and values into slot length - 1 of k and v, in
       place, and attends to them there (so no pass writes the cache per layer).
-    merge: False returns the chunks' partial results unmerged (for `merged_reference` or
-      `decode_matvec.attention_matvec`): o [B, K, C, G', D] (float32, unnormalized), the running
-      max m and the denominator l [B, K, C, G'] for C chunks (a power of two, `partial_chunk`);
-      rows >= G of each group's G' are padding.
     interpret: run Pallas' interpreter; default: on any backend but GPU.
-    chunk, block, num_warps: the tiling: slots per program (default `_chunk`'s choice: whole
-      rows for large batches), slots per inner iteration (default: the largest of 64, 32, 16
-      dividing the chunk), warps per program.
+    chunk, block, num_warps, num_stages: the tiling: slots per program (default `_chunk`'s
+      choice: whole rows for large batches, or with FEW_PROGRAMS_WHOLE_ROW for all), slots per
+      inner iteration (default: the largest of 64, 32, 16 dividing the chunk), warps per program
+      (default 4), Triton's software-pipelining stages.
 
   Returns:
-    [B, H, D] in v's dtype (softmax in float32, as `decoder.dot_product_attention`), or with
-    `merge=False` the tuple (o, m, l); with `write_kv`, (that, k, v) with the new slot written
-    (k and v are donated to the kernel).
+    [B, H, D] in v's dtype (softmax in float32, as `decoder.dot_product_attention`); with
+    `write_kv`, (that, k, v) with the new slot written (k and v are donated to the kernel).
   """
   if not supported_length(k.shape[2]):
     raise ValueError(f"decode_attention needs a cache length that is a multiple of 16, got "
@@ -309,7 +310,8 @@ def decode_attention(q: jax.Array, k: jax.Array, v: jax.Array, start: jax.Array,
   if interpret is None:
     interpret = jax.default_backend() != "gpu"
   run = functools.partial(_local, group=heads // k.shape[1], interpret=interpret, chunk=chunk,
-                          block=block, num_warps=num_warps, write_kv=write_kv, merge=merge)
+                          block=block, num_warps=num_warps, num_stages=num_stages,
+                          write_kv=write_kv)
   if mesh is None or mesh.size == 1:
     return run(q, k, v, start, length, rope, q_bias)
   cache_spec = sharding.logical_to_spec(("batch", "kv_heads", "cache_length", "head_dim"),
@@ -323,25 +325,10 @@ def decode_attention(q: jax.Array, k: jax.Array, v: jax.Array, start: jax.Array,
   bias_spec = PartitionSpec(head_axis, None)
   if write_kv and head_axis is not None:
     raise ValueError("write_kv needs the KV heads unsplit (a mesh without a tensor axis)")
-  out_spec = q_spec
-  if not merge:
-    out_spec = (PartitionSpec(rows, head_axis, None, None, None),) + (
-        PartitionSpec(rows, head_axis, None, None),) * 2
   return jax.shard_map(run, mesh=mesh, in_specs=(q_spec, cache_spec, cache_spec, row_spec,
                                                  row_spec, table_spec, bias_spec),
-                       out_specs=(out_spec, cache_spec, cache_spec) if write_kv else out_spec,
+                       out_specs=(q_spec, cache_spec, cache_spec) if write_kv else q_spec,
                        check_vma=False)(q, k, v, start, length, rope, q_bias)
-
-
-def merge_partials(o, m, l, heads: int, dtype) -> jax.Array:
-  """The attention output [B, H, D] (in `dtype`) from `merge=False`'s partial results (what the
-  kernel does with `merge=True`)."""
-  b, kv, _, _, d = o.shape
-  top = m.max(axis=2, keepdims=True)
-  w = jnp.exp(m - top)
-  denom = (w * l).sum(axis=2)
-  out = (w[..., None] * o).sum(axis=2) / jnp.where(denom > 0, denom, 1.0)[..., None]
-  return out[:, :, :heads // kv].reshape(b, heads, d).astype(dtype)
 
 
 def reference(q, k, v, start, length, rope=None, q_bias=None, write_kv=False):

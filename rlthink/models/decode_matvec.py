@@ -14,13 +14,9 @@ next to the matmul; at batch 1 those small kernels cost as much as the weight re
   `decoder.RMSNorm` does before multiplying;
 - for a fused gate/up weight (`silu_mul`), returns silu(x @ gate) * (x @ up).
 
-`attention_matvec` is the o-projection of the decode-attention kernel's unmerged chunks
-(`decode_attention(..., merge=False)`): every program merges the chunks of each head as it
-reads them (a few KB from L2) and multiplies, so the merge costs no kernels of its own.
-
-The decoder (`DecoderLayer._few_rows_step`) runs the layer's matmuls this way per
-LAYER_KERNELS; down stays XLA (measured faster there), its residual add done by the next
-layer's first kernel. Weights are [N, K] with the input axis K minor
+The decoder (`DecoderLayer._few_rows_step`) runs the layer's q/k/v and gate/up matmuls this way
+and leaves the o-projection and down to XLA (measured faster there), their residual adds done
+by the next kernel. Weights are [N, K] with the input axis K minor
 (`decoder.transpose_for_decode`); each program owns BLOCK_N outputs and walks K in BLOCK_K steps
 (unrolled: every load in flight at once), accumulating products in float32 elementwise and
 summing once at the end. On a non-GPU backend the kernel runs in Pallas' interpreter (for
@@ -40,7 +36,6 @@ from jax.experimental.pallas import triton as plgpu
 from jax.sharding import Mesh, PartitionSpec
 
 from rlthink import sharding
-from rlthink.models import decode_attention
 
 # Rows per device up to which the decoder uses these kernels. Measured on an H200 (qwen2.5-0.5b,
 # docs/benchmarks v9): at 4 rows the step with the kernels took 1.22 ms, with XLA's 0.99.
@@ -48,13 +43,11 @@ MAX_ROWS = 1
 _KERNEL_MAX_ROWS = 8  # the kernel's limit (one unrolled pass per row)
 
 # The decoder layer's matmuls that run as kernels, with their tiling (BLOCK_N, BLOCK_K, warps);
-# a role left out runs as XLA ops (`matvec_xla`, the same numbers). "o" runs as
-# `attention_matvec` (the attention's chunks merged in the kernel; BLOCK_K is the head dim), or
-# left out as XLA's merge and matvec. Measured in place at batch 1 on an H200 (qwen2.5-0.5b,
-# docs/benchmarks v9): input norm + q/k/v 3.8 us per layer (XLA 4.7 in 3 kernels), norm +
-# gate/up + SiLU-multiply 7.5 (XLA 9.4 in 4); down (4, 256, 8) 6.3 vs XLA's 3.8: left to XLA.
-LAYER_KERNELS: dict[str, tuple[int, int, int]] = {"qkv": (8, 128, 4), "o": (8, 64, 4),
-                                                  "gate_up": (8, 128, 4)}
+# a role left out ("o", "down") runs as XLA ops (`matvec_xla`, the same numbers). Measured in
+# place at batch 1 on an H200 (qwen2.5-0.5b, docs/benchmarks v9): input norm + q/k/v 3.8 us
+# per layer (XLA 4.7 in 3 kernels), norm + gate/up + SiLU-multiply 7.5 (XLA 9.4 in 4); the
+# o-projection (8, 128, 8) 2.5 vs 2.1 and down (4, 256, 8) 6.3 vs 3.8: left to XLA.
+LAYER_KERNELS: dict[str, tuple[int, int, int]] = {"qkv": (8, 128, 4), "gate_up": (8, 128, 4)}
 
 
 def supported(rows: int, k: int, n: int) -> bool:
@@ -108,9 +101,6 @@ def _kernel(*refs, rows: int, block_k: int, norm: bool, eps: float, silu_mul: bo
   k_total = x_ref.shape[1]
   chunks = [pl.ds(i * block_k, block_k) for i in range(k_total // block_k)]
   dtype = x_ref.dtype
-  mats = 2 if silu_mul else 1
-  # The weights first: their loads do not wait for the input's (nor for its norm).
-  ws = [[w_ref[m, :, c] if silu_mul else w_ref[:, c] for m in range(mats)] for c in chunks]
   # xs[r][i]: row r's i-th chunk [1, BLOCK_K], in float32.
   xs = [[x_ref[pl.ds(r, 1), c].astype(jnp.float32) for c in chunks] for r in range(rows)]
   if add:  # the residual add of the step before, rounded to the compute dtype as there
@@ -129,11 +119,14 @@ def _kernel(*refs, rows: int, block_k: int, norm: bool, eps: float, silu_mul: bo
     for r in range(rows):
       inv = jax.lax.rsqrt(sum(jnp.sum(x * x) for x in xs[r]) / k_total + eps)
       xs[r] = [(x * inv * s).astype(dtype).astype(jnp.float32) for x, s in zip(xs[r], scales)]
+  mats = 2 if silu_mul else 1
   accs = [[None] * mats for _ in range(rows)]
-  for i in range(len(chunks)):
+  for i, c in enumerate(chunks):
+    ws = ([w_ref[m, :, c].astype(jnp.float32) for m in range(2)] if silu_mul
+          else [w_ref[:, c].astype(jnp.float32)])
     for r in range(rows):
       for m in range(mats):
-        prod = ws[i][m].astype(jnp.float32) * xs[r][i]
+        prod = ws[m] * xs[r][i]
         accs[r][m] = prod if accs[r][m] is None else accs[r][m] + prod
   for r in range(rows):
     # Each matmul's result rounds to the compute dtype, as the decoder's einsums do.
@@ -231,100 +224,6 @@ def matvec(x: jax.Array, w: jax.Array, *, norm_scale: jax.Array | None = None,
                        check_vma=False)(x, w, norm_scale, add)
 
 
-def _merge_kernel(o_ref, m_ref, l_ref, w_ref, out_ref, *, rows: int, heads: int, group: int,
-                  dtype):
-  """One block of BLOCK_N outputs for all rows. refs: o [R, K, C, G', D], m, l [R, K, C, G']
-  (the attention's chunk partials); w [BLOCK_N, H * D]; out [R, BLOCK_N]. Head h's input is
-  the merge of its C chunks, rounded to `dtype` (the attention's output dtype) as
-  `decode_attention.merge_partials`; the walk over heads is unrolled, the weights loaded first."""
-  d = o_ref.shape[-1]
-  ws = [w_ref[:, pl.ds(h * d, d)] for h in range(heads)]
-  for r in range(rows):
-    acc = None
-    for h in range(heads):
-      j, g = divmod(h, group)
-      m, l = m_ref[r, j, :, g], l_ref[r, j, :, g]                    # [C]
-      weight = jnp.exp(m - jnp.max(m))
-      denom = jnp.sum(weight * l)
-      x = jnp.sum(weight[:, None] * o_ref[r, j, :, g, :], axis=0)   # [D]
-      x = (x / jnp.where(denom > 0, denom, 1.0)).astype(dtype).astype(w_ref.dtype)
-      prod = ws[h].astype(jnp.float32) * x.astype(jnp.float32)[None, :]
-      acc = prod if acc is None else acc + prod
-    out_ref[pl.ds(r, 1), :] = jnp.sum(acc, axis=1).astype(out_ref.dtype)[None, :]
-
-
-def attention_matvec(o: jax.Array, m: jax.Array, l: jax.Array, w: jax.Array, *, heads: int,
-                     dtype=None, mesh: Mesh | None = None, interpret: bool | None = None,
-                     block_n: int | None = None, num_warps: int = 4):
-  """The o-projection of decode attention's unmerged chunks, in one kernel: y = x @ w.T for x
-  the merged attention output (`decode_attention.merge_partials(o, m, l, heads, dtype)`,
-  flattened to [R, H * D]).
-
-  Args:
-    o, m, l: `decode_attention(..., merge=False)`'s partials: o [R, K, C, G', D] float32, m and
-      l [R, K, C, G'] (C a power of two; the first `heads / K` of each group's G' rows real).
-    w: [N, H * D] (input axis minor; its dtype is the compute dtype).
-    heads: H, the query heads.
-    dtype: the attention output's dtype (the cache's), to which the merge rounds before the
-      compute dtype; default w's.
-    mesh: shards the rows like the decoder's activations (`batch`); None for one device.
-    interpret: run Pallas' interpreter; default: on any backend but GPU.
-    block_n, num_warps: outputs per program (default `default_blocks`) and warps.
-
-  Returns:
-    [R, N] in w's dtype (products and sums in float32).
-  """
-  if o.ndim != 5 or m.shape != o.shape[:4] or l.shape != m.shape:
-    raise ValueError(f"attention_matvec needs o [R, K, C, G', D] and m, l [R, K, C, G']; got "
-                     f"{o.shape}, {m.shape}, {l.shape}")
-  rows, kv, splits, padded, d = o.shape
-  if heads % kv or heads // kv > padded:
-    raise ValueError(f"{heads} heads do not group over {kv} KV heads of {padded} rows each")
-  if w.ndim != 2 or w.shape[1] != heads * d:
-    raise ValueError(f"w must be [N, {heads} * {d}], got {w.shape}")
-  for name, size in (("chunks", splits), ("head_dim", d), ("rows of a group", padded)):
-    if size & (size - 1):
-      raise ValueError(f"attention_matvec needs a power-of-two number of {name}, got {size}")
-  n = w.shape[0]
-  block_n = block_n or default_blocks(n, heads * d)[0]
-  if n % block_n:
-    raise ValueError(f"block_n {block_n} must divide the weight's {n} outputs")
-  if interpret is None:
-    interpret = jax.default_backend() != "gpu"
-  dtype = w.dtype if dtype is None else dtype
-  local_rows, row_axes = rows_per_device(rows, mesh)
-  if not supported(local_rows, heads * d, n):
-    raise ValueError(f"attention_matvec takes a power of two <= {_KERNEL_MAX_ROWS} rows per "
-                     f"device, got {local_rows}")
-
-  def run(o, m, l, w):
-    whole = lambda x: pl.BlockSpec(x.shape, lambda j: (0,) * x.ndim)
-    return pl.pallas_call(
-        functools.partial(_merge_kernel, rows=o.shape[0], heads=heads, group=heads // kv,
-                          dtype=dtype),
-        grid=(n // block_n,),
-        in_specs=[whole(o), whole(m), whole(l), pl.BlockSpec((block_n, w.shape[1]),
-                                                             lambda j: (j, 0))],
-        out_specs=pl.BlockSpec((o.shape[0], block_n), lambda j: (0, j)),
-        out_shape=jax.ShapeDtypeStruct((o.shape[0], n), w.dtype),
-        compiler_params=plgpu.CompilerParams(num_warps=num_warps, num_stages=1),
-        interpret=interpret,
-        name="rlthink_matvec_attention_merge",
-    )(o, m, l, w)
-
-  if mesh is None or mesh.size == 1:
-    return run(o, m, l, w)
-  spec = lambda ndim: PartitionSpec(row_axes, *([None] * (ndim - 1)))
-  return jax.shard_map(run, mesh=mesh, in_specs=(spec(5), spec(4), spec(4), PartitionSpec()),
-                       out_specs=spec(2), check_vma=False)(o, m, l, w)
-
-
-def attention_matvec_xla(o, m, l, w, *, heads: int, dtype=None):
-  """`attention_matvec` as XLA ops (the merge of `decode_attention`, then the matmul)."""
-  x = decode_attention.merge_partials(o, m, l, heads, w.dtype if dtype is None else dtype)
-  return matvec_xla(x.reshape(x.shape[0], -1).astype(w.dtype), w)
-
-
 def reference(x, w, norm_scale=None, eps=1e-6, silu_mul=False, add=None):
   """float64 numpy with the same contract (no rounding to the compute dtype), for tests."""
   import numpy as np
@@ -357,14 +256,6 @@ def matvec_xla(x, w, *, norm_scale=None, eps: float = 1e-6, silu_mul: bool = Fal
     gate, up = jnp.einsum("rk,cnk->crn", x, w)
     return jax.nn.silu(gate) * up
   return jnp.einsum("rk,nk->rn", x, w)
-
-
-def layer_attention_matvec(o, m, l, w, *, heads: int, dtype, mesh: Mesh | None = None):
-  """The decoder layer's o-projection of attention partials (`attention_matvec`), with the
-  outputs per program and warps of LAYER_KERNELS["o"] (its BLOCK_K is the head dim)."""
-  block_n, _, warps = LAYER_KERNELS["o"]
-  return attention_matvec(o, m, l, w, heads=heads, dtype=dtype, mesh=mesh,
-                          block_n=_largest_block(w.shape[0], block_n), num_warps=warps)
 
 
 def layer_matvec(role: str, x, w, *, mesh: Mesh | None = None, **kwargs) -> jax.Array:

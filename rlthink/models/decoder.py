@@ -216,15 +216,14 @@ def _kernel_rope(positions, ctx, inv_freq):
   return rope, jnp.broadcast_to(index + 1, first_valid.shape)
 
 
-def _kernel_attention(cfg, qkv, bias, rope, lengths, ctx, layer_cache, mesh, merge=True):
+def _kernel_attention(cfg, qkv, bias, rope, lengths, ctx, layer_cache, mesh):
   """Attention of the fused projection qkv [B, H + 2K, D] (before its bias) through the Pallas
   kernel, which also biases, rotates and writes this step's keys and values into the cache (in
-  place): no pass over q, k or v and no cache-write kernel. Returns ([B, H, D], layer cache);
-  with merge=False the chunks' partial results (o, m, l) instead of [B, H, D]."""
+  place): no pass over q, k or v and no cache-write kernel. Returns ([B, H, D], layer cache)."""
   k_all, v_all, _ = layer_cache
   out, k_all, v_all = decode_attention.decode_attention(
       qkv, k_all, v_all, ctx[5], lengths, mesh, rope=rope,
-      q_bias=bias if cfg.qkv_bias else None, heads=cfg.num_heads, write_kv=True, merge=merge)
+      q_bias=bias if cfg.qkv_bias else None, heads=cfg.num_heads, write_kv=True)
   return out, (k_all, v_all, None)
 
 
@@ -389,8 +388,8 @@ class DecoderLayer(nn.Module):
 
   def _few_rows_step(self, x, pending, positions, ctx, layer_cache):
     """The layer for a few rows, its matmuls through `decode_matvec.layer_matvec` (kernels or
-    XLA ops per LAYER_KERNELS): the residual add before each norm + the norm + q/k/v; attention
-    (its chunks left unmerged when the o kernel merges them); the o-projection; its residual add + the norm + gate/up + SiLU-multiply; down. The down
+    XLA ops per LAYER_KERNELS): the residual add before each norm + the norm + q/k/v; attention;
+    the o-projection; its residual add + the norm + gate/up + SiLU-multiply; down. The down
     projection's residual add is left to the next layer's first kernel: returns ((x, pending
     down output), layer cache). The same numbers as the modules' path (residual sums and norms
     round to the compute dtype before the matmuls, each matmul's result rounds too)."""
@@ -409,15 +408,10 @@ class DecoderLayer(nn.Module):
     qkv = qkv.reshape(b, heads + 2 * kv, d)
     bias = attn["qkv_bias"].astype(dt) if cfg.qkv_bias else None
     rope, lengths = _kernel_rope(positions, ctx, rope_inv_freq(cfg))
-    merged_o = "o" in decode_matvec.LAYER_KERNELS  # the chunks merged in the o kernel
     out, layer_cache = _kernel_attention(cfg, qkv, bias, rope, lengths, ctx, layer_cache,
-                                         self.mesh, merge=not merged_o)
-    w_o = attn["o_proj_t"].astype(dt).reshape(e, heads * d)
-    if merged_o:
-      y = decode_matvec.layer_attention_matvec(*out, w_o, heads=heads,
-                                               dtype=layer_cache[1].dtype, mesh=self.mesh)
-    else:
-      y = mv("o", out.reshape(b, heads * d).astype(dt), w_o)
+                                         self.mesh)
+    y = mv("o", out.reshape(b, heads * d).astype(dt),
+           attn["o_proj_t"].astype(dt).reshape(e, heads * d))
     hidden, h = mv("gate_up", h, mlp["gate_up_proj_t"].astype(dt),
                    norm_scale=params["post_attn_norm"]["scale"], silu_mul=True, add=y)
     y = mv("down", hidden, mlp["down_proj_t"].astype(dt))
