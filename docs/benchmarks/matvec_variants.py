@@ -8,7 +8,9 @@ Matmul variants: "norms" / "default" (the committed settings), "all" (the o-proj
 as kernels too), "xla" (none: the same layer step as XLA ops), "wide" (twice the outputs per
 program and 8 warps). Attention variants "wNNN[wW][sS]_bMMM[wW][sS]": whole rows of NNN-slot
 blocks at few programs (batch 1), MMM-slot blocks for whole rows at many (batch 256), with W
-warps and S pipeline stages (default 4 and 2). Each line gets "matvec_variant".
+warps and S pipeline stages (default 4 and 2). "gu4", "gu8k256": gate/up kernels of 4 outputs
+per program, of 8 outputs with 256-wide input steps. "A+B" applies both. Each line gets
+"matvec_variant".
 """
 
 import json
@@ -25,6 +27,8 @@ VARIANTS = {
     "all": {"LAYER_KERNELS": dict(_KERNELS, o=(8, 128, 8), down=(4, 256, 8))},
     "xla": {"LAYER_KERNELS": {}},
     "wide": {"LAYER_KERNELS": {k: (2 * n, bk, 8) for k, (n, bk, _) in _KERNELS.items()}},
+    "gu4": {"LAYER_KERNELS": dict(_KERNELS, gate_up=(4, 128, 4))},
+    "gu8k256": {"LAYER_KERNELS": dict(_KERNELS, gate_up=(8, 256, 4))},
 }
 
 
@@ -34,6 +38,8 @@ def _tiling(text):
 
 
 def settings(variant: str) -> dict:
+  if "+" in variant:
+    return {k: v for part in variant.split("+") for k, v in settings(part).items()}
   if variant in VARIANTS:
     return VARIANTS[variant]
   few, many = variant.split("_")
