@@ -118,6 +118,32 @@ def test_large_batches_take_whole_rows():
   assert da._chunk(384, 2) == 16 and da._chunk(384, 128) == 128  # chunks spread small batches
 
 
+@pytest.mark.parametrize("few_programs", [None, (128, 8, 3)], ids=["chunks", "whole_rows"])
+def test_tiling_settings(monkeypatch, few_programs):
+  """FEW_PROGRAMS_WHOLE_ROW gives calls with few programs whole rows in its blocks;
+  WHOLE_ROW_TILING sets the blocks of whole rows from WHOLE_ROW_PROGRAMS on. Either way the
+  kernel equals the reference."""
+  q, k, v, start, length = _case(2, 14, 2, 384, 16, seed=5)
+  seen = []
+  kernel = da._kernel
+
+  def spy(*refs, block, whole, **kwargs):
+    seen.append((block, whole))
+    return kernel(*refs, block=block, whole=whole, **kwargs)
+
+  monkeypatch.setattr(da, "_kernel", spy)
+  monkeypatch.setattr(da, "FEW_PROGRAMS_WHOLE_ROW", few_programs)
+  monkeypatch.setattr(da, "WHOLE_ROW_TILING", (32, 8, 3))
+  expected = da.reference(q, k, v, start, length)
+  for programs, want in ((512, (16, False) if few_programs is None else (128, True)),
+                         (4, (32, True))):  # 4 programs: "many" once the threshold is 4
+    monkeypatch.setattr(da, "WHOLE_ROW_PROGRAMS", programs)
+    seen.clear()
+    out = da.decode_attention(*map(jnp.asarray, (q, k, v, start, length)))
+    assert seen and set(seen) == {want}
+    np.testing.assert_allclose(np.asarray(out), expected, atol=2e-6)
+
+
 def test_kernel_ignores_slots_outside_the_range():
   q, k, v, start, length = _case(4, 4, 2, 64, 16, seed=1)
   out = da.decode_attention(*map(jnp.asarray, (q, k, v, start, length)))
