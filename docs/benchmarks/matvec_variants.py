@@ -14,6 +14,7 @@ per program, of 8 outputs with 256-wide input steps. "A+B" applies both. Each li
 """
 
 import json
+import os
 import re
 import sys
 
@@ -53,9 +54,12 @@ if __name__ == "__main__":
     setattr(decode_matvec if hasattr(decode_matvec, name) else decode_attention, name, value)
   out = args[args.index("--out") + 1]
   tmp = out + ".tmp"
+  if os.path.exists(tmp):  # the bench appends: only this run's lines get this variant's tag
+    os.remove(tmp)
   args[args.index("--out") + 1] = tmp
   rc = sample.main(args)
   with open(tmp) as f, open(out, "a") as g:
     for line in f:
       g.write(json.dumps(dict(json.loads(line), matvec_variant=variant)) + "\n")
+  os.remove(tmp)
   sys.exit(rc)
