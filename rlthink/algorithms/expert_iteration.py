@@ -21,7 +21,7 @@ from rlthink.policy import Policy
 from rlthink.rollout import rollout_examples
 from rlthink.tasks.base import Task
 from rlthink.train import (Checkpointer, MetricsLogger, OptimizerConfig, create_state,
-                           make_optimizer, make_train_step, run_steps, sft_loss)
+                           make_optimizer, make_train_step, run_steps, set_total_steps, sft_loss)
 from rlthink.train.batching import SequenceBatcher
 
 DEDUP_MODES = ("operations", "text", "none")
@@ -129,16 +129,17 @@ def run_expert_iteration(policy: Policy, task: Task, cfg: EIConfig,
   pad_id = policy.config.pad_token_id or policy.tokenizer.pad_token_id or 0
   rounds_total = cfg.iterations
 
-  # Everything the loop mutates, checkpointed as one (state, meta) pair.
-  optimizer = None
+  # Everything the loop mutates, checkpointed as one (state, meta) pair. One optimizer and one
+  # compiled train step serve every round: a round's length (its LR schedule's) is set in its
+  # fresh state.
+  optimizer = make_optimizer(optimizer_cfg, 1)
+  step_fn = None
   init_params = policy.params
   meta = {"iteration": 0, "phase": "sample", "position": 0, "steps": 0, "dataset": [],
           "keys": [], "history": []}
   state = None
   tree = lambda s: {"state": s, "init": init_params} if cfg.reset_each_iteration else {"state": s}
   if ckpt.latest_step() is not None:
-    saved = ckpt.read_meta()
-    optimizer = make_optimizer(optimizer_cfg, max(saved["steps"], 1))
     like = create_state(policy.params, optimizer, cfg.seed)
     restored, meta = ckpt.restore(tree(like))
     state = restored["state"]
@@ -187,16 +188,17 @@ def run_expert_iteration(policy: Policy, task: Task, cfg: EIConfig,
               f"{len(scored.rewards)}; the policy cannot solve any training question (train it "
               f"with SFT first, raise samples_per_question or temperature)")
         meta.update(phase="train", position=0, steps=_steps_for(cfg, len(meta["dataset"])))
-        optimizer = make_optimizer(optimizer_cfg, meta["steps"])
         start_params = init_params if cfg.reset_each_iteration or state is None else state.params
         state = create_state(start_params, optimizer, cfg.seed + i)
+        state = state.replace(opt_state=set_total_steps(state.opt_state, meta["steps"]))
         ckpt.save(save_id(), tree(state), meta)
 
       # phase == "train": fine-tune on the accumulated dataset.
       batcher = SequenceBatcher([tuple(s) for s in meta["dataset"]], cfg.batch_size,
                                 cfg.max_length, pad_id, seed=cfg.seed * 7919 + i)
-      step_fn = make_train_step(sft_loss(policy.config, policy.mesh), optimizer, state,
-                                optimizer_cfg.grad_accum_steps)
+      if step_fn is None:
+        step_fn = make_train_step(sft_loss(policy.config, policy.mesh), optimizer, state,
+                                  optimizer_cfg.grad_accum_steps)
 
       def save(position, s):
         if position < meta["steps"]:  # the round's end is saved below, with its train loss

@@ -211,7 +211,7 @@ def run_rcrl(policy, task: Task, cfg: RCRLConfig, optimizer_cfg, workdir: str,
   """
   from rlthink.rollout import rollout_examples
   from rlthink.train import (Checkpointer, MetricsLogger, create_state, make_optimizer,
-                             make_train_step, run_steps)
+                             make_train_step, run_steps, set_total_steps)
   from rlthink.train.batching import SequenceBatcher
 
   tokenizer = policy.tokenizer
@@ -228,9 +228,11 @@ def run_rcrl(policy, task: Task, cfg: RCRLConfig, optimizer_cfg, workdir: str,
 
   meta = {"iteration": 0, "phase": "sample", "position": 0, "steps": 0, "dataset": [],
           "history": []}
-  state = optimizer = None
+  # One optimizer and one compiled train step for every round (a round's length is set in its
+  # fresh state).
+  state = step_fn = None
+  optimizer = make_optimizer(optimizer_cfg, 1)
   if ckpt.latest_step() is not None:
-    optimizer = make_optimizer(optimizer_cfg, max(ckpt.read_meta()["steps"], 1))
     state, meta = ckpt.restore(create_state(policy.params, optimizer, cfg.seed))
   logger = MetricsLogger(phase_dir, desc="rcrl", progress=progress)
   save_id = lambda: (ckpt.latest_step() or 0) + 1
@@ -255,8 +257,8 @@ def run_rcrl(policy, task: Task, cfg: RCRLConfig, optimizer_cfg, workdir: str,
                   "incorrect": len(scored.rewards) - num_correct, "dataset_size": len(dataset)}
         logger.log(i + 1, {k: float(v) for k, v in record.items()}, "rcrl/")
         steps = _steps_for(cfg, len(dataset))
-        optimizer = make_optimizer(optimizer_cfg, steps)
         state = create_state(params, optimizer, cfg.seed + i)
+        state = state.replace(opt_state=set_total_steps(state.opt_state, steps))
         meta = dict(meta, phase="train", position=0, steps=steps, dataset=dataset,
                     history=meta["history"] + [record])
         ckpt.save(save_id(), state, meta)
@@ -266,8 +268,9 @@ def run_rcrl(policy, task: Task, cfg: RCRLConfig, optimizer_cfg, workdir: str,
       weights = label_weights(labels) if cfg.balance_labels else np.ones(len(labels), np.float32)
       batcher = SequenceBatcher([(p, c) for p, c, _ in meta["dataset"]], cfg.batch_size,
                                 cfg.max_length, pad_id, seed=cfg.seed * 7919 + i, weights=weights)
-      step_fn = make_train_step(rcrl_loss(policy.config, policy.mesh), optimizer, state,
-                                optimizer_cfg.grad_accum_steps)
+      if step_fn is None:
+        step_fn = make_train_step(rcrl_loss(policy.config, policy.mesh), optimizer, state,
+                                  optimizer_cfg.grad_accum_steps)
       state, last = run_steps(state, step_fn, batcher, meta["position"], meta["steps"],
                               mesh=policy.mesh, logger=logger, log_every=cfg.log_every,
                               checkpoint_every=cfg.checkpoint_every,

@@ -1,10 +1,19 @@
-"""Optimizers: AdamW with warm-up and cosine/linear/constant decay, gradient clipping."""
+"""Optimizers: AdamW with warm-up and cosine/linear/constant decay, gradient clipping.
+
+The schedule's length (the run's total steps) is a value in the optimizer state, not a constant
+of the update: loops that train one round after another with a new length each round (Expert
+Iteration, RCRL) set it in each round's fresh state (`set_total_steps`) and reuse one compiled
+train step for all rounds.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 import gin
+import jax
+import jax.numpy as jnp
 import optax
 
 SCHEDULES = ("constant", "cosine", "linear")
@@ -35,25 +44,74 @@ class OptimizerConfig:
                        f"grad_accum_steps >= 1, got {self}")
 
 
-def learning_rate_schedule(cfg: OptimizerConfig, total_steps: int) -> optax.Schedule:
-  decay_steps = max(total_steps - cfg.warmup_steps, 1)
-  end = cfg.learning_rate * cfg.min_lr_ratio
+def learning_rate(cfg: OptimizerConfig, count, total_steps):
+  """The learning rate at step `count` (0-based) of a run of `total_steps` steps: linear warm-up
+  from 0 over `warmup_steps`, then cosine / linear decay to `min_lr_ratio` x the peak over the
+  remaining steps (at least one), or constant. Works on Python numbers and traced arrays."""
+  count = jnp.asarray(count, jnp.float32)
+  decay_steps = jnp.maximum(jnp.asarray(total_steps, jnp.float32) - cfg.warmup_steps, 1.0)
+  peak, floor = cfg.learning_rate, cfg.learning_rate * cfg.min_lr_ratio
+  done = jnp.clip((count - cfg.warmup_steps) / decay_steps, 0.0, 1.0)
   if cfg.schedule == "cosine":
-    decay = optax.cosine_decay_schedule(cfg.learning_rate, decay_steps, cfg.min_lr_ratio)
+    decayed = floor + (peak - floor) * 0.5 * (1.0 + jnp.cos(jnp.pi * done))
   elif cfg.schedule == "linear":
-    decay = optax.linear_schedule(cfg.learning_rate, end, decay_steps)
+    decayed = peak + (floor - peak) * done
   else:
-    decay = optax.constant_schedule(cfg.learning_rate)
+    decayed = jnp.full_like(done, peak)
   if cfg.warmup_steps == 0:
-    return decay
-  warmup = optax.linear_schedule(0.0, cfg.learning_rate, cfg.warmup_steps)
-  return optax.join_schedules([warmup, decay], [cfg.warmup_steps])
+    return decayed
+  return jnp.where(count < cfg.warmup_steps, peak * count / cfg.warmup_steps, decayed)
+
+
+class ScheduleState(NamedTuple):
+  """count: steps taken (int32[]); total_steps: the run's length the schedule decays over."""
+  count: jax.Array
+  total_steps: jax.Array
+
+
+def scale_by_schedule(cfg: OptimizerConfig, total_steps: int) -> optax.GradientTransformation:
+  """Scales updates by -learning_rate(cfg, count, total_steps), the length read from the state."""
+
+  def init(params):
+    del params
+    return ScheduleState(jnp.zeros([], jnp.int32), jnp.asarray(total_steps, jnp.int32))
+
+  def update(updates, state, params=None):
+    del params
+    rate = learning_rate(cfg, state.count, state.total_steps)
+    updates = jax.tree.map(lambda u: (-rate * u).astype(u.dtype), updates)
+    return updates, ScheduleState(state.count + 1, state.total_steps)
+
+  return optax.GradientTransformation(init, update)
 
 
 def make_optimizer(cfg: OptimizerConfig, total_steps: int) -> optax.GradientTransformation:
-  """The optax chain: (clip) -> AdamW(schedule)."""
-  adamw = optax.adamw(learning_rate_schedule(cfg, total_steps), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
-                      weight_decay=cfg.weight_decay)
-  if cfg.clip_norm is None:
-    return adamw
-  return optax.chain(optax.clip_by_global_norm(cfg.clip_norm), adamw)
+  """The optax chain: (clip) -> AdamW with the schedule over `total_steps` (the length its
+  `init` puts in the state; `set_total_steps` changes it there)."""
+  parts = [optax.scale_by_adam(b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)]
+  if cfg.weight_decay:
+    parts.append(optax.add_decayed_weights(cfg.weight_decay))
+  parts.append(scale_by_schedule(cfg, total_steps))
+  if cfg.clip_norm is not None:
+    parts.insert(0, optax.clip_by_global_norm(cfg.clip_norm))
+  return optax.chain(*parts)
+
+
+def set_total_steps(opt_state, total_steps: int):
+  """`opt_state` with its schedule's length set to `total_steps` (each value on the device(s)
+  of the one it replaces, so a compiled train step takes the new state as it took the old)."""
+  if total_steps < 1:
+    raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+
+  def set_length(node):
+    if not isinstance(node, ScheduleState):
+      return node
+    value = jnp.asarray(total_steps, node.total_steps.dtype)
+    if isinstance(node.total_steps, jax.Array):
+      value = jax.device_put(value, node.total_steps.sharding)
+    return node._replace(total_steps=value)
+
+  is_schedule = lambda n: isinstance(n, ScheduleState)
+  if not any(map(is_schedule, jax.tree.leaves(opt_state, is_leaf=is_schedule))):
+    raise ValueError("the optimizer state has no schedule (not from make_optimizer)")
+  return jax.tree.map(set_length, opt_state, is_leaf=is_schedule)

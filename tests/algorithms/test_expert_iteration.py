@@ -137,3 +137,42 @@ def test_ei_from_a_model_that_solves_nothing_fails_with_a_clear_error(tmp_path):
   with pytest.raises(ValueError, match="needs a policy with a tokenizer"):
     run_expert_iteration(policy.replace(tokenizer=None), task, cfg, OptimizerConfig(),
                          str(tmp_path / "run"), progress=False)
+
+
+def test_rounds_of_different_lengths_share_one_compiled_train_step(tmp_path, monkeypatch):
+  """Each round trains its own number of steps from a fresh optimizer state (the LR schedule's
+  length set in that state), through one train step compiled once for the whole run."""
+  import jax
+
+  from rlthink.algorithms import expert_iteration as ei
+  from rlthink.train.optim import ScheduleState
+  built = []
+
+  def counting(*args, **kwargs):
+    built.append(ei_make_train_step(*args, **kwargs))
+    return built[-1]
+
+  def recording(state, *args, **kwargs):  # each round's schedule length, as its state holds it
+    lengths.extend(int(node.total_steps) for node in jax.tree.leaves(
+        state.opt_state, is_leaf=lambda n: isinstance(n, ScheduleState))
+                   if isinstance(node, ScheduleState))
+    return ei_run_steps(state, *args, **kwargs)
+
+  ei_make_train_step, ei_run_steps, lengths = ei.make_train_step, ei.run_steps, []
+  monkeypatch.setattr(ei, "make_train_step", counting)
+  monkeypatch.setattr(ei, "run_steps", recording)
+  # Every sample counts as a solution, so an untrained model's rounds train too.
+  monkeypatch.setattr(ei, "is_solution", lambda *args: True)
+  tok = tokenizers.builtin_tokenizer()
+  policy = rlthink.init_policy("tiny", seed=0, mesh=sharding.make_mesh(), num_layers=2,
+                               tokenizer=tok, pad_token_id=tok.pad_token_id,
+                               eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
+  task = tasks.get("arithmetic", size="tiny", seed=0, num_train=16, num_test=8,
+                   data_dir=str(tmp_path / "data"))
+  cfg = EIConfig(iterations=2, samples_per_question=4, num_questions=16, max_new_tokens=24,
+                 batch_size=16, dedup="none", epochs=1.0, max_length=64)
+  _, history = run_expert_iteration(policy, task, cfg, OptimizerConfig(schedule="cosine"),
+                                    str(tmp_path / "run"), progress=False)
+  assert [h["train_steps"] for h in history] == [4, 8]  # 64 then 128 samples, 16 per batch
+  assert lengths == [4, 8]
+  assert len(built) == 1 and built[0]._cache_size() == 1
