@@ -22,7 +22,7 @@ TINY_PARAMS = MODEL_PARAMS + (
     "Experiment.task_options = {'size': 'tiny', 'seed': 0}",
     "Experiment.stages = ('sft', 'ei')",
     "Experiment.tokenizer = 'builtin'",
-    # No warm-up: an EI round is only a few steps, and each round gets a fresh optimizer.
+    # No warm-up: an EI round is only a few steps, and each round gets a fresh optimizer state.
     "OptimizerConfig.learning_rate = 3e-3",
     "OptimizerConfig.warmup_steps = 0",
     "OptimizerConfig.schedule = 'constant'",
