@@ -121,14 +121,20 @@ def test_ei_config_checks():
     EIConfig(iterations=0)
 
 
-def test_ei_from_a_model_that_solves_nothing_fails_with_a_clear_error(tmp_path):
+def _untrained(tmp_path):
+  """An untrained tiny policy and a 16-question task: the CLI tests' model and sampling shapes
+  (16 prompts x 4 samples of 24 tokens), so one compile of the sampler."""
   tok = tokenizers.builtin_tokenizer()
-  # The CLI tests' model and sampling shapes (16 prompts x 4 samples of 24 tokens): one compile.
   policy = rlthink.init_policy("tiny", seed=0, mesh=sharding.make_mesh(), num_layers=2,
                                tokenizer=tok, pad_token_id=tok.pad_token_id,
                                eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
   task = tasks.get("arithmetic", size="tiny", seed=0, num_train=16, num_test=8,
                    data_dir=str(tmp_path / "data"))
+  return policy, task
+
+
+def test_ei_from_a_model_that_solves_nothing_fails_with_a_clear_error(tmp_path):
+  policy, task = _untrained(tmp_path)
   cfg = EIConfig(iterations=1, samples_per_question=4, num_questions=16, max_new_tokens=24,
                  batch_size=8)
   with pytest.raises(RuntimeError, match="no correct sample among 64.*train it with SFT first"):
@@ -163,12 +169,7 @@ def test_rounds_of_different_lengths_share_one_compiled_train_step(tmp_path, mon
   monkeypatch.setattr(ei, "run_steps", recording)
   # Every sample counts as a solution, so an untrained model's rounds train too.
   monkeypatch.setattr(ei, "is_solution", lambda *args: True)
-  tok = tokenizers.builtin_tokenizer()
-  policy = rlthink.init_policy("tiny", seed=0, mesh=sharding.make_mesh(), num_layers=2,
-                               tokenizer=tok, pad_token_id=tok.pad_token_id,
-                               eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
-  task = tasks.get("arithmetic", size="tiny", seed=0, num_train=16, num_test=8,
-                   data_dir=str(tmp_path / "data"))
+  policy, task = _untrained(tmp_path)
   cfg = EIConfig(iterations=2, samples_per_question=4, num_questions=16, max_new_tokens=24,
                  batch_size=16, dedup="none", epochs=1.0, max_length=64)
   _, history = run_expert_iteration(policy, task, cfg, OptimizerConfig(schedule="cosine"),
