@@ -126,15 +126,19 @@ def _chunk_softmax_stats_kernel(x: jax.Array, interpret: bool) -> tuple[jax.Arra
 
 
 def _stats(x: jax.Array, mesh: Mesh | None, kernel: bool | None):
-  """_chunk_softmax_stats of x [N, M, c], by XLA or (kernel) by Pallas, sharded like x's rows."""
+  """_chunk_softmax_stats of x [N, M, c], by XLA or (kernel) by Pallas, sharded like x: rows over
+  the batch axes and, on a mesh that splits the vocabulary (tensor parallel), the chunks over
+  its axis, so each device reads only its own logits and no device gathers them. That needs the
+  chunk count to divide by the axis size (Llama 3's 1002 chunks over 2 devices do; Qwen2.5's
+  1187 do not: there the logits are gathered across the axis first)."""
   on_gpu = jax.default_backend() == "gpu"
   if not (on_gpu if kernel is None else kernel):
     return _chunk_softmax_stats(x)
   run = functools.partial(_chunk_softmax_stats_kernel, interpret=not on_gpu)
   if mesh is None or mesh.size == 1:
     return run(x)
-  rows = sharding.logical_to_spec(("batch", None, None), x.shape, mesh)
-  return jax.shard_map(run, mesh=mesh, in_specs=rows, out_specs=(PartitionSpec(*rows[:2]),) * 2,
+  spec = sharding.logical_to_spec(("batch", "vocab", None), x.shape, mesh)
+  return jax.shard_map(run, mesh=mesh, in_specs=spec, out_specs=(PartitionSpec(*spec[:2]),) * 2,
                        check_vma=False)(x)
 
 

@@ -5,6 +5,8 @@ are compared with the distribution computed from one independent full forward pa
 chi-square test is also run against a plausible wrong answer, to show it has the power to fail.
 """
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -134,5 +136,27 @@ def test_draw_kernel_pass_equals_the_xla_pass():
   with_kernel = jax.jit(lambda k, x: processors.draw_with_logprob(k, x, mesh, kernel=True))
   tokens, logprobs = with_kernel(keys, logits)
   ref_tokens, ref_logprobs = processors.draw_with_logprob(keys, logits, kernel=False)
+  np.testing.assert_array_equal(tokens, ref_tokens)
+  np.testing.assert_allclose(logprobs, ref_logprobs, atol=1e-5)
+
+
+def test_draw_kernel_on_a_tensor_mesh_moves_statistics_not_logits():
+  """With the vocabulary split over `tensor` (whole 128-token chunks per device), each device
+  makes the kernel's pass over its own logits: the compiled draw gathers per-chunk statistics,
+  never a row of logits."""
+  mesh = rlthink.sharding.make_mesh((1, 4, 2), jax.devices()[:8])
+  n, v = 8, 4096
+  spec = rlthink.sharding.logical_to_spec(("batch", "vocab"), (n, v), mesh)
+  assert spec[1] == "tensor"
+  logits = jax.device_put(jax.random.normal(jax.random.key(0), (n, v)),
+                          jax.sharding.NamedSharding(mesh, spec))
+  keys = jax.random.split(jax.random.key(1), n)
+  draw = jax.jit(lambda k, x: processors.draw_with_logprob(k, x, mesh, kernel=True))
+  hlo = draw.lower(keys, logits).compile().as_text()
+  gathered = [int(np.prod([int(d) for d in m.group(1).split(",") if d]))
+              for m in re.finditer(r"= f32\[([\d,]*)\]\S* all-gather\(", hlo)]
+  assert gathered and max(gathered) <= (n // 4) * (v // 128)  # [rows, chunks] statistics only
+  tokens, logprobs = draw(keys, logits)
+  ref_tokens, ref_logprobs = processors.draw_with_logprob(keys, np.asarray(logits), kernel=False)
   np.testing.assert_array_equal(tokens, ref_tokens)
   np.testing.assert_allclose(logprobs, ref_logprobs, atol=1e-5)
