@@ -1,14 +1,16 @@
 """`rlthink bench sample` with the decode step's kernels set one way: usage
 `python3 matvec_variants.py VARIANT BENCH_ARGS...`. A variant overrides module settings of
 `rlthink.models.decode_matvec` (LAYER_KERNELS: which few-row matmuls are kernels, and their
-tiling) and `rlthink.models.decode_attention` (FEW_PROGRAMS_WHOLE_ROW, WHOLE_ROW_TILING: the
+tiling) and `rlthink.models.decode_attention` (WHOLE_ROW_PROGRAMS, WHOLE_ROW_TILINGS: the
 attention kernel's tiling).
 
 Matmul variants: "norms" / "default" (the committed settings), "all" (the o-projection and down
 as kernels too), "xla" (none: the same layer step as XLA ops), "wide" (twice the outputs per
 program and 8 warps). Attention variants "wNNN[wW][sS]_bMMM[wW][sS]": whole rows of NNN-slot
 blocks at few programs (batch 1), MMM-slot blocks for whole rows at many (batch 256), with W
-warps and S pipeline stages (default 4 and 2). "gu4", "gu8k256": gate/up kernels of 4 outputs
+warps and S pipeline stages (default 4 and 2): whole rows at every program count, NNN below 512
+programs, MMM from 512 on; "chunks_bMMM": whole rows only from 512 programs (the tiling before
+session 7's change to 128). "gu4", "gu8k256": gate/up kernels of 4 outputs
 per program, of 8 outputs with 256-wide input steps. "A+B" applies both. Each line gets
 "matvec_variant".
 """
@@ -44,8 +46,10 @@ def settings(variant: str) -> dict:
   if variant in VARIANTS:
     return VARIANTS[variant]
   few, many = variant.split("_")
-  return {"FEW_PROGRAMS_WHOLE_ROW": _tiling(few[1:]) if few != "chunks" else None,
-          "WHOLE_ROW_TILING": _tiling(many[1:])}
+  if few == "chunks":
+    return {"WHOLE_ROW_PROGRAMS": 512, "WHOLE_ROW_TILINGS": {1: _tiling(many[1:])}}
+  return {"WHOLE_ROW_PROGRAMS": 1,
+          "WHOLE_ROW_TILINGS": {1: _tiling(few[1:]), 512: _tiling(many[1:])}}
 
 
 if __name__ == "__main__":

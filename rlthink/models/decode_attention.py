@@ -43,15 +43,16 @@ def supported_length(length: int) -> bool:
 
 # From this many (row, KV head) programs on, each takes all slots of its row (one chunk): the
 # GPU is full without splitting, and the kernel writes the final output (no partial results to
-# store and merge: two kernels less per layer).
-WHOLE_ROW_PROGRAMS = 512
+# store and merge: two kernels less per layer). Measured on an H200 (docs/benchmarks, session 7):
+# at 128 programs (batch 64 of a 2-KV-head model) whole rows are 3 % faster per step than chunks;
+# at 2 (batch 1) +1 % on qwen2.5-0.5b, -1 % on qwen2.5-1.5b, so batch 1 keeps its chunks.
+WHOLE_ROW_PROGRAMS = 128
 
-# Below WHOLE_ROW_PROGRAMS programs: None splits the rows into chunks (their partial results
-# merged by XLA: two more kernels); (block, num_warps, num_stages) runs whole rows anyway, with
-# this tiling (a block that divides the row, halved until it does).
-FEW_PROGRAMS_WHOLE_ROW: tuple[int, int, int] | None = None
-# The tiling of whole-row programs from WHOLE_ROW_PROGRAMS on: (block, num_warps, num_stages).
-WHOLE_ROW_TILING: tuple[int, int, int] = (64, 4, 2)
+# The tiling of whole-row programs, (block, num_warps, num_stages), by program count: the entry
+# of the largest count <= the call's (the block halved until it divides the row). Measured on an
+# H200 (session 7): at 128 programs 128-slot blocks with 8 warps and 3 stages beat 64 / 4 / 2 by
+# 0.6 %; at 512 (batch 256) 64 / 4 / 2 beat every other tiling tried (1.79 vs 1.80-1.93 ms/step).
+WHOLE_ROW_TILINGS: dict[int, tuple[int, int, int]] = {1: (128, 8, 3), 512: (64, 4, 2)}
 
 
 def _chunk(length: int, programs_per_chunk: int) -> int:
@@ -192,13 +193,12 @@ def _local(q, k, v, start, length, rope, q_bias, group: int, interpret: bool,
       q_bias = jnp.pad(q_bias, ((0, reach - q_bias.shape[0]), (0, 0)))
   if chunk is None:
     chunk = _chunk(s, b * kv)
-    tiling = WHOLE_ROW_TILING if chunk == s else None
-    if b * kv < WHOLE_ROW_PROGRAMS and FEW_PROGRAMS_WHOLE_ROW:
-      chunk, tiling = s, FEW_PROGRAMS_WHOLE_ROW
-    if tiling:
-      wanted, warps, num_stages = tiling
-      block = block or next(n for n in (wanted, 64, 32, 16) if s % n == 0 and n <= wanted)
-      num_warps = num_warps or warps
+    if chunk == s:
+      wanted, warps, num_stages = WHOLE_ROW_TILINGS[max(n for n in WHOLE_ROW_TILINGS
+                                                         if n <= b * kv)]
+      while s % wanted:  # s is a multiple of 16
+        wanted //= 2
+      block, num_warps = block or wanted, num_warps or warps
   num_warps = num_warps or 4
   block = block or next(n for n in (64, 32, 16) if chunk % n == 0)
   block = min(block, chunk)
@@ -289,9 +289,10 @@ def decode_attention(q: jax.Array, k: jax.Array, v: jax.Array, start: jax.Array,
       place, and attends to them there (so no pass writes the cache per layer).
     interpret: run Pallas' interpreter; default: on any backend but GPU.
     chunk, block, num_warps, num_stages: the tiling: slots per program (default `_chunk`'s
-      choice: whole rows for large batches, or with FEW_PROGRAMS_WHOLE_ROW for all), slots per
-      inner iteration (default: the largest of 64, 32, 16 dividing the chunk), warps per program
-      (default 4), Triton's software-pipelining stages.
+      choice: whole rows from WHOLE_ROW_PROGRAMS programs on), slots per inner iteration and
+      warps per program (defaults: for whole rows WHOLE_ROW_TILINGS', else the largest of 64,
+      32, 16 dividing the chunk and 4), Triton's software-pipelining stages (whole rows:
+      WHOLE_ROW_TILINGS').
 
   Returns:
     [B, H, D] in v's dtype (softmax in float32, as `decoder.dot_product_attention`); with

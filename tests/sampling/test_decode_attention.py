@@ -115,15 +115,13 @@ def test_write_kv_input_errors():
 
 def test_large_batches_take_whole_rows():
   assert da._chunk(384, da.WHOLE_ROW_PROGRAMS) == 384  # one chunk: no merge
-  assert da._chunk(384, 2) == 16 and da._chunk(384, 128) == 128  # chunks spread small batches
+  assert da._chunk(384, 2) == 16 and da._chunk(384, 96) == 128  # chunks spread small batches
 
 
-@pytest.mark.parametrize("few_programs", [None, (128, 8, 3)], ids=["chunks", "whole_rows"])
-def test_tiling_settings(monkeypatch, few_programs):
-  """FEW_PROGRAMS_WHOLE_ROW gives calls with few programs whole rows in its blocks;
-  WHOLE_ROW_TILING sets the blocks of whole rows from WHOLE_ROW_PROGRAMS on. Either way the
-  kernel equals the reference."""
-  q, k, v, start, length = _case(2, 14, 2, 384, 16, seed=5)
+def test_whole_row_tilings_by_program_count(monkeypatch):
+  """From WHOLE_ROW_PROGRAMS (row, KV head) programs on the kernel takes whole rows, tiled by
+  the WHOLE_ROW_TILINGS entry of the largest count <= its programs (the block halved until it
+  divides the row); below, chunks. Every way equals the reference."""
   seen = []
   kernel = da._kernel
 
@@ -132,16 +130,16 @@ def test_tiling_settings(monkeypatch, few_programs):
     return kernel(*refs, block=block, whole=whole, **kwargs)
 
   monkeypatch.setattr(da, "_kernel", spy)
-  monkeypatch.setattr(da, "FEW_PROGRAMS_WHOLE_ROW", few_programs)
-  monkeypatch.setattr(da, "WHOLE_ROW_TILING", (32, 8, 3))
-  expected = da.reference(q, k, v, start, length)
-  for programs, want in ((512, (16, False) if few_programs is None else (128, True)),
-                         (4, (32, True))):  # 4 programs: "many" once the threshold is 4
-    monkeypatch.setattr(da, "WHOLE_ROW_PROGRAMS", programs)
+  monkeypatch.setattr(da, "WHOLE_ROW_TILINGS", {1: (256, 8, 3), 8: (32, 4, 2)})
+  for rows, threshold, want in ((2, 8, (16, False)),   # 4 programs < 8: 16-slot chunks
+                                (2, 4, (128, True)),   # 256 halved to divide 384 slots
+                                (4, 4, (32, True))):   # 8 programs: the entry of 8
+    q, k, v, start, length = _case(rows, 14, 2, 384, 16, seed=5)
+    monkeypatch.setattr(da, "WHOLE_ROW_PROGRAMS", threshold)
     seen.clear()
     out = da.decode_attention(*map(jnp.asarray, (q, k, v, start, length)))
     assert seen and set(seen) == {want}
-    np.testing.assert_allclose(np.asarray(out), expected, atol=2e-6)
+    np.testing.assert_allclose(np.asarray(out), da.reference(q, k, v, start, length), atol=2e-6)
 
 
 def test_kernel_ignores_slots_outside_the_range():
