@@ -172,8 +172,8 @@ def _kernel(*refs, block: int, scale: float, group: int, rope: bool, bias: bool,
 
 
 def _local(q, k, v, start, length, rope, q_bias, group: int, interpret: bool,
-           chunk: int | None, block: int | None, num_warps: int | None, num_stages: int,
-           write_kv: bool):
+           chunk: int | None, block: int | None, num_warps: int | None,
+           num_stages: int | None, write_kv: bool):
   """decode_attention on one shard (no mesh): `group` query heads per KV head."""
   b, h, d = q.shape
   kv, s = k.shape[1], k.shape[2]
@@ -194,12 +194,12 @@ def _local(q, k, v, start, length, rope, q_bias, group: int, interpret: bool,
   if chunk is None:
     chunk = _chunk(s, b * kv)
     if chunk == s:
-      wanted, warps, num_stages = WHOLE_ROW_TILINGS[max(n for n in WHOLE_ROW_TILINGS
-                                                         if n <= b * kv)]
+      wanted, warps, stages = WHOLE_ROW_TILINGS[max(n for n in WHOLE_ROW_TILINGS
+                                                     if n <= b * kv)]
       while s % wanted:  # s is a multiple of 16
         wanted //= 2
-      block, num_warps = block or wanted, num_warps or warps
-  num_warps = num_warps or 4
+      block, num_warps, num_stages = block or wanted, num_warps or warps, num_stages or stages
+  num_warps, num_stages = num_warps or 4, num_stages or 2
   block = block or next(n for n in (64, 32, 16) if chunk % n == 0)
   block = min(block, chunk)
   if s % chunk or chunk % block:
@@ -270,7 +270,7 @@ def decode_attention(q: jax.Array, k: jax.Array, v: jax.Array, start: jax.Array,
                      q_bias: jax.Array | None = None, heads: int | None = None,
                      interpret: bool | None = None, chunk: int | None = None,
                      block: int | None = None, num_warps: int | None = None,
-                     num_stages: int = 2, write_kv: bool = False):
+                     num_stages: int | None = None, write_kv: bool = False):
   """Attention of one query per head over the cache slots [start, length) of each row.
 
   Args:
@@ -290,9 +290,8 @@ def decode_attention(q: jax.Array, k: jax.Array, v: jax.Array, start: jax.Array,
     interpret: run Pallas' interpreter; default: on any backend but GPU.
     chunk, block, num_warps, num_stages: the tiling: slots per program (default `_chunk`'s
       choice: whole rows from WHOLE_ROW_PROGRAMS programs on), slots per inner iteration and
-      warps per program (defaults: for whole rows WHOLE_ROW_TILINGS', else the largest of 64,
-      32, 16 dividing the chunk and 4), Triton's software-pipelining stages (whole rows:
-      WHOLE_ROW_TILINGS').
+      warps per program, Triton's software-pipelining stages (defaults: for whole rows
+      WHOLE_ROW_TILINGS', else the largest of 64, 32, 16 dividing the chunk, 4 and 2).
 
   Returns:
     [B, H, D] in v's dtype (softmax in float32, as `decoder.dot_product_attention`); with
