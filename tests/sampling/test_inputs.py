@@ -97,3 +97,43 @@ def test_many_rows_per_gpu_take_the_cublas_program(monkeypatch):
   cublas = rlthink.sample(policy, prompts, **options)
   np.testing.assert_array_equal(cublas.completion_tokens, default.completion_tokens)
   np.testing.assert_allclose(cublas.logprobs, default.logprobs, atol=1e-6)
+
+
+def test_checking_for_finished_rows_every_k_steps_changes_no_rollout(monkeypatch):
+  """With STEPS_PER_CHECK > 1 the loop runs k steps between two "all finished?" checks (k divides
+  max_new_tokens): rows that stop, rows that run to the end and the steps reported are those of
+  checking every step, also when every row stops early, between two checks."""
+  assert [engine.steps_per_check_for(c) for c in (12, 6, 7)] == [1, 1, 1]
+  monkeypatch.setattr(engine, "STEPS_PER_CHECK", 4)
+  assert [engine.steps_per_check_for(c) for c in (12, 6, 7)] == [4, 2, 1]
+  policy = sf.tiny_policy()
+  prompts = sf.ragged_prompts(512, (4, 13, 7), seed=3)
+  options = dict(max_new_tokens=12, temperature=0.0)
+  free = rlthink.sample(policy, prompts, stop_tokens=(), **options)
+  # A stop token row 0 emits at its 6th step (and no row emits sooner): every row stops by step
+  # 6 at the latest or runs on; then one whose every row stops by the second check.
+  early = int(free.completion_tokens[0, 5])
+  last = [int(free.completion_tokens[r, 2]) for r in range(3)]
+  spies = []
+  original = engine.generate
+
+  def spy(*args, **kwargs):
+    spies.append(kwargs["steps_per_check"])
+    return original(*args, **kwargs)
+
+  for stops in ([early], last):
+    monkeypatch.setattr(engine, "STEPS_PER_CHECK", 1)
+    every = rlthink.sample(policy, prompts, stop_tokens=stops, **options)
+    monkeypatch.setattr(engine, "STEPS_PER_CHECK", 4)
+    monkeypatch.setattr(engine, "generate", spy)
+    fourth = rlthink.sample(policy, prompts, stop_tokens=stops, **options)
+    monkeypatch.setattr(engine, "generate", original)
+    for field in ("completion_tokens", "completion_mask", "lengths", "stopped", "decode_steps"):
+      np.testing.assert_array_equal(getattr(fourth, field), getattr(every, field), err_msg=field)
+    np.testing.assert_allclose(fourth.logprobs, every.logprobs, atol=1e-6)
+  assert spies == [4, 4]
+  assert int(every.decode_steps) <= 3 < 12  # the second case stopped every row early
+  with pytest.raises(ValueError, match="does not divide"):
+    engine.generate(*[None] * 8, config=policy.config, mesh=None, max_new_tokens=6,
+                    num_samples=1, greedy=True, use_temperature=False, top_k=None,
+                    use_top_p=False, pad_id=0, steps_per_check=4)
