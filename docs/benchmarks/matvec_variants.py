@@ -11,8 +11,7 @@ blocks at few programs (batch 1), MMM-slot blocks for whole rows at many (batch 
 warps and S pipeline stages (default 4 and 2): whole rows at every program count, NNN below 512
 programs, MMM from 512 on; "chunks_bMMM": whole rows only from 512 programs (the tiling before
 session 7's change to 128). "gu4", "gu8k256": gate/up kernels of 4 outputs
-per program, of 8 outputs with 256-wide input steps. "checkN": N decode steps per
-"every row finished?" check (`engine.STEPS_PER_CHECK`). "cbwhile": XLA_FLAGS putting the
+per program, of 8 outputs with 256-wide input steps. "cbwhile": XLA_FLAGS putting the
 decode while loop in a CUDA graph (command buffer) too. "A+B" applies both. Each line gets
 "matvec_variant".
 """
@@ -24,7 +23,6 @@ import sys
 
 from rlthink.bench import sample
 from rlthink.models import decode_attention, decode_matvec
-from rlthink.sampling import engine
 
 _KERNELS = dict(decode_matvec.LAYER_KERNELS)
 VARIANTS = {
@@ -35,9 +33,6 @@ VARIANTS = {
     "wide": {"LAYER_KERNELS": {k: (2 * n, bk, 8) for k, (n, bk, _) in _KERNELS.items()}},
     "gu4": {"LAYER_KERNELS": dict(_KERNELS, gate_up=(4, 128, 4))},
     "gu8k256": {"LAYER_KERNELS": dict(_KERNELS, gate_up=(8, 256, 4))},
-    "check4": {"STEPS_PER_CHECK": 4},
-    "check8": {"STEPS_PER_CHECK": 8},
-    "check32": {"STEPS_PER_CHECK": 32},
     "cbwhile": {"XLA_FLAGS": "--xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL"},
 }
 
@@ -65,7 +60,7 @@ if __name__ == "__main__":
     if name == "XLA_FLAGS":  # read when the backend starts, after this
       os.environ[name] = f"{os.environ.get(name, '')} {value}".strip()
       continue
-    module, = [m for m in (decode_matvec, decode_attention, engine) if hasattr(m, name)]
+    module, = [m for m in (decode_matvec, decode_attention) if hasattr(m, name)]
     setattr(module, name, value)
   out = args[args.index("--out") + 1]
   tmp = out + ".tmp"

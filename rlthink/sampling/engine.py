@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 
 import jax
 import jax.numpy as jnp
@@ -122,23 +121,11 @@ def _put_prompt_cache(cache: dict, prompt_cache: dict, num_samples: int) -> dict
               index=prompt_cache["index"])
 
 
-# Decode steps run between two checks of "every row finished?". On GPU each check copies a flag to
-# the host, which waits for it before launching the next steps: the device idles for that round
-# trip once per check. More steps per check cost up to STEPS_PER_CHECK - 1 steps of padding after
-# every row finished. `steps_per_check_for` makes it a divisor of max_new_tokens.
-STEPS_PER_CHECK = 1
-
-
-def steps_per_check_for(max_new_tokens: int) -> int:
-  """The decode steps between two finished-checks: the gcd of STEPS_PER_CHECK and C."""
-  return math.gcd(max_new_tokens, STEPS_PER_CHECK)
-
-
 def _generate(params, cache: dict, prompt_tokens: jax.Array, prompt_mask: jax.Array,
               seed: jax.Array, temperature: jax.Array, top_p: jax.Array, stop_tokens: jax.Array,
               *, config: ModelConfig, mesh: Mesh | None, max_new_tokens: int, num_samples: int,
               greedy: bool, use_temperature: bool, top_k: int | None, use_top_p: bool,
-              pad_id: int, decode_kernel: bool = False, steps_per_check: int = 1):
+              pad_id: int, decode_kernel: bool = False):
   """Samples `max_new_tokens` tokens (or until a stop token) for every row.
 
   Args:
@@ -153,17 +140,11 @@ def _generate(params, cache: dict, prompt_tokens: jax.Array, prompt_mask: jax.Ar
       distribution is the policy's, and its log-probs are not computed twice.
     decode_kernel: decode steps attend with the Pallas kernel over the filled slots only
       (`decoder.forward`'s option; per-layer params and a cache length multiple of 16).
-    steps_per_check: decode steps between two "every row finished?" checks; divides
-      max_new_tokens (`steps_per_check_for(C)` picks it from STEPS_PER_CHECK).
 
   Returns:
     ({"tokens", "logprobs", "sampling_logprobs": [N, C], "lengths": int32[N],
-      "stopped": bool[N], "steps": int32[] decode steps the rows needed: max(lengths); the loop
-      runs up to steps_per_check - 1 more}, the final cache).
+      "stopped": bool[N], "steps": int32[] decode steps run}, the final cache).
   """
-  if max_new_tokens % steps_per_check:
-    raise ValueError(f"steps_per_check={steps_per_check} does not divide "
-                     f"max_new_tokens={max_new_tokens}")
   b, p = prompt_tokens.shape
   n, c = b * num_samples, max_new_tokens
   batch = lambda x: sharding.constrain(x, ("batch",) + (None,) * (x.ndim - 1), mesh)
@@ -179,8 +160,9 @@ def _generate(params, cache: dict, prompt_tokens: jax.Array, prompt_mask: jax.Ar
   padding_row = batch(jnp.repeat(~jnp.any(prompt_mask, axis=1), num_samples))
   row_keys = batch(_row_keys(seed, n))
 
-  # 3. Decode, `steps_per_check` steps between two "every row finished?" checks (see
-  # STEPS_PER_CHECK); steps after the last row finished only append padding.
+  # 3. Decode. (Checking "every row finished" only every k steps, with an inner fixed-trip-count
+  # loop, measured no faster on the GPU: the device is busy with the step's kernels throughout,
+  # see docs/benchmarks.)
   def step_fn(state):
     step, cache, token, done, lengths, out = state
     outputs, cache = decoder.forward(config, params, token[:, None], cache=cache, mesh=mesh,
@@ -209,27 +191,19 @@ def _generate(params, cache: dict, prompt_tokens: jax.Array, prompt_mask: jax.Ar
     step, _, _, done, _, _ = state
     return (step < c) & ~jnp.all(done)
 
-  k = steps_per_check
-  body_fn = step_fn if k == 1 else (
-      lambda state: jax.lax.fori_loop(0, k, lambda _, s: step_fn(s), state))
-
   out = {"tokens": jnp.full((n, c), pad_id, jnp.int32),
          "logprobs": jnp.zeros((n, c), jnp.float32),
          "sampling_logprobs": jnp.zeros((n, c), jnp.float32)}
   out = jax.tree.map(batch, out)
   state = (jnp.int32(0), cache, last_token, padding_row, jnp.zeros((n,), jnp.int32), out)
-  _, cache, _, done, lengths, out = jax.lax.while_loop(cond_fn, body_fn, state)
-  # The steps the rows needed: the loop stops after the last row finishes (or after C steps),
-  # rounded up to a multiple of k.
-  steps = jnp.max(lengths, initial=0)
+  steps, cache, _, done, lengths, out = jax.lax.while_loop(cond_fn, step_fn, state)
   return dict(out, lengths=lengths, stopped=done & ~padding_row, steps=steps), cache
 
 
 _GENERATE_JIT = dict(
     donate_argnames=("cache",),
     static_argnames=("config", "mesh", "max_new_tokens", "num_samples", "greedy",
-                     "use_temperature", "top_k", "use_top_p", "pad_id", "decode_kernel",
-                     "steps_per_check"))
+                     "use_temperature", "top_k", "use_top_p", "pad_id", "decode_kernel"))
 generate = jax.jit(_generate, **_GENERATE_JIT)
 # The same program with every matmul on cuBLAS instead of XLA's Triton GEMMs: faster for the
 # decode step's small matmuls once a device has many rows (qwen2.5-0.5b on an H200: 1.05x at 64
