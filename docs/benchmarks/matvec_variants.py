@@ -10,9 +10,10 @@ program and 8 warps). Attention variants "wNNN[wW][sS]_bMMM[wW][sS]": whole rows
 blocks at few programs (batch 1), MMM-slot blocks for whole rows at many (batch 256), with W
 warps and S pipeline stages (default 4 and 2): whole rows at every program count, NNN below 512
 programs, MMM from 512 on; "chunks_bMMM": whole rows only from 512 programs (the tiling before
-session 7's change to 128). "gu4", "gu8k256": gate/up kernels of 4 outputs
-per program, of 8 outputs with 256-wide input steps. "cbwhile": XLA_FLAGS putting the
-decode while loop in a CUDA graph (command buffer) too. "A+B" applies both. Each line gets
+session 7's change to 128). "cbwhile": XLA_FLAGS putting the
+decode while loop in a CUDA graph (command buffer) too. "xla:FLAGS": FLAGS appended to
+XLA_FLAGS. "guN[kK][wW]" (also "dn", "op", "qkv" for down, o, q/k/v): that matmul as
+a kernel of N outputs per program, K-wide input steps (128), W warps (4), the others as committed. "A+B" applies both. Each line gets
 "matvec_variant".
 """
 
@@ -31,8 +32,6 @@ VARIANTS = {
     "all": {"LAYER_KERNELS": dict(_KERNELS, o=(8, 128, 8), down=(4, 256, 8))},
     "xla": {"LAYER_KERNELS": {}},
     "wide": {"LAYER_KERNELS": {k: (2 * n, bk, 8) for k, (n, bk, _) in _KERNELS.items()}},
-    "gu4": {"LAYER_KERNELS": dict(_KERNELS, gate_up=(4, 128, 4))},
-    "gu8k256": {"LAYER_KERNELS": dict(_KERNELS, gate_up=(8, 256, 4))},
     "cbwhile": {"XLA_FLAGS": "--xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL"},
 }
 
@@ -43,10 +42,31 @@ def _tiling(text):
 
 
 def settings(variant: str) -> dict:
+  """The module settings of `variant` (matmul entries over the committed LAYER_KERNELS)."""
+  found = _settings(variant)
+  if "LAYER_KERNELS+" in found:
+    found = dict(found)
+    found["LAYER_KERNELS"] = dict(found.get("LAYER_KERNELS", _KERNELS), **found.pop(
+        "LAYER_KERNELS+"))
+  return found
+
+
+def _settings(variant: str) -> dict:
   if "+" in variant:
-    return {k: v for part in variant.split("+") for k, v in settings(part).items()}
+    merged = {}
+    for part in variant.split("+"):
+      for k, v in _settings(part).items():
+        merged[k] = dict(merged.get(k, {}), **v) if k == "LAYER_KERNELS+" else v
+    return merged
   if variant in VARIANTS:
     return VARIANTS[variant]
+  if variant.startswith("xla:"):
+    return {"XLA_FLAGS": variant[4:]}
+  matmul = re.fullmatch(r"(gu|dn|op|qkv)(\d+)(?:k(\d+))?(?:w(\d+))?", variant)
+  if matmul:
+    role, n, k, w = matmul.groups()
+    role = {"gu": "gate_up", "dn": "down", "op": "o"}.get(role, role)
+    return {"LAYER_KERNELS+": {role: (int(n), int(k or 128), int(w or 4))}}
   few, many = variant.split("_")
   if few == "chunks":
     return {"WHOLE_ROW_PROGRAMS": 512, "WHOLE_ROW_TILINGS": {1: _tiling(many[1:])}}
