@@ -14,9 +14,9 @@ next to the matmul; at batch 1 those small kernels cost as much as the weight re
   `decoder.RMSNorm` does before multiplying;
 - for a fused gate/up weight (`silu_mul`), returns silu(x @ gate) * (x @ up).
 
-The decoder (`DecoderLayer._few_rows_step`) runs the layer's q/k/v and gate/up matmuls this way
-and leaves the o-projection and down to XLA (measured faster there), their residual adds done
-by the next kernel. Weights are [N, K] with the input axis K minor
+The decoder (`DecoderLayer._few_rows_step`) runs the layer's q/k/v and gate/up matmuls this way,
+down too when its weight is large (LAYER_KERNELS, KERNEL_MIN_SIZE), and leaves the o-projection
+(and a small down) to XLA (measured faster there), their residual adds done by the next kernel. Weights are [N, K] with the input axis K minor
 (`decoder.transpose_for_decode`); each program owns BLOCK_N outputs and walks K in BLOCK_K steps
 (unrolled: every load in flight at once), accumulating products in float32 elementwise and
 summing once at the end. On a non-GPU backend the kernel runs in Pallas' interpreter (for
@@ -43,11 +43,15 @@ MAX_ROWS = 1
 _KERNEL_MAX_ROWS = 8  # the kernel's limit (one unrolled pass per row)
 
 # The decoder layer's matmuls that run as kernels, with their tiling (BLOCK_N, BLOCK_K, warps);
-# a role left out ("o", "down") runs as XLA ops (`matvec_xla`, the same numbers). Measured in
-# place at batch 1 on an H200 (qwen2.5-0.5b, docs/benchmarks v9): input norm + q/k/v 3.8 us
-# per layer (XLA 4.7 in 3 kernels), norm + gate/up + SiLU-multiply 7.5 (XLA 9.4 in 4); the
-# o-projection (8, 128, 8) 2.5 vs 2.1 and down (4, 256, 8) 6.3 vs 3.8: left to XLA.
-LAYER_KERNELS: dict[str, tuple[int, int, int]] = {"qkv": (8, 128, 4), "gate_up": (8, 128, 4)}
+# a role left out ("o"), or whose weight has fewer elements than KERNEL_MIN_SIZE's entry, runs
+# as XLA ops (`matvec_xla`, the same numbers). Measured in place at batch 1 on an H200
+# (docs/benchmarks v9, session 8): input norm + q/k/v 3.8 us per layer (XLA 4.7 in 3 kernels),
+# norm + gate/up + SiLU-multiply 7.5 (XLA 9.4 in 4); the o-projection (8, 128, 8) 2.5 vs 2.1;
+# down (4, 256, 8) on qwen2.5-0.5b's [896, 4864] weight 6.3 vs 3.8 us, on qwen2.5-1.5b's
+# [1536, 8960] 1.51 vs 1.55 ms per step: a kernel from KERNEL_MIN_SIZE's 8M elements on.
+LAYER_KERNELS: dict[str, tuple[int, int, int]] = {"qkv": (8, 128, 4), "gate_up": (8, 128, 4),
+                                                  "down": (4, 256, 8)}
+KERNEL_MIN_SIZE: dict[str, int] = {"down": 8 * 2**20}
 
 
 def supported(rows: int, k: int, n: int) -> bool:
@@ -261,8 +265,9 @@ def matvec_xla(x, w, *, norm_scale=None, eps: float = 1e-6, silu_mul: bool = Fal
 def layer_matvec(role: str, x, w, *, mesh: Mesh | None = None, **kwargs) -> jax.Array:
   """The decoder layer's matmul `role` ("qkv", "o", "gate_up", "down"): as a kernel with the
   tiling of LAYER_KERNELS (each block the largest power of two up to it that divides the
-  weight), or as XLA ops when the role is not listed there."""
-  if role not in LAYER_KERNELS:
+  weight), or as XLA ops when the role is not listed there or its weight is smaller than
+  KERNEL_MIN_SIZE's entry for it."""
+  if role not in LAYER_KERNELS or w.size < KERNEL_MIN_SIZE.get(role, 0):
     return matvec_xla(x, w, **kwargs)
   block_n, block_k, warps = LAYER_KERNELS[role]
   return matvec(x, w, mesh=mesh, block_n=_largest_block(w.shape[-2], block_n),

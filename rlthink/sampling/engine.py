@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from rlthink import ops, sharding
-from rlthink.models import decoder
+from rlthink.models import decode_attention, decode_matvec, decoder
 from rlthink.models.config import ModelConfig
 from rlthink.sampling import processors
 
@@ -121,11 +121,21 @@ def _put_prompt_cache(cache: dict, prompt_cache: dict, num_samples: int) -> dict
               index=prompt_cache["index"])
 
 
+def kernel_settings() -> tuple:
+  """The decode kernels' tuning knobs as a hashable value (see `_generate`'s kernel_settings):
+  decode_matvec's LAYER_KERNELS, KERNEL_MIN_SIZE, MAX_ROWS and decode_attention's
+  WHOLE_ROW_PROGRAMS, WHOLE_ROW_TILINGS."""
+  return (tuple(sorted(decode_matvec.LAYER_KERNELS.items())),
+          tuple(sorted(decode_matvec.KERNEL_MIN_SIZE.items())), decode_matvec.MAX_ROWS,
+          decode_attention.WHOLE_ROW_PROGRAMS,
+          tuple(sorted(decode_attention.WHOLE_ROW_TILINGS.items())))
+
+
 def _generate(params, cache: dict, prompt_tokens: jax.Array, prompt_mask: jax.Array,
               seed: jax.Array, temperature: jax.Array, top_p: jax.Array, stop_tokens: jax.Array,
               *, config: ModelConfig, mesh: Mesh | None, max_new_tokens: int, num_samples: int,
               greedy: bool, use_temperature: bool, top_k: int | None, use_top_p: bool,
-              pad_id: int, decode_kernel: bool = False):
+              pad_id: int, decode_kernel: bool = False, kernel_settings: tuple = ()):
   """Samples `max_new_tokens` tokens (or until a stop token) for every row.
 
   Args:
@@ -140,6 +150,9 @@ def _generate(params, cache: dict, prompt_tokens: jax.Array, prompt_mask: jax.Ar
       distribution is the policy's, and its log-probs are not computed twice.
     decode_kernel: decode steps attend with the Pallas kernel over the filled slots only
       (`decoder.forward`'s option; per-layer params and a cache length multiple of 16).
+    kernel_settings: `kernel_settings()` when the program is traced: the decode kernels' module
+      settings, read while tracing; as a static argument, changing them compiles anew instead
+      of reusing a program traced with the old ones. Not read otherwise.
 
   Returns:
     ({"tokens", "logprobs", "sampling_logprobs": [N, C], "lengths": int32[N],
@@ -203,7 +216,8 @@ def _generate(params, cache: dict, prompt_tokens: jax.Array, prompt_mask: jax.Ar
 _GENERATE_JIT = dict(
     donate_argnames=("cache",),
     static_argnames=("config", "mesh", "max_new_tokens", "num_samples", "greedy",
-                     "use_temperature", "top_k", "use_top_p", "pad_id", "decode_kernel"))
+                     "use_temperature", "top_k", "use_top_p", "pad_id", "decode_kernel",
+                     "kernel_settings"))
 generate = jax.jit(_generate, **_GENERATE_JIT)
 # The same program with every matmul on cuBLAS instead of XLA's Triton GEMMs: faster for the
 # decode step's small matmuls once a device has many rows (qwen2.5-0.5b on an H200: 1.05x at 64

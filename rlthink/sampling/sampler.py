@@ -182,7 +182,8 @@ def _request(policy, prompts, max_new_tokens, temperature, top_k, top_p, num_sam
                 greedy=greedy, use_temperature=not greedy and temperature != 1,
                 top_k=None if greedy else top_k,
                 use_top_p=top_p is not None and not greedy, pad_id=pad_id,
-                decode_kernel=decode_kernel)
+                decode_kernel=decode_kernel,
+                kernel_settings=engine.kernel_settings() if decode_kernel else ())
   program = engine.program_for(b * num_samples // _batch_shards(mesh))
   return _Request(args, static, tokens, mask, num_prompts, num_samples, program)
 

@@ -143,14 +143,40 @@ def test_sampler_at_batch_1_runs_the_kernels_and_equals_xla(model, kernel_calls)
                              ours.completion_mask, atol=1e-4)
 
 
-def test_every_layer_matmul_as_a_kernel_or_none_gives_the_same_rollouts(monkeypatch):
+def test_every_layer_matmul_as_a_kernel_or_none_gives_the_same_rollouts(monkeypatch,
+                                                                       kernel_calls):
+  """Changing LAYER_KERNELS / KERNEL_MIN_SIZE between calls takes effect (the program is traced
+  anew, not reused from the cache), and every choice samples the XLA path's rollout."""
   policy = sf.tiny_policy()
+  cfg = policy.config
   ref = _one_prompt(policy, "xla")
-  for kernels in ({}, dict(dm.LAYER_KERNELS, o=(8, 128, 8), down=(4, 256, 8))):
+  monkeypatch.setattr(dm, "KERNEL_MIN_SIZE", {})
+  for kernels, per_layer in (({}, 0), (dict(dm.LAYER_KERNELS, o=(8, 128, 8), down=(4, 256, 8)),
+                                       4)):
     monkeypatch.setattr(dm, "LAYER_KERNELS", kernels)
+    kernel_calls.clear()
     ours = _one_prompt(policy, "pallas")
+    assert len(kernel_calls) == per_layer * cfg.num_layers
     np.testing.assert_array_equal(ours.completion_tokens, ref.completion_tokens)
     np.testing.assert_allclose(ours.logprobs, ref.logprobs, atol=1e-5)
+
+
+def test_down_is_a_kernel_from_its_minimum_size(monkeypatch, kernel_calls):
+  """KERNEL_MIN_SIZE["down"]: a down weight of at least that many elements runs as a kernel,
+  a smaller one as XLA ops (the committed 8M: qwen2.5-1.5b's [1536, 8960] yes, 0.5b's no)."""
+  assert 896 * 4864 < dm.KERNEL_MIN_SIZE["down"] <= 1536 * 8960
+  policy = sf.tiny_policy()
+  cfg = policy.config
+  down = (cfg.hidden_size, cfg.intermediate_size)
+  runs = []
+  for size in (down[0] * down[1], down[0] * down[1] + 1):
+    monkeypatch.setattr(dm, "KERNEL_MIN_SIZE", {"down": size})
+    kernel_calls.clear()
+    runs.append(_one_prompt(policy, "pallas"))
+    assert kernel_calls.count(down) == (cfg.num_layers if size == down[0] * down[1] else 0)
+    assert len(kernel_calls) == (3 if kernel_calls.count(down) else 2) * cfg.num_layers
+  np.testing.assert_array_equal(runs[0].completion_tokens, runs[1].completion_tokens)
+  np.testing.assert_allclose(runs[0].logprobs, runs[1].logprobs, atol=1e-5)
 
 
 def test_sampler_on_a_mesh_with_one_row_per_device(kernel_calls):
