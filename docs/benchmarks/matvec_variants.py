@@ -33,6 +33,7 @@ VARIANTS = {
     "xla": {"LAYER_KERNELS": {}},
     "wide": {"LAYER_KERNELS": {k: (2 * n, bk, 8) for k, (n, bk, _) in _KERNELS.items()}},
     "cbwhile": {"XLA_FLAGS": "--xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL"},
+    "nomerge": {"MERGE_IN_KERNEL": False},
 }
 
 
@@ -60,6 +61,8 @@ def _settings(variant: str) -> dict:
     return merged
   if variant in VARIANTS:
     return VARIANTS[variant]
+  if re.fullmatch(r"mu\d+", variant):
+    return {"MERGE_UNROLL": int(variant[2:])}
   if variant.startswith("xla:"):
     return {"XLA_FLAGS": variant[4:]}
   matmul = re.fullmatch(r"(gu|dn|op|qkv)(\d+)(?:k(\d+))?(?:w(\d+))?", variant)
