@@ -5,16 +5,16 @@ tiling) and `rlthink.models.decode_attention` (WHOLE_ROW_PROGRAMS, WHOLE_ROW_TIL
 attention kernel's tiling).
 
 Matmul variants: "norms" / "default" (the committed settings), "all" (the o-projection and down
-as kernels too), "xla" (none: the same layer step as XLA ops), "wide" (twice the outputs per
-program and 8 warps). Attention variants "wNNN[wW][sS]_bMMM[wW][sS]": whole rows of NNN-slot
-blocks at few programs (batch 1), MMM-slot blocks for whole rows at many (batch 256), with W
-warps and S pipeline stages (default 4 and 2): whole rows at every program count, NNN below 512
-programs, MMM from 512 on; "chunks_bMMM": whole rows only from 512 programs (the tiling before
-session 7's change to 128). "cbwhile": XLA_FLAGS putting the
-decode while loop in a CUDA graph (command buffer) too. "xla:FLAGS": FLAGS appended to
-XLA_FLAGS. "guN[kK][wW]" (also "dn", "op", "qkv" for down, o, q/k/v): that matmul as
-a kernel of N outputs per program, K-wide input steps (128), W warps (4), the others as committed. "A+B" applies both. Each line gets
-"matvec_variant".
+as kernels too, at every size), "xla" (none: the same layer step as XLA ops), "wide" (twice the
+outputs per program and 8 warps), "guN[kK][wW]" (also "dn", "op", "qkv" for down, o, q/k/v):
+that matmul as a kernel of N outputs per program, K-wide input steps (default 128) and W warps
+(4), the others as committed. Attention variants "wNNN[wW][sS]_bMMM[wW][sS]": whole rows of
+NNN-slot blocks at few programs (batch 1), MMM-slot blocks for whole rows at many (batch 256),
+with W warps and S pipeline stages (default 4 and 2): whole rows at every program count, NNN
+below 512 programs, MMM from 512 on; "chunks_bMMM": whole rows only from 512 programs (the tiling
+before session 7's change to 128). "cbwhile": XLA_FLAGS putting the decode while loop in a CUDA
+graph (command buffer) too; "xla:FLAGS": FLAGS appended to XLA_FLAGS. "A+B" applies both. Each
+line gets "matvec_variant".
 """
 
 import json
@@ -29,11 +29,11 @@ _KERNELS = dict(decode_matvec.LAYER_KERNELS)
 VARIANTS = {
     "default": {},
     "norms": {},
-    "all": {"LAYER_KERNELS": dict(_KERNELS, o=(8, 128, 8), down=(4, 256, 8))},
+    "all": {"LAYER_KERNELS": dict(_KERNELS, o=(8, 128, 8), down=(4, 256, 8)),
+            "KERNEL_MIN_SIZE": {}},
     "xla": {"LAYER_KERNELS": {}},
     "wide": {"LAYER_KERNELS": {k: (2 * n, bk, 8) for k, (n, bk, _) in _KERNELS.items()}},
     "cbwhile": {"XLA_FLAGS": "--xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL"},
-    "nomerge": {"MERGE_IN_KERNEL": False},
 }
 
 
@@ -61,8 +61,6 @@ def _settings(variant: str) -> dict:
     return merged
   if variant in VARIANTS:
     return VARIANTS[variant]
-  if re.fullmatch(r"mu\d+", variant):
-    return {"MERGE_UNROLL": int(variant[2:])}
   if variant.startswith("xla:"):
     return {"XLA_FLAGS": variant[4:]}
   matmul = re.fullmatch(r"(gu|dn|op|qkv)(\d+)(?:k(\d+))?(?:w(\d+))?", variant)

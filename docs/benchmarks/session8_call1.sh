@@ -3,7 +3,8 @@
 # "every row finished?" check (session 7's batch-1 trace: the GPU busy 0.71 of 0.75 ms/step):
 # checking every 8 / 32 steps (engine.STEPS_PER_CHECK), the while loop inside a CUDA graph
 # (XLA_FLAGS), both; qwen2.5-0.5b at batch 1, 64 and 256, no torch; a batch-1 profile of check8.
-# Files back: results.jsonl, all.log, commit.txt, *.ops.txt.
+# Files back: results.jsonl, all.log, commit.txt, *.ops.txt. (Tree 0d766bd: the "checkN"
+# variants and engine.STEPS_PER_CHECK were removed after this call measured no gain.)
 set -u
 source docs/benchmarks/device_lib.sh
 for v in default check8 cbwhile check32 check8+cbwhile default; do

@@ -4,6 +4,8 @@
 # sampler's kernels against XLA attention (check_decode_kernel.py); then batch 1 in place, no
 # torch: XLA's merge ("nomerge") against the in-kernel merge loading 8 / 1 / 24 chunks at once,
 # qwen2.5-0.5b and qwen2.5-1.5b. Files back: results.jsonl, all.log, commit.txt, checks.jsonl.
+# (Tree a796fd1: check_merge_race.py and the "nomerge" / "muN" variants were removed with the
+# in-kernel merge after this call measured it slower.)
 set -u
 source docs/benchmarks/device_lib.sh
 job race 120 python3 docs/benchmarks/check_merge_race.py 400

@@ -54,15 +54,6 @@ WHOLE_ROW_PROGRAMS = 128
 # 0.6 %; at 512 (batch 256) 64 / 4 / 2 beat every other tiling tried (1.79 vs 1.80-1.93 ms/step).
 WHOLE_ROW_TILINGS: dict[int, tuple[int, int, int]] = {1: (128, 8, 3), 512: (64, 4, 2)}
 
-# Chunked programs merge their partial results in the kernel: each stores its chunk's (output,
-# max, denominator), then counts itself done on a per-(row, KV head) atomic counter; the last of
-# a row's chunks reads them all back and writes the merged output. False: the kernel returns the
-# partials and XLA merges them (two kernels more per layer).
-MERGE_IN_KERNEL = True
-# Chunks whose partials the merging program loads at once (unrolled; a loop over the groups of
-# this many, skipping those outside the row's slots): the gcd with the chunk count.
-MERGE_UNROLL = 8
-
 
 def _chunk(length: int, programs_per_chunk: int) -> int:
   """Slots per chunk: all of them with >= WHOLE_ROW_PROGRAMS programs; else the largest power
@@ -78,18 +69,14 @@ def _chunk(length: int, programs_per_chunk: int) -> int:
 
 
 def _kernel(*refs, block: int, scale: float, group: int, rope: bool, bias: bool, whole: bool,
-            rows: int, write_kv: int | None, kv_heads: int, merge: bool = False,
-            merge_unroll: int = 1, barrier: bool = True):
+            rows: int, write_kv: int | None, kv_heads: int):
   """One (row, KV head, chunk): attention of the group's query heads (a tile of `rows` >= G).
 
   refs: q [H', D] (the row's queries: before their bias with `bias`, before RoPE with `rope`);
   k, v [chunk, D]; start, length scalars; with `rope` the row's cos and sin [D]; with `bias` the
   bias of q's rows [H', D]. Writes, with `whole` (the chunk is the whole row), the attention
   output of the group's G heads (o [G, D] in v's dtype); else the unnormalized output o [rows, D]
-  (float32), the running max m [rows] and the softmax denominator l [rows] of the chunk; with
-  `merge` those go to the row's [chunks, ...] slabs of partials (then refs: o [G, D], the
-  partials o, m, l, and the row's done-counter, zero before the call and after it) and the last
-  program of the row merges them into o.
+  (float32), the running max m [rows] and the softmax denominator l [rows] of the chunk.
 
   With `write_kv` = H (the number of query heads), q is the fused projection: this step's key
   and value of KV head j are its rows H + j and H + K + j. The program whose chunk holds slot
@@ -178,61 +165,10 @@ def _kernel(*refs, block: int, scale: float, group: int, rope: bool, bias: bool,
     plgpu.store(o_ref.at[pl.ds(0, rows), pl.ds(0, d)],
                 (acc / jnp.maximum(l, 1e-30)[:, None]).astype(o_ref.dtype), mask=mask)
     return
-  if merge:
-    _store_and_merge(acc, m, l, refs[-5:], group, barrier, start_ref[()], length_ref[()], chunk,
-                     merge_unroll)
-    return
   o_ref, m_ref, l_ref = refs[-3:]
   o_ref[...] = acc
   m_ref[...] = m
   l_ref[...] = l
-
-
-def _store_and_merge(acc, m, l, refs, group: int, barrier: bool, start, length, chunk: int,
-                     unroll: int):
-  """Stores this chunk's partials at its index of the row's slabs; the row's last chunk to
-  finish merges all of them into o. Ordering: every thread's stores, a barrier, then one
-  acquire-release atomic increment (gpu scope) per program; the program that counts last has
-  acquired every other program's stores and reads them with volatile loads (from L2, not a stale L1). (Pallas'
-  interpreter runs the programs one after another: no `barrier` there, it has none.)"""
-  o_ref, po_ref, pm_ref, pl_ref, count_ref = refs
-  rows, d = acc.shape
-  row_mask = jnp.arange(rows) < group  # the group's G heads; the tile's other rows are padding
-  mask = jnp.broadcast_to(row_mask[:, None], (rows, d))
-  splits = pm_ref.shape[0]
-  c = pl.program_id(2)
-  plgpu.store(po_ref.at[c, pl.ds(0, rows), pl.ds(0, d)], acc, mask=mask)
-  plgpu.store(pm_ref.at[c, pl.ds(0, rows)], m, mask=row_mask)
-  plgpu.store(pl_ref.at[c, pl.ds(0, rows)], l, mask=row_mask)
-  if barrier:
-    plgpu.debug_barrier()
-  done_before = plgpu.atomic_add(count_ref, (jnp.int32(0),), jnp.int32(1))
-
-  @pl.when(done_before == splits - 1)
-  def _():
-    def merge(group, carry):
-      out, top, denom = carry
-      for u in range(unroll):
-        i = group * unroll + u
-        o_i = plgpu.load(po_ref.at[i, pl.ds(0, rows), pl.ds(0, d)], mask=mask, other=0,
-                         volatile=True)
-        m_i = plgpu.load(pm_ref.at[i, pl.ds(0, rows)], mask=row_mask, other=_NEG_INF,
-                         volatile=True)
-        l_i = plgpu.load(pl_ref.at[i, pl.ds(0, rows)], mask=row_mask, other=0, volatile=True)
-        new_top = jnp.maximum(top, m_i)
-        keep, add = jnp.exp(top - new_top), jnp.exp(m_i - new_top)
-        out, top, denom = (out * keep[:, None] + o_i * add[:, None], new_top,
-                           denom * keep + l_i * add)
-      return out, top, denom
-
-    init = (jnp.zeros((rows, d), jnp.float32), jnp.full((rows,), _NEG_INF, jnp.float32),
-            jnp.zeros((rows,), jnp.float32))
-    # Only the groups holding chunks of slots [start, length) (the others are empty).
-    out, _, denom = jax.lax.fori_loop(start // (chunk * unroll),
-                                      (length - 1) // (chunk * unroll) + 1, merge, init)
-    plgpu.store(o_ref.at[pl.ds(0, rows), pl.ds(0, d)],
-                (out / jnp.maximum(denom, 1e-30)[:, None]).astype(o_ref.dtype), mask=mask)
-    count_ref[...] = jnp.zeros((1,), count_ref.dtype)
 
 
 def _local(q, k, v, start, length, rope, q_bias, group: int, interpret: bool,
@@ -270,12 +206,9 @@ def _local(q, k, v, start, length, rope, q_bias, group: int, interpret: bool,
     raise ValueError(f"chunk {chunk} must divide the cache length {s} and block {block} the chunk")
   splits = s // chunk
   whole = splits == 1
-  merge = not whole and MERGE_IN_KERNEL
   kernel = functools.partial(_kernel, block=block, scale=1.0 / math.sqrt(d), group=g,
                              rope=rope is not None, bias=q_bias is not None, whole=whole,
-                             rows=rows, write_kv=heads if write_kv else None, kv_heads=kv,
-                             merge=merge, merge_unroll=math.gcd(MERGE_UNROLL, splits),
-                             barrier=not interpret)
+                             rows=rows, write_kv=heads if write_kv else None, kv_heads=kv)
   row = pl.BlockSpec((None,), lambda i, j, c: (i,))
   cache_block = pl.BlockSpec((None, None, chunk, d), lambda i, j, c: (i, j, c, 0))
   in_specs = [pl.BlockSpec((None,) + q.shape[1:], lambda i, j, c: (i, 0, 0)), cache_block,
@@ -287,33 +220,22 @@ def _local(q, k, v, start, length, rope, q_bias, group: int, interpret: bool,
   if q_bias is not None:
     in_specs.append(pl.BlockSpec(q_bias.shape, lambda i, j, c: (0, 0)))
     args.append(q_bias)
-  # G rows per group on the GPU (the masked store writes no others: the output is [B, H, D]
-  # as it stands); the interpreter stores whole tiles, so it gets `rows` and a slice after.
-  out_rows = rows if interpret else g
-  if whole or merge:
+  if whole:
+    # G rows per group on the GPU (the masked store writes no others: the output is [B, H, D]
+    # as it stands); the interpreter stores whole tiles, so it gets `rows` and a slice after.
+    out_rows = rows if interpret else g
     out_specs = [pl.BlockSpec((None, None, out_rows, d), lambda i, j, c: (i, j, 0, 0))]
     out_shape = [jax.ShapeDtypeStruct((b, kv, out_rows, d), v.dtype)]
-  if merge:  # each (row, KV head)'s programs share its slabs of partials and its counter
-    out_specs += [pl.BlockSpec((None, None, splits, out_rows, d), lambda i, j, c: (i, j, 0, 0, 0)),
-                  pl.BlockSpec((None, None, splits, out_rows), lambda i, j, c: (i, j, 0, 0)),
-                  pl.BlockSpec((None, None, splits, out_rows), lambda i, j, c: (i, j, 0, 0)),
-                  pl.BlockSpec((None, 1), lambda i, j, c: (i, j))]
-    out_shape += [jax.ShapeDtypeStruct((b, kv, splits, out_rows, d), jnp.float32),
-                  jax.ShapeDtypeStruct((b, kv, splits, out_rows), jnp.float32),
-                  jax.ShapeDtypeStruct((b, kv, splits, out_rows), jnp.float32),
-                  jax.ShapeDtypeStruct((b, kv), jnp.int32)]
-    in_specs.append(pl.BlockSpec((None, 1), lambda i, j, c: (i, j)))
-    args.append(jnp.zeros((b, kv), jnp.int32))
-  elif not whole:
+  else:
     out_specs = [pl.BlockSpec((None, None, None, rows, d), lambda i, j, c: (i, j, c, 0, 0)),
                  pl.BlockSpec((None, None, None, rows), lambda i, j, c: (i, j, c, 0)),
                  pl.BlockSpec((None, None, None, rows), lambda i, j, c: (i, j, c, 0))]
     out_shape = [jax.ShapeDtypeStruct((b, kv, splits, rows, d), jnp.float32),
                  jax.ShapeDtypeStruct((b, kv, splits, rows), jnp.float32),
                  jax.ShapeDtypeStruct((b, kv, splits, rows), jnp.float32)]
-  aliases = {len(args) - 1: 4} if merge else {}  # the counters, zeroed again by the kernel
+  aliases = {}
   if write_kv:  # k and v come back as outputs, updated in place
-    aliases.update({1: len(out_shape), 2: len(out_shape) + 1})
+    aliases = {1: len(out_shape), 2: len(out_shape) + 1}
     out_specs += [cache_block, cache_block]
     out_shape += [jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)]
   results = pl.pallas_call(
@@ -327,7 +249,7 @@ def _local(q, k, v, start, length, rope, q_bias, group: int, interpret: bool,
       interpret=interpret,
       name="rlthink_decode_attention",
   )(*args)
-  if whole or merge:
+  if whole:
     out = results[0][:, :, :g].reshape(b, heads, d)
   else:
     # Merge the chunks: weights exp(m_c - max_c m_c); empty chunks (l = 0, m = -1e30) weigh 0.

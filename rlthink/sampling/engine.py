@@ -124,12 +124,11 @@ def _put_prompt_cache(cache: dict, prompt_cache: dict, num_samples: int) -> dict
 def kernel_settings() -> tuple:
   """The decode kernels' tuning knobs as a hashable value (see `_generate`'s kernel_settings):
   decode_matvec's LAYER_KERNELS, KERNEL_MIN_SIZE, MAX_ROWS and decode_attention's
-  WHOLE_ROW_PROGRAMS, WHOLE_ROW_TILINGS, MERGE_IN_KERNEL, MERGE_UNROLL."""
+  WHOLE_ROW_PROGRAMS, WHOLE_ROW_TILINGS."""
   return (tuple(sorted(decode_matvec.LAYER_KERNELS.items())),
           tuple(sorted(decode_matvec.KERNEL_MIN_SIZE.items())), decode_matvec.MAX_ROWS,
           decode_attention.WHOLE_ROW_PROGRAMS,
-          tuple(sorted(decode_attention.WHOLE_ROW_TILINGS.items())),
-          decode_attention.MERGE_IN_KERNEL, decode_attention.MERGE_UNROLL)
+          tuple(sorted(decode_attention.WHOLE_ROW_TILINGS.items())))
 
 
 def _generate(params, cache: dict, prompt_tokens: jax.Array, prompt_mask: jax.Array,

@@ -142,33 +142,6 @@ def test_whole_row_tilings_by_program_count(monkeypatch):
     np.testing.assert_allclose(np.asarray(out), da.reference(q, k, v, start, length), atol=2e-6)
 
 
-@pytest.mark.parametrize("in_kernel,unroll", [(True, 1), (True, 4), (True, 8), (False, 8)])
-def test_chunks_merge_in_the_kernel_or_in_xla(monkeypatch, in_kernel, unroll):
-  """MERGE_IN_KERNEL: the last of a row's chunk programs merges the row's partials (groups of
-  MERGE_UNROLL chunks, those outside the row's slots skipped); else XLA merges what the kernel
-  returns. Both equal the reference, with and without the kernel writing the new slot, and the
-  kernel's call has the merged output among its outputs (in the kernel) or only partials."""
-  monkeypatch.setattr(da, "MERGE_IN_KERNEL", in_kernel)
-  monkeypatch.setattr(da, "MERGE_UNROLL", unroll)
-  q, k, v, start, length = _case(4, 14, 2, 384, 16, seed=8)
-  start[1], length[1] = 200, 384   # skips the groups before slot 200
-  start[2], length[2] = 0, 17      # only the first groups
-  args = [jnp.asarray(x) for x in (q, k, v, start, length)]
-  out = da.decode_attention(*args)
-  np.testing.assert_allclose(np.asarray(out), da.reference(q, k, v, start, length), atol=2e-6)
-  calls = [e for e in jax.make_jaxpr(lambda *a: da.decode_attention(*a))(*args).eqns
-           if e.primitive.name == "pallas_call"]
-  merged = [x.aval.shape for x in calls[0].outvars if x.aval.shape[:2] == (4, 2)]
-  assert (len(calls[0].outvars), merged[0][2:]) == ((5, (16, 16)) if in_kernel else
-                                                     (3, (24, 16, 16)))
-  qkv = np.concatenate([q, np.random.default_rng(3).normal(size=(4, 4, 16)).astype(np.float32)],
-                       axis=1)
-  got = da.decode_attention(jnp.asarray(qkv), *args[1:], heads=14, write_kv=True)
-  want = da.reference(qkv, k, v, start, length, write_kv=True)
-  for g, w in zip(got, want):
-    np.testing.assert_allclose(np.asarray(g), w, atol=2e-6)
-
-
 def test_kernel_ignores_slots_outside_the_range():
   q, k, v, start, length = _case(4, 4, 2, 64, 16, seed=1)
   out = da.decode_attention(*map(jnp.asarray, (q, k, v, start, length)))
