@@ -16,7 +16,8 @@ next to the matmul; at batch 1 those small kernels cost as much as the weight re
 
 The decoder (`DecoderLayer._few_rows_step`) runs the layer's q/k/v and gate/up matmuls this way,
 down too when its weight is large (LAYER_KERNELS, KERNEL_MIN_SIZE), and leaves the o-projection
-(and a small down) to XLA (measured faster there), their residual adds done by the next kernel. Weights are [N, K] with the input axis K minor
+(and a small down) to XLA (measured faster there), their residual adds done by the next kernel.
+Weights are [N, K] with the input axis K minor
 (`decoder.transpose_for_decode`); each program owns BLOCK_N outputs and walks K in BLOCK_K steps
 (unrolled: every load in flight at once), accumulating products in float32 elementwise and
 summing once at the end. On a non-GPU backend the kernel runs in Pallas' interpreter (for
