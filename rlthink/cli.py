@@ -42,6 +42,13 @@ def _common(p: argparse.ArgumentParser, workdir_required: bool = False) -> None:
   p.add_argument("--process_id", type=int, help="multi-host: this process's id")
 
 
+def _override(p: argparse.ArgumentParser) -> None:
+  p.add_argument("--override", action="append", default=[], metavar="BINDING",
+                 help="a binding (e.g. GRPOConfig.iterations, or rl_comp.GRPOConfig.iterations) "
+                 "that may differ from what a stage already in the workdir was run with "
+                 "(repeatable); any other difference is an error")
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="rlthink", description=__doc__.split("\n")[0])
   sub = parser.add_subparsers(dest="command", required=True)
@@ -49,6 +56,19 @@ def build_parser() -> argparse.ArgumentParser:
   p = sub.add_parser("train", help="run an experiment (default: the quickstart)")
   _common(p)
   p.add_argument("--no_progress", action="store_true", help="no progress bars")
+  _override(p)
+
+  p = sub.add_parser("sweep", help="run an experiment once per seed, each in <workdir>/seed_<s>")
+  _common(p, workdir_required=True)
+  p.add_argument("--seeds", type=int, nargs="+", help="seeds (default: the sweep's recorded "
+                 "ones, else 0 1 2)")
+  p.add_argument("--processes", type=int, default=0, help="0: the seeds one after another in "
+                 "this process; N: N concurrent subprocesses")
+  p.add_argument("--devices", default="", help="GPUs to spread the subprocesses over, e.g. "
+                 "'0,1' (CUDA_VISIBLE_DEVICES each)")
+  p.add_argument("--no_progress", action="store_true", help="no progress bars")
+  p.add_argument("--no_report", action="store_true", help="skip the report at the end")
+  _override(p)
 
   p = sub.add_parser("sample", help="sample completions of text prompts")
   _common(p)
@@ -61,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
   _common(p, workdir_required=True)
   p.add_argument("--stage", help="evaluate the final checkpoint of this stage of the workdir's "
                  "run (default: the model that ModelSpec names)")
+  p.add_argument("--cross_generation", action="store_true", help="cross-generation: each "
+                 "--thinkers stage's thinking answered by each --readers stage")
+  p.add_argument("--thinkers", default="", help="comma-separated stages whose thinking is read")
+  p.add_argument("--readers", default="", help="comma-separated stages that read and answer")
 
   p = sub.add_parser("convert", help="export a stage's checkpoint (or a model) to a Hugging Face "
                      "directory")
@@ -93,11 +117,27 @@ def run_config(workdir: str | None) -> str | None:
   return path if os.path.isfile(path) else None
 
 
+def _check_run_config(workdir: str | None) -> None:
+  """A workdir whose stages hold checkpoints must still have its config.gin: without it the
+  default experiment would quietly run (and overwrite) there."""
+  if not workdir or not os.path.isdir(workdir) or run_config(workdir):
+    if run_config(workdir) and os.path.getsize(run_config(workdir)) == 0:
+      raise ValueError(f"{workdir}/config.gin is empty; the run's settings are lost (restore "
+                       "the file, or start a new workdir)")
+    return
+  stages = sorted(name for name in os.listdir(workdir)
+                  if os.path.isdir(os.path.join(workdir, name, "checkpoints")))
+  if stages:
+    raise ValueError(f"{workdir} holds checkpoints of stages {stages} but no config.gin; the "
+                     "run's settings are lost (restore the file, or start a new workdir)")
+
+
 def _with_run_config(args, default: str | None) -> None:
   """Gin files for a command on `--workdir`: the run's own config.gin first (so `rlthink train
   --workdir W` resumes the run as it was started, and eval/sample/convert see its model and task),
   then the --gin_file / --gin_param given, which override it. Without a run config and without
   --gin_file, `default`."""
+  _check_run_config(getattr(args, "workdir", None))
   saved = run_config(getattr(args, "workdir", None))
   if saved:
     logging.getLogger("rlthink").info("using the run's bindings in %s", saved)
@@ -127,7 +167,24 @@ def cmd_train(args) -> int:
   args.workdir = args.workdir or "workdir/quickstart"
   _with_run_config(args, DEFAULT_EXPERIMENT)
   _setup(args)
-  experiment.run(args.workdir, progress=not args.no_progress)
+  experiment.run(args.workdir, progress=not args.no_progress, overrides=args.override)
+  return 0
+
+
+def cmd_sweep(args) -> int:
+  from rlthink.experiment import sweep
+  saved = os.path.join(args.workdir, sweep.CONFIG)
+  if os.path.isfile(saved):
+    args.gin_file = [saved] + list(args.gin_file)
+  elif not args.gin_file:
+    raise ValueError(f"rlthink sweep: {args.workdir} holds no sweep; give --gin_file")
+  _setup(args)
+  devices = [d for d in args.devices.split(",") if d.strip()]
+  sweep.run_sweep(args.workdir, args.seeds, processes=args.processes, devices=devices,
+                  progress=not args.no_progress, overrides=args.override)
+  if not args.no_report:
+    from rlthink.evaluation import tables
+    tables.run(tables.build_parser().parse_args([args.workdir, "--out", args.workdir]))
   return 0
 
 
@@ -196,7 +253,8 @@ def cmd_data(args) -> int:
   return 0
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "convert": cmd_convert,
+COMMANDS = {"train": cmd_train, "sweep": cmd_sweep, "sample": cmd_sample, "eval": cmd_eval,
+            "convert": cmd_convert,
             "bench": cmd_bench, "data": cmd_data}
 
 

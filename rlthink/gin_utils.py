@@ -136,6 +136,9 @@ class MeshSpec:
     return sharding.make_mesh(self.shape, devices, config=config)
 
 
+# The files and bindings of the last `parse`, for `where_bound`'s messages.
+_PARSED: dict = {"files": (), "params": ()}
+
 # Specs that `parse` instantiates once after parsing, so bad values fail before any compute.
 _SPECS = (ModelSpec, MeshSpec)
 
@@ -158,6 +161,7 @@ def parse(gin_files: Sequence[str], gin_params: Sequence[str],
   """
   register_configurables()
   gin.clear_config(clear_constants=True)
+  _PARSED.update(files=tuple(gin_files), params=tuple(gin_params))
   for path in (search_paths if search_paths is not None else (os.getcwd(), CONFIGS_DIR)):
     if path not in getattr(gin.config, "_LOCATION_PREFIXES", ()):
       gin.add_config_file_search_path(path)
@@ -181,6 +185,13 @@ def parse(gin_files: Sequence[str], gin_params: Sequence[str],
     except (ValueError, TypeError) as e:
       where = _where_bound(spec.__name__, gin_files, gin_params)
       raise GinConfigError(f"{where}{str(e).splitlines()[0]}") from None
+
+
+def where_bound(configurable: str) -> str | None:
+  """"file:line" (or "--gin_param '...'") of the last binding of `configurable` in the last
+  `parse`, for error messages; None when it is not bound there."""
+  where = _where_bound(configurable, _PARSED["files"], _PARSED["params"])
+  return where.rstrip(": ") or None
 
 
 def config_str() -> str:

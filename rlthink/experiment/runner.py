@@ -1,0 +1,323 @@
+"""The experiment runner behind `rlthink train`: build the model and every stage's task and config
+from gin, run the stages parents first (each child starts from its parent's final parameters),
+evaluate each, and write results, tables and plots.
+
+Workdir layout:
+  config.gin                the gin config of the run (written atomically at every start)
+  <stage>/                  each stage's checkpoints, metrics.jsonl, TensorBoard events and
+                            stage.json (its settings; "done" once finished, with its history)
+  eval/<stage>.json         the evaluation of the stage's final model (reused while the stage and
+                            EvalConfig stay the same), eval/<stage>.predictions.jsonl
+  results.json, results.md, pass_at_k.png, <stage>_history.png
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+
+import gin
+
+from rlthink import algorithms, distributed, files, gin_utils, locks
+from rlthink.evaluation import EvalConfig, evaluate, report
+from rlthink.experiment import fingerprint, spec as spec_lib
+from rlthink.experiment.mixture import materialize
+from rlthink.experiment.params import (attach_tokenizer, build_policy, check_stage_checkpoints,
+                                       load_stage_params)
+from rlthink.train import OptimizerConfig
+from rlthink.train.checkpoint import ensure_writable
+
+_log = logging.getLogger(__name__)
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+  """What to run (see `rlthink.experiment.spec` for the stage forms).
+
+  name: the experiment's name in reports (default: the task's).
+  task / task_options: the default task of every stage (`rlthink.tasks.get(task, **options)`).
+  stages: algorithm names (a chain) or stage dicts (a graph of named stages).
+  tokenizer: "builtin" (the character-level tokenizer), a local tokenizer directory, or None to
+    use the one saved with a Hugging Face model.
+  seed: added to the model's init seed and to every stage's and EvalConfig's seed (data order,
+    sampling); `rlthink sweep` runs one experiment per seed. Task data stays the same.
+  evaluate_initial: also evaluate the model before the first stage.
+  data_dir: where task datasets are built (default: <workdir>/data).
+  references: a paper's numbers to show beside ours, {stage: {split: {metric: value}}}.
+  """
+
+  name: str | None = None
+  task: str = "arithmetic"
+  task_options: dict = dataclasses.field(default_factory=lambda: {"size": "tiny"})
+  stages: tuple = ("sft", "ei")
+  tokenizer: str | None = "builtin"
+  seed: int = 0
+  evaluate_initial: bool = False
+  data_dir: str | None = None
+  references: dict = dataclasses.field(default_factory=dict)
+
+  def __post_init__(self):
+    object.__setattr__(self, "stages", tuple(self.stages) if isinstance(self.stages, (list, tuple))
+                       else (self.stages,))
+    self.stage_specs()  # names, algorithms, parents and cycles: checked when bound
+    unknown = sorted(set(self.references) - {s.name for s in self.stage_specs()})
+    if unknown:
+      raise spec_lib.ExperimentError(f"Experiment.references names no stage: {unknown}")
+
+  def stage_specs(self, where: str = "Experiment.stages") -> tuple[spec_lib.Stage, ...]:
+    return spec_lib.parse_stages(self.stages, self.task, dict(self.task_options), where)
+
+
+@dataclasses.dataclass
+class _Plan:
+  """One stage, resolved: its spec, task, configs (gin scope applied, seeds offset), directory."""
+
+  stage: spec_lib.Stage
+  task: object
+  cfg: object
+  optimizer: OptimizerConfig
+  eval_cfg: EvalConfig
+  directory: str
+  fingerprint: dict = dataclasses.field(default_factory=dict)
+
+
+def configured_in_scope(cls, scope: str):
+  """`cls` built from the gin bindings in scope `scope` (unscoped bindings apply too)."""
+  with gin.config_scope(scope):
+    return gin_utils.configured(cls)
+
+
+def _with_seed(cfg, seed: int):
+  if seed and any(f.name == "seed" for f in dataclasses.fields(cfg)):
+    return dataclasses.replace(cfg, seed=cfg.seed + seed)
+  return cfg
+
+
+def plan(exp: Experiment, workdir: str) -> list[_Plan]:
+  """Every stage resolved and checked, before any compute: configs built (bad values fail
+  here), splits checked against the tasks. Raises naming the stage and the gin file."""
+  from rlthink import tasks  # TFDS and grain load only when an experiment runs
+  where = gin_utils.where_bound("Experiment") or "Experiment.stages"
+  stages = exp.stage_specs(where)
+  data_dir = exp.data_dir or os.path.join(workdir, "data")
+  cache, plans = {}, []
+  for stage in spec_lib.run_order(stages):
+    key = json.dumps([stage.task, stage.task_options], sort_keys=True, default=str)
+    if key not in cache:
+      cache[key] = tasks.get(stage.task, data_dir=data_dir, **stage.task_options)
+    cls = algorithms.get(stage.algorithm).config_class()
+    try:
+      cfg = _with_seed(configured_in_scope(cls, stage.name), exp.seed)
+      optimizer = configured_in_scope(OptimizerConfig, stage.name)
+      eval_cfg = _with_seed(configured_in_scope(EvalConfig, stage.name), exp.seed)
+    except (ValueError, TypeError) as e:
+      raise spec_lib.ExperimentError(f"{where}: stage {stage.name!r}: {e}") from None
+    plans.append(_Plan(stage, cache[key], cfg, optimizer, eval_cfg,
+                       os.path.join(workdir, stage.name)))
+  spec_lib.check_splits(stages, {p.stage.name: p.task for p in plans}, where)
+  return plans
+
+
+def _fingerprints(plans: list[_Plan], exp: Experiment) -> None:
+  by_name = {p.stage.name: p for p in plans}
+  root = {**fingerprint.flat("ModelSpec", gin_utils.ModelSpec()),
+          "Experiment.tokenizer": exp.tokenizer, "Experiment.seed": exp.seed}
+  for p in plans:  # parents first
+    fp = {**fingerprint.flat("stage", p.stage.to_json()),
+          **fingerprint.flat(type(p.cfg).__name__, p.cfg),
+          **fingerprint.flat("OptimizerConfig", p.optimizer)}
+    parent = p.stage.parent
+    fp["parent"] = fingerprint.digest(by_name[parent].fingerprint if parent else root)
+    p.fingerprint = fp
+
+
+def run(workdir: str, experiment: Experiment | None = None, progress: bool = True,
+        overrides=()) -> dict:
+  """Runs (or resumes) the experiment in `workdir`; returns {stage: eval results}.
+
+  overrides: bindings (e.g. "GRPOConfig.iterations" or "rl_comp.GRPOConfig.iterations") that may
+  differ from what a stage already in the workdir was run with; any other difference is an error.
+  """
+  exp = experiment or Experiment()
+  workdir = ensure_writable(workdir)
+  if not distributed.is_main_process():  # hosts of one multi-host run share the workdir
+    return _run(workdir, exp, progress, overrides)
+  with locks.workdir_lock(workdir):  # a second run on the same workdir fails at once
+    return _run(workdir, exp, progress, overrides)
+
+
+def _run(workdir: str, exp: Experiment, progress: bool, overrides) -> dict:
+  plans = plan(exp, workdir)
+  policy = attach_tokenizer(build_policy(exp.seed), exp.tokenizer)
+  # Bad input (another model's checkpoints, changed settings) stops the run before it writes
+  # anything into the workdir, so a resumable run there keeps its config.gin.
+  check_stage_checkpoints(workdir, [p.stage.name for p in plans], policy.config)
+  _fingerprints(plans, exp)
+  records = {}
+  for p in plans:
+    saved = fingerprint.read(p.directory)
+    if saved is not None:
+      changed = fingerprint.check(p.stage.name, p.directory, saved["fingerprint"], p.fingerprint,
+                                  overrides)
+      saved["done"] = saved.get("done", False) and not changed
+    records[p.stage.name] = saved
+  main = distributed.is_main_process()  # one process writes the shared workdir's reports
+  if main:
+    files.atomic_write_text(os.path.join(workdir, "config.gin"), gin.config_str())
+
+  init_params = policy.params
+  finals: dict[str, object] = {}  # final params of stages whose children have not all run
+  pending_children = {p.stage.name: sum(q.stage.parent == p.stage.name for q in plans)
+                      for p in plans}
+  evaluator = _Evaluator(workdir, main)
+  rows, histories = [], {}
+  if exp.evaluate_initial:
+    first = plans[0]
+    rows.append(("init", evaluator.final("init", policy, first.task, first.eval_cfg, {})))
+  for p in plans:
+    name, parent = p.stage.name, p.stage.parent
+    record = records[name]
+    if record is not None and record.get("done"):
+      _log.info("stage %s: finished earlier, not run again", name)
+      histories[name] = record.get("history", [])
+      params = None
+    else:
+      start = init_params if parent is None else finals.get(parent)
+      if start is None:
+        start = load_stage_params(workdir, parent, policy)
+      if main:
+        fingerprint.write(p.directory, {"fingerprint": p.fingerprint, "done": False})
+      current, histories[name] = _run_stage(p, policy.replace(params=start), workdir, evaluator,
+                                            progress, exp.seed)
+      params = current.params
+      if main:
+        fingerprint.write(p.directory, {"fingerprint": p.fingerprint, "done": True,
+                                        "history": histories[name]})
+    if parent is not None:
+      pending_children[parent] -= 1
+      if pending_children[parent] == 0:
+        finals.pop(parent, None)
+    if pending_children[name] and params is None:
+      params = load_stage_params(workdir, name, policy)
+    if pending_children[name]:
+      finals[name] = params
+    if p.stage.evaluate:
+      key = {"stage": fingerprint.digest(p.fingerprint), **fingerprint.flat("EvalConfig",
+                                                                               p.eval_cfg)}
+      load = (lambda n=name, q=params: policy.replace(
+          params=q if q is not None else load_stage_params(workdir, n, policy)))
+      rows.append((name, evaluator.final(name, load, p.task, p.eval_cfg, key)))
+  return _write_results(workdir, exp, plans, rows, histories, main)
+
+
+def _run_stage(p: _Plan, policy, workdir: str, evaluator: "_Evaluator", progress: bool,
+               seed: int):
+  by_dir = lambda name: _stage_directory(workdir, name)
+  examples = None
+  if p.stage.splits is not None:
+    examples, _ = materialize(p.task, p.stage.splits, p.cfg.seed if hasattr(p.cfg, "seed")
+                              else seed)
+  ctx = algorithms.StageContext(
+      name=p.stage.name, directory=p.directory, task=p.task, examples=examples,
+      optimizer=p.optimizer, seed=seed, progress=progress, stage_directory=by_dir,
+      evaluate=evaluator.per_iteration(p.task, p.eval_cfg) if p.stage.evaluate else None)
+  runner = algorithms.get(p.stage.algorithm).runner()
+  return runner(policy, p.cfg, ctx)
+
+
+def _stage_directory(workdir: str, name: str) -> str:
+  directory = os.path.join(workdir, name)
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f"stage {name!r} has no directory in {workdir} (has it run? a stage "
+                            "that reads another's output must list it as an earlier stage)")
+  return directory
+
+
+class _Evaluator:
+  """Evaluations of one run: per iteration (every `eval_every`-th and the last), and of each
+  stage's final model, cached in eval/<stage>.json under a key of the stage's settings and the
+  EvalConfig (the last per-iteration evaluation of the same params is reused)."""
+
+  def __init__(self, workdir: str, main: bool):
+    self.workdir, self.main = workdir, main
+    self.last = {"params": None, "results": None}
+
+  def _evaluate(self, policy, task, cfg) -> dict:
+    if policy.params is not self.last["params"]:
+      self.last.update(params=policy.params, results=evaluate(policy, task, cfg))
+    return self.last["results"]
+
+  def per_iteration(self, task, cfg):
+    every = getattr(cfg, "eval_every", 1)
+
+    def run(policy, iteration: int, last: bool) -> dict:
+      if not last and iteration % every:
+        return {}
+      return _headline(self._evaluate(policy, task, cfg))
+    return run
+
+  def final(self, name: str, policy_or_loader, task, cfg, key: dict) -> dict:
+    path = os.path.join(self.workdir, "eval", f"{name}.json")
+    if os.path.exists(path):
+      with open(path) as f:
+        saved = json.load(f)
+      if isinstance(saved, dict) and saved.get("key") == key and "results" in saved:
+        return saved["results"]
+    policy = policy_or_loader() if callable(policy_or_loader) else policy_or_loader
+    results = self._evaluate(policy, task, cfg)
+    if self.main:
+      report.write_json(path, {"key": key, "results": results})
+    return results
+
+
+def _write_results(workdir, exp: Experiment, plans, rows, histories, main: bool) -> dict:
+  results = dict(rows)
+  stages = {p.stage.name: {"algorithm": p.stage.algorithm, "parent": p.stage.parent,
+                           "task": p.stage.task, "results": results.get(p.stage.name),
+                           "history": histories.get(p.stage.name, [])} for p in plans}
+  name = exp.name or plans[0].stage.task
+  table = report.markdown_table(rows) if rows else ""
+  if main:
+    report.write_json(os.path.join(workdir, "results.json"), {
+        "experiment": name, "seed": exp.seed, "order": [p.stage.name for p in plans],
+        "stages": stages, "initial": results.get("init"), "references": exp.references})
+    chain = " -> ".join(p.stage.name for p in plans)
+    files.atomic_write_text(os.path.join(workdir, "results.md"), f"# {name}: {chain}\n\n{table}")
+    if rows:
+      report.plot_pass_curves(rows, os.path.join(workdir, "pass_at_k.png"))
+    for stage, history in histories.items():
+      keys = sorted({k for h in history for k in h if k == "solve_rate" or k.startswith("eval_")})
+      if keys:
+        report.plot_history(history, keys, os.path.join(workdir, f"{stage}_history.png"))
+  print(table, flush=True)
+  return results
+
+
+def _headline(results: dict) -> dict:
+  """maj@1 / maj@k / pass@k of the first split: the per-iteration curve."""
+  split, metrics = next(iter(results.items()))
+  return {k: v for k, v in metrics.items() if k.startswith(("maj@", "pass@"))}
+
+
+def evaluate_run(workdir: str, stage: str | None = None) -> dict:
+  """`rlthink eval`: evaluates the gin-named model (or a stage's final checkpoint of `workdir`)
+  on the stage's task with the stage's EvalConfig; writes eval/<name>_final.json and .md."""
+  exp = Experiment()
+  workdir = ensure_writable(workdir)
+  plans = {p.stage.name: p for p in plan(exp, workdir)}
+  if stage is not None and stage not in plans:
+    raise ValueError(f"the experiment in {workdir} has no stage {stage!r} (stages: "
+                     f"{sorted(plans)})")
+  chosen = plans[stage] if stage else next(iter(plans.values()))
+  policy = attach_tokenizer(build_policy(exp.seed), exp.tokenizer)
+  name = "model"
+  if stage:
+    policy = policy.replace(params=load_stage_params(workdir, stage, policy))
+    name = f"{stage}_final"
+  results = evaluate(policy, chosen.task, chosen.eval_cfg)
+  report.write_json(os.path.join(workdir, "eval", f"{name}.json"), results)
+  files.atomic_write_text(os.path.join(workdir, "eval", f"{name}.md"), report.markdown_table([(name, results)]))
+  return results
