@@ -62,13 +62,19 @@ class Experiment:
   def __post_init__(self):
     object.__setattr__(self, "stages", tuple(self.stages) if isinstance(self.stages, (list, tuple))
                        else (self.stages,))
-    self.stage_specs()  # names, algorithms, parents and cycles: checked when bound
-    unknown = sorted(set(self.references) - {s.name for s in self.stage_specs()})
+    names = {s.name for s in self.stage_specs()}  # algorithms, parents, cycles: checked now
+    unknown = sorted(set(self.references) - names)
     if unknown:
-      raise spec_lib.ExperimentError(f"Experiment.references names no stage: {unknown}")
+      raise spec_lib.ExperimentError(f"{_where()}: Experiment.references names no stage: "
+                                     f"{unknown}")
 
-  def stage_specs(self, where: str = "Experiment.stages") -> tuple[spec_lib.Stage, ...]:
-    return spec_lib.parse_stages(self.stages, self.task, dict(self.task_options), where)
+  def stage_specs(self) -> tuple[spec_lib.Stage, ...]:
+    return spec_lib.parse_stages(self.stages, self.task, dict(self.task_options), _where())
+
+
+def _where() -> str:
+  """Where the experiment is bound (gin file:line), for error messages."""
+  return gin_utils.where_bound("Experiment") or "Experiment.stages"
 
 
 @dataclasses.dataclass
@@ -100,8 +106,8 @@ def plan(exp: Experiment, workdir: str) -> list[_Plan]:
   """Every stage resolved and checked, before any compute: configs built (bad values fail
   here), splits checked against the tasks. Raises naming the stage and the gin file."""
   from rlthink import tasks  # TFDS and grain load only when an experiment runs
-  where = gin_utils.where_bound("Experiment") or "Experiment.stages"
-  stages = exp.stage_specs(where)
+  where = _where()
+  stages = exp.stage_specs()
   data_dir = exp.data_dir or os.path.join(workdir, "data")
   cache, plans = {}, []
   for stage in spec_lib.run_order(stages):
