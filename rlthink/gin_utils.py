@@ -187,6 +187,24 @@ def parse(gin_files: Sequence[str], gin_params: Sequence[str],
       raise GinConfigError(f"{where}{str(e).splitlines()[0]}") from None
 
 
+# Plain config dataclasses registered with gin here (`register_config`), by class.
+_CONFIGURABLES: dict[type, object] = {}
+
+
+def register_config(cls: type) -> type:
+  """Makes the plain dataclass `cls` bindable as `<cls.__name__>.<field>` (once)."""
+  if cls not in _CONFIGURABLES:
+    _CONFIGURABLES[cls] = gin.external_configurable(cls, name=cls.__name__)
+  return cls
+
+
+def configured(cls: type):
+  """An instance of the config dataclass `cls` built from the gin bindings of the current scope
+  (`with gin.config_scope('rl_comp'): configured(GRPOConfig)` also applies `rl_comp/GRPOConfig.*`
+  bindings); a class decorated with `@gin.configurable` itself is simply called."""
+  return _CONFIGURABLES[cls]() if cls in _CONFIGURABLES else cls()
+
+
 def where_bound(configurable: str) -> str | None:
   """"file:line" (or "--gin_param '...'") of the last binding of `configurable` in the last
   `parse`, for error messages; None when it is not bound there."""
