@@ -1,0 +1,106 @@
+"""The experiment runner on a cheap fake algorithm: a parent runs once and every child starts
+from its final params, stage gin scopes, resume never re-runs a finished stage, a changed config
+of a stage is an error naming the binding (unless overridden), seeds offset every stage's seed,
+cached evaluations are keyed by their config."""
+
+import gin
+import jax
+import numpy as np
+import pytest
+
+import fake_algorithm as fake
+from rlthink import algorithms, gin_utils
+from rlthink.experiment import Experiment, StageChangedError, runner
+
+ARMS = ("Experiment.stages = [{'name': 'sft', 'algorithm': 'fake'},"
+        " {'name': 'arm_a', 'algorithm': 'fake', 'parent': 'sft'},"
+        " {'name': 'arm_b', 'algorithm': 'fake', 'parent': 'sft'},"
+        " {'name': 'arm_c', 'algorithm': 'fake', 'parent': 'sft'}]")
+
+
+@pytest.fixture(autouse=True)
+def _fake(monkeypatch):
+  monkeypatch.setitem(algorithms.ALGORITHMS, "fake", algorithms.Algorithm(
+      "fake_algorithm:FakeConfig", "fake_algorithm:run_stage"))
+  gin_utils.register_config(fake.FakeConfig)
+  fake.CALLS.clear()
+  evaluations = []
+
+  def fake_evaluate(policy, task, cfg):
+    evaluations.append(cfg)
+    mean = float(np.mean([np.mean(x) for x in jax.tree.leaves(policy.params)]))
+    return {"test": {"maj@1": mean, "pass@1": mean, "sample_accuracy": mean}}
+
+  monkeypatch.setattr(runner, "evaluate", fake_evaluate)
+  monkeypatch.setattr(runner.report, "plot_pass_curves", lambda *a: None)
+  monkeypatch.setattr(runner.report, "plot_history", lambda *a: None)
+  yield evaluations
+  gin.clear_config()
+
+
+def _parse(*params):
+  gin_utils.parse(["models/tiny.gin"], ["ModelSpec.overrides = {'num_layers': 1}",
+                                        "Experiment.task_options = {'size': 'tiny'}",
+                                        "EvalConfig.splits = ('test',)", *params])
+
+
+def _equal(a, b):
+  return all(np.array_equal(np.asarray(x), np.asarray(y))
+             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def test_parent_runs_once_and_every_child_starts_from_its_final_params(tmp_path, _fake):
+  _parse(ARMS, "arm_b/FakeConfig.delta = 5.0", "FakeConfig.iterations = 3",
+         "arm_c/EvalConfig.eval_every = 2")
+  results = runner.run(str(tmp_path), progress=False)
+  names = [c["name"] for c in fake.CALLS]
+  assert names == ["sft", "arm_a", "arm_b", "arm_c"]  # the parent once
+  parent_final = jax.tree.map(lambda x: x + 1.0, fake.CALLS[0]["start"])
+  for call in fake.CALLS[1:]:
+    assert _equal(call["start"], parent_final), call["name"]
+  assert [c["cfg"].delta for c in fake.CALLS] == [1.0, 1.0, 5.0, 1.0]  # arm_b's scope only
+  assert all(c["cfg"].iterations == 3 for c in fake.CALLS)  # unscoped: every stage
+  assert sorted(results) == ["arm_a", "arm_b", "arm_c", "sft"]
+  assert results["arm_b"]["test"]["maj@1"] == pytest.approx(results["sft"]["test"]["maj@1"] + 5)
+
+
+def test_resume_never_reruns_a_finished_stage_nor_its_evaluation(tmp_path, _fake):
+  _parse(ARMS)
+  first = runner.run(str(tmp_path), progress=False)
+  evaluated = len(_fake)
+  fake.CALLS.clear()
+  _parse(ARMS)
+  assert runner.run(str(tmp_path), progress=False) == first
+  assert fake.CALLS == [] and len(_fake) == evaluated
+  _parse(ARMS, "EvalConfig.max_examples = 3")  # another EvalConfig: evaluated again, not trained
+  runner.run(str(tmp_path), progress=False)
+  assert fake.CALLS == [] and len(_fake) == evaluated + 4
+
+
+def test_changed_config_of_a_finished_stage_is_an_error_naming_the_binding(tmp_path):
+  _parse(ARMS)
+  runner.run(str(tmp_path), progress=False)
+  fake.CALLS.clear()
+  _parse(ARMS, "arm_a/FakeConfig.delta = 3.0")
+  with pytest.raises(StageChangedError, match=r"stage 'arm_a' .*FakeConfig.delta: 1.0 -> 3.0"):
+    runner.run(str(tmp_path), progress=False)
+  assert fake.CALLS == []
+  # Allowed: the stage runs again from its parent's final params, read back from its checkpoint.
+  results = runner.run(str(tmp_path), progress=False, overrides=["arm_a.FakeConfig.delta"])
+  assert [c["name"] for c in fake.CALLS] == ["arm_a"]
+  assert results["arm_a"]["test"]["maj@1"] == pytest.approx(results["sft"]["test"]["maj@1"] + 3)
+
+
+def test_experiment_seed_offsets_every_stage_seed(tmp_path):
+  _parse(ARMS, "FakeConfig.seed = 10", "Experiment.seed = 2")
+  runner.run(str(tmp_path), progress=False)
+  assert [c["cfg"].seed for c in fake.CALLS] == [12] * 4
+
+
+def test_eval_every_evaluates_every_nth_and_the_last_iteration(tmp_path):
+  _parse("Experiment.stages = ['fake']", "FakeConfig.iterations = 5", "EvalConfig.eval_every = 2")
+  runner.run(str(tmp_path), progress=False)
+  import json
+  with open(tmp_path / "results.json") as f:
+    history = json.load(f)["stages"]["fake"]["history"]
+  assert [h["iteration"] for h in history if "eval_maj@1" in h] == [2, 4, 5]
