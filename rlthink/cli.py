@@ -218,6 +218,13 @@ def cmd_eval(args) -> int:
   from rlthink import experiment
   _with_run_config(args, None)
   _setup(args)
+  if args.cross_generation:
+    split = lambda value: [n.strip() for n in value.split(",") if n.strip()]
+    result = experiment.runner.cross_generation_run(args.workdir, split(args.thinkers),
+                                                    split(args.readers))
+    from rlthink.evaluation.cross_generation import cross_generation_markdown
+    print(cross_generation_markdown(result))
+    return 0
   results = experiment.evaluate_run(args.workdir, args.stage)
   print(json.dumps(results, indent=2))
   return 0

@@ -21,7 +21,9 @@ import os
 import gin
 
 from rlthink import algorithms, distributed, files, gin_utils, locks
-from rlthink.evaluation import EvalConfig, evaluate, report
+from rlthink.evaluation import EvalConfig, evaluate, evaluate_with_predictions, report
+from rlthink.evaluation.evaluate import should_evaluate
+from rlthink.evaluation.predictions import write_predictions
 from rlthink.experiment import fingerprint, spec as spec_lib
 from rlthink.experiment.mixture import materialize
 from rlthink.experiment.params import (attach_tokenizer, build_policy, check_stage_checkpoints,
@@ -215,7 +217,8 @@ def _run(workdir: str, exp: Experiment, progress: bool, overrides) -> dict:
                                                                                p.eval_cfg)}
       load = (lambda n=name, q=params: policy.replace(
           params=q if q is not None else load_stage_params(workdir, n, policy)))
-      rows.append((name, evaluator.final(name, load, p.task, p.eval_cfg, key)))
+      rows.append((name, evaluator.final(name, load, p.task, p.eval_cfg, key,
+                                         _eval_extras(p, policy, workdir))))
   return _write_results(workdir, exp, plans, rows, histories, main)
 
 
@@ -229,9 +232,29 @@ def _run_stage(p: _Plan, policy, workdir: str, evaluator: "_Evaluator", progress
   ctx = algorithms.StageContext(
       name=p.stage.name, directory=p.directory, task=p.task, examples=examples,
       optimizer=p.optimizer, seed=seed, progress=progress, stage_directory=by_dir,
-      evaluate=evaluator.per_iteration(p.task, p.eval_cfg) if p.stage.evaluate else None)
+      evaluate=(evaluator.per_iteration(p.task, p.eval_cfg, _eval_extras(p, policy, workdir))
+                if p.stage.evaluate else None))
   runner = algorithms.get(p.stage.algorithm).runner()
   return runner(policy, p.cfg, ctx)
+
+
+def _eval_extras(p: _Plan, policy, workdir: str):
+  """() -> the keyword arguments of a stage's evaluation: its config (for RCRL's conditioned
+  prompts), the ORM of another stage for rerank@k, reader stages for cross-generation. Loaded
+  only when an evaluation runs."""
+  cfg = p.eval_cfg
+
+  def extras() -> dict:
+    out = {"stage_config": p.cfg}
+    if cfg.reward_model_stage:
+      from rlthink.rewards.training import load_reward_model  # only rerank@k needs it
+      out["reward_model"] = load_reward_model(_stage_directory(workdir, cfg.reward_model_stage),
+                                              "outcome", policy)
+    if cfg.readers:
+      out["readers"] = {n: policy.replace(params=load_stage_params(workdir, n, policy))
+                        for n in cfg.readers}
+    return out
+  return extras
 
 
 def _stage_directory(workdir: str, name: str) -> str:
@@ -251,21 +274,22 @@ class _Evaluator:
     self.workdir, self.main = workdir, main
     self.last = {"params": None, "results": None}
 
-  def _evaluate(self, policy, task, cfg) -> dict:
+  def _evaluate(self, policy, task, cfg, extras) -> tuple[dict, dict]:
     if policy.params is not self.last["params"]:
-      self.last.update(params=policy.params, results=evaluate(policy, task, cfg))
+      self.last.update(params=policy.params, results=evaluate_with_predictions(
+          policy, task, cfg, **(extras() if extras else {})))
     return self.last["results"]
 
-  def per_iteration(self, task, cfg):
-    every = getattr(cfg, "eval_every", 1)
-
+  def per_iteration(self, task, cfg, extras=None):
     def run(policy, iteration: int, last: bool) -> dict:
-      if not last and iteration % every:
+      if not should_evaluate(cfg, iteration, last):
         return {}
-      return _headline(self._evaluate(policy, task, cfg))
+      return _headline(self._evaluate(policy, task, cfg, extras)[0])
     return run
 
-  def final(self, name: str, policy_or_loader, task, cfg, key: dict) -> dict:
+  def final(self, name: str, policy_or_loader, task, cfg, key: dict, extras=None) -> dict:
+    """The stage's final evaluation (cached under `key`), with its per-example predictions.
+    extras() -> keyword arguments of `evaluate` (reward model, readers, stage config)."""
     path = os.path.join(self.workdir, "eval", f"{name}.json")
     if os.path.exists(path):
       with open(path) as f:
@@ -273,8 +297,11 @@ class _Evaluator:
       if isinstance(saved, dict) and saved.get("key") == key and "results" in saved:
         return saved["results"]
     policy = policy_or_loader() if callable(policy_or_loader) else policy_or_loader
-    results = self._evaluate(policy, task, cfg)
+    results, predictions = self._evaluate(policy, task, cfg, extras)
     if self.main:
+      if cfg.save_predictions:
+        write_predictions(os.path.join(self.workdir, "eval", f"{name}.predictions.jsonl"),
+                          predictions)
       report.write_json(path, {"key": key, "results": results})
     return results
 
@@ -327,3 +354,28 @@ def evaluate_run(workdir: str, stage: str | None = None) -> dict:
   report.write_json(os.path.join(workdir, "eval", f"{name}.json"), results)
   files.atomic_write_text(os.path.join(workdir, "eval", f"{name}.md"), report.markdown_table([(name, results)]))
   return results
+
+
+def cross_generation_run(workdir: str, thinkers, readers) -> dict:
+  """`rlthink eval --cross_generation`: each thinker stage's thinking read and answered by each
+  reader stage, on the first thinker's task (`CrossGenConfig` picks the split and sizes);
+  writes eval/cross_generation.{json,md,png}."""
+  from rlthink.evaluation import cross_generation as cg
+  exp = Experiment()
+  workdir = ensure_writable(workdir)
+  plans = {p.stage.name: p for p in plan(exp, workdir)}
+  names = list(thinkers) + list(readers)
+  if not thinkers or not readers:
+    raise ValueError("cross-generation needs at least one thinker and one reader stage")
+  unknown = sorted(set(names) - set(plans))
+  if unknown:
+    raise ValueError(f"the experiment in {workdir} has no stage(s) {unknown} (stages: "
+                     f"{sorted(plans)})")
+  policy = attach_tokenizer(build_policy(exp.seed), exp.tokenizer)
+  loaded = {n: policy.replace(params=load_stage_params(workdir, n, policy)) for n in set(names)}
+  result = cg.cross_generation_matrix({n: loaded[n] for n in thinkers},
+                                      {n: loaded[n] for n in readers}, plans[thinkers[0]].task,
+                                      gin_utils.configured(cg.CrossGenConfig))
+  if distributed.is_main_process():
+    cg.write_cross_generation(result, os.path.join(workdir, "eval"))
+  return result

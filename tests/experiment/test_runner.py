@@ -26,12 +26,13 @@ def _fake(monkeypatch):
   fake.CALLS.clear()
   evaluations = []
 
-  def fake_evaluate(policy, task, cfg):
+  def fake_evaluate(policy, task, cfg, **extras):
     evaluations.append(cfg)
     mean = float(np.mean([np.mean(x) for x in jax.tree.leaves(policy.params)]))
-    return {"test": {"maj@1": mean, "pass@1": mean, "sample_accuracy": mean}}
+    results = {"test": {"maj@1": mean, "pass@1": mean, "sample_accuracy": mean}}
+    return results, {"test": [{"id": "0", "split": "test", "greedy_correct": True}]}
 
-  monkeypatch.setattr(runner, "evaluate", fake_evaluate)
+  monkeypatch.setattr(runner, "evaluate_with_predictions", fake_evaluate)
   monkeypatch.setattr(runner.report, "plot_pass_curves", lambda *a: None)
   monkeypatch.setattr(runner.report, "plot_history", lambda *a: None)
   yield evaluations
