@@ -98,6 +98,18 @@ def check_run_args(args: argparse.Namespace, num_processes: int) -> None:
                           "the hosts get this checkout's files")
 
 
+def check_host(flag: str, host: str) -> str:
+  """`host` ([user@]name) if ssh, scp and gcloud can only read it as a host name: not empty, no
+  leading "-" (which they would parse as an option, e.g. "-oProxyCommand=..."), no whitespace,
+  control characters or ":" (scp's host:path separator). Raises LaunchError naming `flag`."""
+  name = host.rsplit("@", 1)[-1]
+  bad = [c for c in host if c.isspace() or not c.isprintable() or c == ":"]
+  if not name or host.startswith("-") or name.startswith("-") or bad:
+    raise LaunchError(f"{flag} {host!r} is not a host name (it must not start with '-' or hold "
+                      "spaces, control characters or ':')")
+  return host
+
+
 def train_argv(args: argparse.Namespace) -> list[str]:
   """`.venv/bin/rlthink train --gin_file ... [--gin_param ...] --workdir ...` (in the repo)."""
   argv = [".venv/bin/rlthink", "train"]

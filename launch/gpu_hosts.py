@@ -67,6 +67,8 @@ def build_plan(args: argparse.Namespace) -> list[list[common.Command]]:
   hosts = [h.strip() for h in (args.hosts or "").split(",") if h.strip()]
   if not hosts:
     raise common.LaunchError("--hosts is required: comma-separated host names, process 0 first")
+  for host in hosts:
+    common.check_host("--hosts", host)
   if len(set(hosts)) != len(hosts):
     raise common.LaunchError(f"--hosts {args.hosts!r} names a host twice (one process per host)")
   if args.transport == "gcloud":

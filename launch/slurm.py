@@ -73,6 +73,8 @@ def build_plan(args: argparse.Namespace) -> list[list[common.Command]]:
     raise common.LaunchError(f"--gpu_type {args.gpu_type!r} is not a gres type name like h100")
   common.check_run_args(args, args.nodes)
   remote = args.login_host is not None
+  if remote:
+    common.check_host("--login_host", args.login_host)
   repo_dir = args.remote_dir or ("rlthink" if remote else common.REPO_ROOT)
   print(f"# SLURM job {args.job_name}: {args.nodes} node(s) x {args.gpus_per_node} GPU(s), "
         f"repository {repo_dir}" + (f" on {args.login_host}" if remote else ""))

@@ -83,7 +83,7 @@ def build_plan(args: argparse.Namespace) -> list[list[common.Command]]:
                              "CLOUDSDK_CORE_PROJECT / CLOUDSDK_COMPUTE_ZONE)")
   accelerator, hosts, chips_per_host, runtime = parse_accelerator(args.accelerator)
   common.check_run_args(args, hosts)
-  name = args.tpu_name or f"rlthink-{accelerator}"
+  name = common.check_host("--tpu_name", args.tpu_name or f"rlthink-{accelerator}")
   where = [f"--zone={args.zone}", f"--project={args.project}"]
   tpu_vm = ["gcloud", "compute", "tpus", "tpu-vm"]
   print(f"# TPU VM {name}: {accelerator} = {hosts} host(s) x {chips_per_host} chips, "
