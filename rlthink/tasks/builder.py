@@ -15,12 +15,14 @@ import contextlib
 import dataclasses
 import functools
 import json
+import os
 import sys
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
 
+from rlthink import locks
 from rlthink.tasks.base import Task, default_data_dir
 
 
@@ -114,12 +116,22 @@ def make_builder(task: Task, data_dir: str | None = None) -> TaskBuilder:
 
 
 def build(task: Task, data_dir: str | None = None) -> TaskBuilder:
-  """Builds (once; later calls reuse the files) and returns the prepared builder."""
+  """Builds (once; later calls reuse the files) and returns the prepared builder.
+
+  Concurrent builds of one dataset (two runs sharing a data_dir) take turns on a lock file beside
+  it: the second waits for the first (logging who holds it), then reuses its files.
+  """
   builder = make_builder(task, data_dir)
-  if not builder.is_prepared():
-    tfds.display_progress_bar(False)
-    with contextlib.redirect_stdout(sys.stderr):  # TFDS prints progress; keep stdout for results
-      builder.download_and_prepare()
+  if builder.is_prepared():
+    return builder
+  root = os.path.join(default_data_dir(data_dir or task.data_dir), builder.name)
+  lock = os.path.join(root, f".{task.config_name}-{builder.version}.lock")
+  with locks.dataset_build_lock(lock, f"{builder.name}/{task.config_name}:{builder.version}"):
+    builder = make_builder(task, data_dir)  # the other builder may have finished meanwhile
+    if not builder.is_prepared():
+      tfds.display_progress_bar(False)
+      with contextlib.redirect_stdout(sys.stderr):  # TFDS prints progress; keep stdout clean
+        builder.download_and_prepare()
   return builder
 
 
