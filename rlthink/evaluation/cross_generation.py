@@ -17,6 +17,7 @@ closed and handed over as it is (`unclosed="close"`).
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, Sequence
 
 import gin
@@ -32,7 +33,7 @@ UNCLOSED = ("zero", "close")
 class CrossGenConfig:
   """num_samples: completions per question from each policy thinker; temperature /
   max_new_tokens: the thinkers' sampling; reader_*: the readers' (greedy by default).
-  split / max_examples: the questions `cross_generation_eval` uses."""
+  split / max_examples: the questions `cross_generation_matrix` uses."""
 
   num_samples: int = 1
   max_new_tokens: int = 128
@@ -79,13 +80,20 @@ def think(thinker: Any, task, examples: Sequence[dict], cfg: CrossGenConfig) -> 
   scored = rollout_examples(thinker, task, examples, num_samples=cfg.num_samples,
                             max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                             seed=cfg.seed, batch_size=cfg.batch_size)
+  return thoughts_of(scored.texts, cfg.num_samples, task, cfg.unclosed, scored.rewards)
+
+
+def thoughts_of(texts: Sequence[str], num_samples: int, task, unclosed: str = "zero",
+                own_rewards: np.ndarray | None = None) -> Thoughts:
+  """The thinking spans of completions already drawn (row i * num_samples + j is sample j of
+  example i); an unclosed span is None (`unclosed="zero"`) or kept as it is ("close")."""
   rows, closed = [], 0
-  for row, text in enumerate(scored.texts):
+  for row, text in enumerate(texts):
     start, end, is_closed = thinking_bounds(text, task.format)
     closed += is_closed
-    usable = is_closed or cfg.unclosed == "close"
-    rows.append((row // cfg.num_samples, text[start:end] if usable else None))
-  return Thoughts(rows, scored.rewards, closed / max(len(scored.texts), 1))
+    usable = is_closed or unclosed == "close"
+    rows.append((row // num_samples, text[start:end] if usable else None))
+  return Thoughts(rows, own_rewards, closed / max(len(texts), 1))
 
 
 def reader_prompt(task, example: dict, thinking: str, tokenizer) -> list[int]:
@@ -144,13 +152,47 @@ def cross_generation(thinkers: dict[str, Any], readers: dict[str, Any], task,
   return out
 
 
-def cross_generation_eval(thinkers: dict[str, Any], readers: dict[str, Any], task,
-                          cfg: CrossGenConfig | None = None) -> dict:
-  """`cross_generation` over the first `cfg.max_examples` examples of `cfg.split`."""
+def cross_generation_matrix(thinkers: dict[str, Any], readers: dict[str, Any], task,
+                            cfg: CrossGenConfig | None = None) -> dict:
+  """`cross_generation` over the first `cfg.max_examples` examples of `cfg.split` (what
+  `rlthink eval --cross_generation` runs); the result also names the "split"."""
   cfg = cfg or CrossGenConfig()
   source = task.examples(task.check_split(cfg.split))
   count = len(source) if cfg.max_examples is None else min(cfg.max_examples, len(source))
-  return cross_generation(thinkers, readers, task, [source[i] for i in range(count)], cfg)
+  result = cross_generation(thinkers, readers, task, [source[i] for i in range(count)], cfg)
+  return dict(result, split=cfg.split)
+
+
+def cross_generation_markdown(result: dict) -> str:
+  """A thinker x reader table of the readers' accuracy, with each thinker's own accuracy and
+  closed-thinking rate."""
+  readers = list(next(iter(result["accuracy"].values()), {}))
+  fmt = lambda v: "-" if v is None else f"{v:.3f}"
+  lines = [f"Cross-generation ({result.get('split', '?')}, {result['num_examples']} examples): "
+           "rows think, columns read and answer.", "",
+           "| thinker | " + " | ".join(readers) + " | own answers | closed thinking |",
+           "|---|" + "---|" * (len(readers) + 2)]
+  for thinker, row in result["accuracy"].items():
+    cells = [fmt(row[r]) for r in readers]
+    cells += [fmt(result["own_accuracy"][thinker]), fmt(result["closed_rate"][thinker])]
+    lines.append(f"| {thinker} | " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def write_cross_generation(result: dict, directory: str,
+                           name: str = "cross_generation") -> dict[str, str]:
+  """Writes `<name>.json`, `<name>.md` and `<name>.png` (the heatmap) under `directory`;
+  returns {"json", "markdown", "png"}: their paths."""
+  from rlthink.evaluation.report import write_json
+  os.makedirs(directory, exist_ok=True)
+  paths = {ext: os.path.join(directory, f"{name}.{suffix}")
+           for ext, suffix in (("json", "json"), ("markdown", "md"), ("png", "png"))}
+  write_json(paths["json"], result)
+  with open(paths["markdown"], "w") as f:
+    f.write(cross_generation_markdown(result))
+  import matplotlib.pyplot as plt
+  plt.close(plot_cross_generation(result, paths["png"]))
+  return paths
 
 
 def plot_cross_generation(result: dict, path: str | None = None, title: str = "cross-generation"):

@@ -1,4 +1,10 @@
-"""`rlthink.evaluate`: maj@1 (greedy), maj@k and pass@k per split, the way the papers report them."""
+"""`rlthink.evaluate`: maj@1 (greedy), maj@k, pass@k, rerank@k (ORM) and cross-generation per split,
+broken down by example fields, the way the papers report them.
+
+Every metric is a mean over per-example records (`rlthink.evaluation.predictions`), which
+`evaluate_with_predictions` returns and `write_predictions` saves, so a paper's table can be read
+from the results (`"breakdown"`) or recounted from the saved predictions.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +14,15 @@ from typing import Sequence
 import gin
 import numpy as np
 
-from rlthink.evaluation.estimators import maj_at_k, pass_at_k
+from rlthink.evaluation import predictions as records
+from rlthink.evaluation.estimators import maj_at_k, majority_vote, rerank_at_k
+from rlthink.evaluation.predictions import pass_curve_ks, write_predictions  # noqa: F401 (API)
 from rlthink.rollout import rollout_examples
 from rlthink.tasks.base import Task
+
+METRICS = ("maj@1", "maj@k", "pass@k", "rerank@k", "cross_generation")
+SAMPLED_METRICS = ("maj@k", "pass@k", "rerank@k")  # those that need the n-sample pass
+CONDITIONS = ("rcrl",)
 
 
 @gin.configurable
@@ -18,9 +30,22 @@ from rlthink.tasks.base import Task
 class EvalConfig:
   """Evaluation settings.
 
-  k: the vote / pass budget; n: samples drawn per question (n >= k; pass@k uses the unbiased
-  estimator over all n). splits: None = every split of the task but "train".
+  k: the vote / pass / rerank budget; n: samples drawn per question (n >= k; pass@k uses the
+  unbiased estimator over all n). splits: None = every split of the task but "train".
   max_examples: evaluate the first this many examples of each split (None: all).
+  metrics: which to compute, of `METRICS`; the n-sample pass runs only for maj@k, pass@k or
+    rerank@k (only "maj@1": one greedy pass, cheap at any k).
+  breakdown: example fields (e.g. "shortcut_works", "hops", "source") to break every metric down
+    by, grouped by the value's text.
+  eval_every: an RL stage evaluates every this many iterations, and always after the last
+    (`should_evaluate`; 0: after the last only).
+  save_predictions: the runner writes the per-example records (`write_predictions`).
+  condition: "rcrl" evaluates prompts conditioned on RCRL's "correct" label, as the RCRL paper
+    reports it (`conditioned_task`); None: the task's own prompts.
+  reward_model_stage: the experiment stage whose ORM reranks for rerank@k (the runner loads it
+    and passes `evaluate(..., reward_model=)`).
+  readers: experiment stages whose policies read this policy's (greedy) thinking for
+    "cross_generation" (the runner passes `evaluate(..., readers=)`); () = the policy itself.
   """
 
   k: int = 8
@@ -32,11 +57,51 @@ class EvalConfig:
   top_p: float | None = None
   seed: int = 1234
   batch_size: int = 64
+  metrics: tuple[str, ...] = ("maj@1", "maj@k", "pass@k")
+  breakdown: tuple[str, ...] = ()
+  eval_every: int = 1
+  save_predictions: bool = True
+  condition: str | None = None
+  reward_model_stage: str | None = None
+  readers: tuple[str, ...] = ()
 
   def __post_init__(self):
     n = self.k if self.n is None else self.n
     if self.k < 1 or n < self.k:
       raise ValueError(f"EvalConfig: need 1 <= k <= n, got k={self.k}, n={self.n}")
+    for name in ("splits", "metrics", "breakdown", "readers"):  # gin gives lists; a bare string
+      value = getattr(self, name)                               # means one name, not characters
+      if value is not None:
+        object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
+    unknown = [m for m in self.metrics if m not in METRICS]
+    if unknown or not self.metrics:
+      raise ValueError(f"EvalConfig.metrics={self.metrics}: expected a non-empty choice of "
+                       f"{METRICS}")
+    if self.eval_every < 0:
+      raise ValueError(f"EvalConfig.eval_every={self.eval_every}: expected >= 0 (0: after the "
+                       "last iteration only)")
+    if self.condition is not None and self.condition not in CONDITIONS:
+      raise ValueError(f"EvalConfig.condition={self.condition!r}: expected None or one of "
+                       f"{CONDITIONS}")
+
+
+def should_evaluate(cfg: EvalConfig, iteration: int, last: bool) -> bool:
+  """Whether an RL stage evaluates after `iteration` (counted from 1): every `cfg.eval_every`
+  iterations, and always after the last one."""
+  return last or (cfg.eval_every > 0 and iteration % cfg.eval_every == 0)
+
+
+def conditioned_task(task: Task, condition: str | None, stage_config=None) -> Task:
+  """The task as `condition` asks to evaluate it. "rcrl": prompts carry the RCRL "correct" label
+  (`stage_config.correct_label` / `.label_position` when given, e.g. the stage's RCRLConfig,
+  else RCRL's defaults)."""
+  if condition is None:
+    return task
+  if condition == "rcrl":
+    from rlthink.algorithms import rcrl  # only RCRL evaluations need it
+    return rcrl.ConditionedTask(task, getattr(stage_config, "correct_label", rcrl.CORRECT),
+                                getattr(stage_config, "label_position", "start"))
+  raise ValueError(f"condition={condition!r}: expected None or one of {CONDITIONS}")
 
 
 def answer_key(task: Task, completion: str):
@@ -48,50 +113,120 @@ def answer_key(task: Task, completion: str):
   return None if span is None else " ".join(span.split()).lower() or None
 
 
-def pass_curve_ks(n: int) -> list[int]:
-  ks = [1]
-  while ks[-1] * 2 <= n:
-    ks.append(ks[-1] * 2)
-  return ks if ks[-1] == n else ks + [n]
+def score_examples(policy, task: Task, examples: Sequence[dict], cfg: EvalConfig, *,
+                   split: str = "", reward_model=None,
+                   readers: dict | None = None) -> tuple[dict, list[dict]]:
+  """Runs the passes `cfg.metrics` need over `examples`; returns (split-level extras:
+  "num_examples", "mean_completion_tokens", "orm_accuracy", "orm_auc", "closed_rate" as they
+  apply; one record per example, see `rlthink.evaluation.predictions`)."""
+  metrics, k, n = cfg.metrics, cfg.k, cfg.n or cfg.k
+  rows = [records.new_row(ex, cfg.breakdown, split) for ex in examples]
+  extras = {"num_examples": len(examples)}
+  if not examples:
+    return extras, rows
+  greedy = None
+  if "maj@1" in metrics or "cross_generation" in metrics:
+    greedy = rollout_examples(policy, task, examples, num_samples=1,
+                              max_new_tokens=cfg.max_new_tokens, temperature=0.0, seed=cfg.seed,
+                              batch_size=cfg.batch_size)
+    for row, text, reward in zip(rows, greedy.texts, greedy.rewards):
+      row.update(greedy=text, greedy_correct=bool(reward >= 1.0))
+  if any(m in metrics for m in SAMPLED_METRICS):
+    sampled = rollout_examples(policy, task, examples, num_samples=n,
+                               max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                               top_p=cfg.top_p, seed=cfg.seed + 1, batch_size=cfg.batch_size)
+    right = sampled.rewards >= 1.0
+    correct = sampled.per_example(right)
+    keys = sampled.per_example([answer_key(task, t) for t in sampled.texts])
+    for row, answers, good in zip(rows, keys, correct):
+      winner = majority_vote(answers[:k])
+      row.update(n=n, samples_correct=int(sum(good)), maj_correct=bool(maj_at_k(answers, good, k)),
+                 maj_answer=None if winner is None else str(winner))
+    extras["mean_completion_tokens"] = float(np.mean(sampled.rollouts.lengths))
+    if "rerank@k" in metrics:
+      extras.update(_rerank(reward_model, sampled, rows, correct, cfg))
+  if "cross_generation" in metrics:
+    extras["closed_rate"] = _cross_generation(policy, task, examples, greedy.texts, rows, cfg,
+                                              readers)
+  return extras, rows
 
 
-def evaluate_examples(policy, task: Task, examples: Sequence[dict], cfg: EvalConfig) -> dict:
-  """Metrics over `examples` (see `evaluate`)."""
-  n = cfg.n or cfg.k
-  greedy = rollout_examples(policy, task, examples, num_samples=1,
-                            max_new_tokens=cfg.max_new_tokens, temperature=0.0, seed=cfg.seed,
-                            batch_size=cfg.batch_size)
-  sampled = rollout_examples(policy, task, examples, num_samples=n,
-                             max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                             top_p=cfg.top_p, seed=cfg.seed + 1, batch_size=cfg.batch_size)
-  correct = sampled.per_example(sampled.rewards >= 1.0)
-  keys = sampled.per_example([answer_key(task, t) for t in sampled.texts])
-  ks = pass_curve_ks(n)
-  out = {
-      "num_examples": len(examples),
-      "maj@1": float(np.mean(greedy.rewards >= 1.0)),
-      f"maj@{cfg.k}": float(np.mean([maj_at_k(a, c, cfg.k) for a, c in zip(keys, correct)])),
-      f"pass@{cfg.k}": float(np.mean([pass_at_k(n, sum(c), cfg.k) for c in correct])),
-      "sample_accuracy": float(np.mean(sampled.rewards >= 1.0)),
-      "mean_completion_tokens": float(np.mean(sampled.rollouts.lengths)),
-      "pass_curve": {str(k): float(np.mean([pass_at_k(n, sum(c), k) for c in correct]))
-                     for k in ks},
-  }
-  return out
+def _rerank(reward_model, sampled, rows, correct, cfg: EvalConfig) -> dict:
+  """Fills each row's "rerank_correct"; returns the ORM's own accuracy and AUC on the samples."""
+  if reward_model is None:
+    raise ValueError("EvalConfig.metrics asks for rerank@k but no reward model was given: set "
+                     "EvalConfig.reward_model_stage (in an experiment) or pass "
+                     "evaluate(..., reward_model=)")
+  from rlthink.rewards.reward_model import binary_auc, score_rollouts
+  probs = score_rollouts(reward_model, sampled.rollouts, cfg.batch_size)
+  for row, scores, good in zip(rows, sampled.per_example(probs), correct):
+    row["rerank_correct"] = bool(rerank_at_k(scores, good, cfg.k))
+  right = sampled.rewards >= 1.0
+  return {"orm_accuracy": float(np.mean((probs >= 0.5) == right)),
+          "orm_auc": binary_auc(probs, right)}
 
 
-def evaluate(policy, task: Task, cfg: EvalConfig | None = None, **overrides) -> dict:
-  """maj@1 (greedy), maj@k, pass@k (unbiased, from n >= k samples) for each split.
+def _cross_generation(policy, task, examples, texts, rows, cfg: EvalConfig, readers) -> float:
+  """Fills each row's "read_by" ({reader: its verifier score after this policy's greedy
+  thinking}); returns the fraction of closed thinking spans."""
+  from rlthink.evaluation import cross_generation as cg
+  thoughts = cg.thoughts_of(texts, 1, task)
+  read_cfg = cg.CrossGenConfig(reader_max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
+                               batch_size=cfg.batch_size)
+  for row in rows:
+    row["read_by"] = {}
+  for name, reader in (readers or {"self": policy}).items():
+    scores, _ = cg.read(reader, task, examples, thoughts.rows, read_cfg)
+    for row, score in zip(rows, scores):
+      row["read_by"][name] = float(score)
+  return thoughts.closed_rate
 
-  Returns {split: {"maj@1", "maj@k", "pass@k", "sample_accuracy", "pass_curve": {k: pass@k},
-  "num_examples", "mean_completion_tokens"}}. Overrides replace `EvalConfig` fields.
+
+def evaluate_examples(policy, task: Task, examples: Sequence[dict], cfg: EvalConfig, *,
+                      split: str = "", reward_model=None,
+                      readers: dict | None = None) -> tuple[dict, list[dict]]:
+  """(metrics, per-example records) over `examples` (see `evaluate`)."""
+  extras, rows = score_examples(policy, task, examples, cfg, split=split,
+                                reward_model=reward_model, readers=readers)
+  out = {**extras, **records.summarize(rows, cfg.metrics, cfg.k)}
+  if cfg.breakdown:
+    out["breakdown"] = records.breakdown(rows, cfg.breakdown, cfg.metrics, cfg.k)
+  return out, rows
+
+
+def evaluate_with_predictions(policy, task: Task, cfg: EvalConfig | None = None, *,
+                              reward_model=None, readers: dict | None = None,
+                              stage_config=None, **overrides) -> tuple[dict, dict]:
+  """`evaluate`, and the per-example records: ({split: metrics}, {split: [record, ...]}).
+
+  Records (`rlthink.evaluation.predictions`) hold "id", "question", "answer", the breakdown
+  fields, "greedy", "greedy_correct", "samples_correct", "n", "maj_answer", "maj_correct" (and
+  "rerank_correct" / "read_by" when asked); save them with `write_predictions`.
   """
   cfg = dataclasses.replace(cfg or EvalConfig(), **overrides)
+  task = conditioned_task(task, cfg.condition, stage_config)
   splits = cfg.splits or tuple(s for s in task.splits if s != "train") or task.splits
-  results = {}
+  results, predictions = {}, {}
   for split in splits:
     task.check_split(split)
     source = task.examples(split)
     count = len(source) if cfg.max_examples is None else min(cfg.max_examples, len(source))
-    results[split] = evaluate_examples(policy, task, [source[i] for i in range(count)], cfg)
-  return results
+    results[split], predictions[split] = evaluate_examples(
+        policy, task, [source[i] for i in range(count)], cfg, split=split,
+        reward_model=reward_model, readers=readers)
+  return results, predictions
+
+
+def evaluate(policy, task: Task, cfg: EvalConfig | None = None, *, reward_model=None,
+             readers: dict | None = None, stage_config=None, **overrides) -> dict:
+  """maj@1 (greedy), maj@k, pass@k (unbiased, from n >= k samples), rerank@k, cross-generation
+  (as `cfg.metrics` asks) for each split.
+
+  Returns {split: {"maj@1", "maj@{k}", "pass@{k}", "sample_accuracy", "pass_curve": {k: pass@k},
+  "num_examples", "mean_completion_tokens", ... , "breakdown": {field: {value: {metric: value,
+  "n": examples}}} (when `cfg.breakdown` names fields)}}. reward_model: the ORM of rerank@k.
+  readers: {name: policy} reading this policy's thinking (default: itself). stage_config: the
+  RCRL stage's config when `cfg.condition == "rcrl"`. Overrides replace `EvalConfig` fields.
+  """
+  return evaluate_with_predictions(policy, task, cfg, reward_model=reward_model, readers=readers,
+                                   stage_config=stage_config, **overrides)[0]

@@ -2,6 +2,7 @@
 answers from the thinking it is handed (right thinking -> right answers, wrong -> wrong), apart
 from the thinker's own answers."""
 
+import json
 import os
 import sys
 
@@ -10,6 +11,7 @@ import pytest
 
 import rlthink
 from rlthink import tasks
+from rlthink.evaluation import EvalConfig, evaluate, evaluate_with_predictions
 from rlthink.evaluation import cross_generation as cg
 from rlthink.evaluation.cross_generation import CrossGenConfig
 from rlthink.models import tokenizer as tokenizers
@@ -94,3 +96,41 @@ def test_config_errors_name_the_option():
     CrossGenConfig(unclosed="drop")
   with pytest.raises(ValueError, match="thinker 'oracle'"):
     cg.think("oracle", None, [], CrossGenConfig())
+
+
+def test_evaluate_cross_generation_reads_the_greedy_thinking(sft):
+  policy, task, examples = sft
+  cfg = EvalConfig(max_examples=8, max_new_tokens=12, metrics=("maj@1", "cross_generation"),
+                   splits=("test",))
+  noise = rlthink.init_policy(policy.config, seed=7, tokenizer=policy.tokenizer)
+  results, predictions = evaluate_with_predictions(policy, task, cfg,
+                                                   readers={"sft": policy, "noise": noise})
+  # The same as cross-generation with a greedy thinker, run apart.
+  direct = cg.cross_generation({"greedy": policy}, {"sft": policy, "noise": noise}, task,
+                               examples[:8], CrossGenConfig(temperature=0.0, max_new_tokens=12,
+                                                            reader_max_new_tokens=12))
+  got = results["test"]
+  for reader in ("sft", "noise"):
+    assert got[f"cross_generation/{reader}"] == pytest.approx(direct["accuracy"]["greedy"][reader])
+    assert got[f"cross_generation/{reader}"] == pytest.approx(
+        np.mean([row["read_by"][reader] for row in predictions["test"]]))
+  assert got["closed_rate"] == pytest.approx(direct["closed_rate"]["greedy"])
+  assert got["maj@1"] == pytest.approx(direct["own_accuracy"]["greedy"])
+  assert got["cross_generation/sft"] > got["cross_generation/noise"]
+  own = evaluate(policy, task, cfg)["test"]  # no readers: the policy reads its own thinking
+  assert set(k for k in own if k.startswith("cross_generation/")) == {"cross_generation/self"}
+  assert own["cross_generation/self"] == got["cross_generation/sft"]
+
+
+def test_cross_generation_matrix_writes_json_markdown_and_png(sft, tmp_path):
+  policy, task, _ = sft
+  cfg = CrossGenConfig(max_examples=6, reader_max_new_tokens=6, split="test")
+  result = cg.cross_generation_matrix({"reference": "reference", "empty": "empty"},
+                                      {"sft": policy}, task, cfg)
+  assert result["split"] == "test" and result["num_examples"] == 6
+  paths = cg.write_cross_generation(result, str(tmp_path / "cross"))
+  assert json.loads(open(paths["json"]).read()) == result
+  lines = open(paths["markdown"]).read().splitlines()
+  assert lines[2] == "| thinker | sft | own answers | closed thinking |"
+  assert lines[4] == f"| reference | {result['accuracy']['reference']['sft']:.3f} | - | 1.000 |"
+  assert len(lines) == 6 and os.path.getsize(paths["png"]) > 1000

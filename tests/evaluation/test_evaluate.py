@@ -1,21 +1,25 @@
 """`rlthink.evaluate` on completions the test controls: maj@1, maj@k, pass@k, the pass@k curve,
 and the markdown table / PNG plots of `rlthink.evaluation.report`.
 
-`rlthink.rollout.sample` is replaced by a fake that returns chosen completion texts (as tokens of
-the real tokenizer), so decoding, the task's verifier, voting and the estimators all run for real.
+`rlthink.rollout.sample` is replaced by a fake that returns chosen completion texts
+(`eval_fixtures.FakeSampler`), so decoding, the task's verifier, voting and the estimators all run
+for real.
 """
 
 import itertools
+import os
+import sys
 
 import numpy as np
 import pytest
 
 import rlthink
-import rlthink.rollout
 from rlthink import tasks
 from rlthink.evaluation import EvalConfig, evaluate, report
 from rlthink.models import tokenizer as tokenizers
-from rlthink.sampling.rollouts import Rollouts
+
+sys.path.insert(0, os.path.dirname(__file__))
+from eval_fixtures import install_sampler  # noqa: E402
 
 N, K = 6, 4
 
@@ -67,49 +71,11 @@ def _plan(examples):
   return plan, expected_greedy, expected_maj, expected_correct
 
 
-class FakeSampler:
-  """Stands in for `rlthink.sample`: returns the planned completions of each prompt."""
-
-  def __init__(self, tokenizer, prompt_to_texts):
-    self.tokenizer, self.prompt_to_texts, self.calls = tokenizer, prompt_to_texts, []
-
-  def __call__(self, policy, prompts, *, max_new_tokens, temperature, top_k, top_p, num_samples,
-               seed):
-    self.calls.append({"temperature": temperature, "num_samples": num_samples, "seed": seed,
-                       "prompts": len(prompts), "top_p": top_p})
-    rows, prompt_rows = [], []
-    for i, prompt in enumerate(prompts):
-      greedy, sampled = self.prompt_to_texts[tuple(prompt)]
-      texts = [greedy] if temperature == 0 else sampled[:num_samples]
-      assert len(texts) == num_samples
-      for text in texts:
-        ids = self.tokenizer.encode(text, add_special_tokens=False) + [self.tokenizer.eos_token_id]
-        rows.append(ids[:max_new_tokens])
-        prompt_rows.append((i, prompt))
-    p = max(len(pr) for _, pr in prompt_rows)
-    c = max(len(r) for r in rows)
-    n = len(rows)
-    prompt_tokens, prompt_mask = np.zeros((n, p), np.int32), np.zeros((n, p), bool)
-    completion_tokens, completion_mask = np.zeros((n, c), np.int32), np.zeros((n, c), bool)
-    for row, ((_, prompt), ids) in enumerate(zip(prompt_rows, rows)):
-      prompt_tokens[row, p - len(prompt):], prompt_mask[row, p - len(prompt):] = prompt, True
-      completion_tokens[row, :len(ids)], completion_mask[row, :len(ids)] = ids, True
-    lengths = completion_mask.sum(1).astype(np.int32)
-    return Rollouts(prompt_tokens, prompt_mask, completion_tokens, completion_mask,
-                    np.zeros((n, c), np.float32), np.zeros((n, c), np.float32), lengths,
-                    np.ones(n, bool), np.asarray([i for i, _ in prompt_rows], np.int32),
-                    np.asarray(lengths.max(), np.int32))
-
-
 @pytest.fixture
 def planned(task, policy, monkeypatch):
-  from rlthink.tasks.pipeline import encode_prompt
   examples = [task.examples("test")[i] for i in range(5)]
   plan, greedy, maj, correct = _plan(examples)
-  prompt_to_texts = {tuple(int(t) for t in encode_prompt(task, ex, policy.tokenizer)): plan[i]
-                     for i, ex in enumerate(examples)}
-  fake = FakeSampler(policy.tokenizer, prompt_to_texts)
-  monkeypatch.setattr(rlthink.rollout, "sample", fake)
+  fake = install_sampler(monkeypatch, task, policy.tokenizer, examples, plan)
   return examples, plan, greedy, maj, correct, fake
 
 
