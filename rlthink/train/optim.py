@@ -9,6 +9,7 @@ train step for all rounds.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import NamedTuple
 
 import gin
@@ -39,9 +40,27 @@ class OptimizerConfig:
   def __post_init__(self):
     if self.schedule not in SCHEDULES:
       raise ValueError(f"OptimizerConfig.schedule={self.schedule!r} is not one of {SCHEDULES}")
-    if self.learning_rate <= 0 or self.warmup_steps < 0 or self.grad_accum_steps < 1:
-      raise ValueError(f"OptimizerConfig: learning_rate must be > 0, warmup_steps >= 0 and "
-                       f"grad_accum_steps >= 1, got {self}")
+    _check("learning_rate", self.learning_rate, float, lambda v: v > 0, "> 0")
+    _check("warmup_steps", self.warmup_steps, int, lambda v: v >= 0, ">= 0")
+    _check("grad_accum_steps", self.grad_accum_steps, int, lambda v: v >= 1, ">= 1")
+    _check("min_lr_ratio", self.min_lr_ratio, float, lambda v: 0 <= v <= 1, "in [0, 1]")
+    _check("weight_decay", self.weight_decay, float, lambda v: v >= 0, ">= 0")
+    _check("b1", self.b1, float, lambda v: 0 <= v < 1, "in [0, 1)")
+    _check("b2", self.b2, float, lambda v: 0 <= v < 1, "in [0, 1)")
+    _check("eps", self.eps, float, lambda v: v > 0, "> 0")
+    if self.clip_norm is not None:
+      # 0 would scale every update to zero; None is how clipping is turned off.
+      _check("clip_norm", self.clip_norm, float, lambda v: v > 0, "> 0 (or None: no clipping)")
+
+
+def _check(name: str, value, kind: type, ok, expected: str) -> None:
+  """Raises ValueError naming `OptimizerConfig.<name>` unless `value` is a finite number of
+  `kind` (an int is a float; a bool is neither) for which `ok(value)` holds."""
+  numeric = (int,) if kind is int else (int, float)
+  good_type = isinstance(value, numeric) and not isinstance(value, bool)
+  if not good_type or not math.isfinite(value) or not ok(value):
+    what = "an integer" if kind is int else "a number"
+    raise ValueError(f"OptimizerConfig.{name}={value!r}: expected {what} {expected}")
 
 
 def learning_rate(cfg: OptimizerConfig, count, total_steps):

@@ -28,7 +28,8 @@ _tree_norm = getattr(optax.tree_utils, "tree_norm", None) or optax.tree_utils.tr
 
 
 class NonFiniteLossError(FloatingPointError):
-  """The loss became NaN or Inf."""
+  """Training became non-finite: a NaN or Inf in the loss, the gradients or the updated
+  parameters (or in a state about to be saved). Nothing non-finite is ever checkpointed."""
 
 
 def sft_loss(config: ModelConfig, mesh: Mesh | None = None, chunk_size: int = 256,
@@ -82,7 +83,9 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, st
   """Returns jitted `step(state, batch) -> (state, metrics)` with the state donated.
 
   `state` (a concrete example) fixes the output shardings; put batches on the mesh with
-  `shard_batch`. Metrics are device scalars: `loss`, `grad_norm`, plus the loss's own.
+  `shard_batch`. Metrics are device scalars: `loss`, `grad_norm`, plus the loss's own, and
+  `finite` (bool): the loss, the gradient norm and every updated parameter are finite (a fused
+  on-device reduction; `run_steps` stops on False before anything is saved).
   """
 
   def step(state: TrainState, batch: dict):
@@ -91,13 +94,22 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, st
                                                 grad_accum_steps)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = dict(metrics, loss=loss, grad_norm=_tree_norm(grads))
+    grad_norm = _tree_norm(grads)
+    metrics = dict(metrics, loss=loss, grad_norm=grad_norm,
+                   finite=jnp.isfinite(loss) & jnp.isfinite(grad_norm) & all_finite(params))
     new_state = TrainState(params=params, opt_state=opt_state, step=state.step + 1,
                            rng=jax.random.key_data(rng))
     return new_state, metrics
 
   # Inputs keep the shardings they arrive with (see `shard_batch`); outputs keep the state's.
   return jax.jit(step, out_shardings=(state_shardings(state), None), donate_argnums=0)
+
+
+def all_finite(tree) -> jax.Array:
+  """bool[]: every floating-point value of `tree` is finite (NaN and Inf fail)."""
+  flags = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+           if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(flags)) if flags else jnp.asarray(True)
 
 
 def shard_batch(batch: dict, mesh: Mesh | None) -> dict:

@@ -90,3 +90,19 @@ def test_set_total_steps_checks_its_input():
     set_total_steps(state, 0)
   with pytest.raises(ValueError, match="no schedule"):
     set_total_steps(optax.sgd(0.1).init(_params()), 5)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("clip_norm", -1.0), ("clip_norm", 0.0), ("min_lr_ratio", -0.1), ("min_lr_ratio", 1.5),
+    ("learning_rate", float("nan")), ("learning_rate", "3e-4"), ("weight_decay", -0.01),
+    ("b1", 1.0), ("b2", -0.5), ("eps", 0.0), ("warmup_steps", 2.5), ("grad_accum_steps", True),
+])
+def test_every_optimizer_value_is_validated_naming_the_field(field, value):
+  # e.g. a negative clip_norm or min_lr_ratio used to flip the updates and train backwards.
+  with pytest.raises(ValueError, match=rf"OptimizerConfig\.{field}="):
+    OptimizerConfig(**{field: value})
+
+
+def test_valid_edge_values_are_accepted():
+  OptimizerConfig(clip_norm=None, min_lr_ratio=0.0, weight_decay=0.0, b1=0.0, warmup_steps=0)
+  OptimizerConfig(min_lr_ratio=1, learning_rate=1)
