@@ -22,7 +22,7 @@ def markdown_table(rows: Sequence[tuple[str, dict]]) -> str:
            "|---|---|" + "---|" * len(columns)]
   for name, results in rows:
     for split, metrics in results.items():
-      cells = [f"{metrics[c]:.3f}" for c in columns]
+      cells = [f"{metrics[c]:.3f}" if c in metrics else "-" for c in columns]
       lines.append(f"| {name} | {split} | " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
 
@@ -37,9 +37,11 @@ def write_json(path: str, value) -> None:
 
 def plot_pass_curves(rows: Sequence[tuple[str, dict]], path: str) -> None:
   """pass@k vs k (log2 axis), one line per (run, split)."""
-  fig, ax = _figure()
+  fig, ax = new_figure()
   for name, results in rows:
     for split, metrics in results.items():
+      if "pass_curve" not in metrics:  # pass@k was not asked for
+        continue
       ks = sorted(int(k) for k in metrics["pass_curve"])
       ax.plot(ks, [metrics["pass_curve"][str(k)] for k in ks], marker="o", label=f"{name} {split}")
   ax.set_xscale("log", base=2)
@@ -55,7 +57,7 @@ def plot_pass_curves(rows: Sequence[tuple[str, dict]], path: str) -> None:
 def plot_history(history: Sequence[dict], keys: Sequence[str], path: str,
                  xlabel: str = "iteration") -> None:
   """Metrics per iteration (e.g. EI's eval maj@1 and train solve rate)."""
-  fig, ax = _figure()
+  fig, ax = new_figure()
   for key in keys:
     points = [(h["iteration"], h[key]) for h in history if h.get(key) is not None]
     if points:
@@ -69,7 +71,7 @@ def plot_history(history: Sequence[dict], keys: Sequence[str], path: str,
   fig.savefig(path, dpi=120)
 
 
-def _figure():
+def new_figure():
   """A figure drawn straight to a file: no pyplot, so the caller's backend (e.g. a notebook's
   inline plots) stays as it was."""
   from matplotlib.figure import Figure

@@ -1,0 +1,333 @@
+"""Reports across runs: `rlthink report <run or sweep dir>...`.
+
+One table over experiments x stages x splits (x breakdown values) with the mean ± std over seeds
+(numpy std, ddof=0) and n (the number of seeds), the paper's reference numbers beside ours when
+the experiment names them; written as markdown (report.md), JSON (report.json) and PNG (a bar
+chart per split; accuracy against samples drawn for RL stages: `table_plots`).
+
+Inputs (as the experiment runner writes them):
+  <run>/results.json    {"experiment", "seed", "order": [stage...], "references":
+                         {stage: {split: {metric: value}}}, "stages": {stage: {"algorithm",
+                         "parent", "results": evaluate() output, "history": [{"iteration",
+                         "samples", "eval_<metric>", ...}]}}}
+  <sweep>/sweep.json    {"seeds": [...], "runs": {seed: run dir relative to the sweep}}
+Runs of one experiment name are pooled over seeds, whichever paths they come from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+from typing import Sequence
+
+import numpy as np
+
+RESULTS, SWEEP = "results.json", "sweep.json"
+STD_NOTE = "mean ± std over seeds (numpy std, ddof=0); n = number of seeds"
+_SKIP = ("num_examples", "n")  # counts, not metrics
+
+
+@dataclasses.dataclass
+class Run:
+  """One run's results.json: where it came from, its experiment name and seed."""
+
+  path: str
+  experiment: str
+  seed: int
+  data: dict
+
+
+@dataclasses.dataclass
+class Report:
+  """rows: one per (experiment, stage, split, field, value) with "metrics": {metric: {"mean",
+  "std", "n", "values", "seeds"}} and "reference": {metric: value}; field/value are None for the
+  whole split. curves: per (experiment, stage) the `metric` against cumulative samples drawn."""
+
+  rows: list[dict]
+  curves: list[dict]
+  runs: list[Run]
+  metric: str = "maj@1"
+
+  def markdown(self) -> str:
+    return markdown(self)
+
+  def to_json(self) -> dict:
+    return {"note": STD_NOTE, "metric": self.metric, "rows": self.rows, "curves": self.curves,
+            "runs": [{"experiment": r.experiment, "seed": r.seed, "path": r.path}
+                     for r in self.runs]}
+
+  def write(self, out: str) -> dict[str, str]:
+    """Writes report.md, report.json and the PNGs under `out`; returns {name: path}."""
+    from rlthink.evaluation import table_plots
+    from rlthink.evaluation.report import write_json
+    os.makedirs(out, exist_ok=True)
+    paths = {"report.md": os.path.join(out, "report.md"),
+             "report.json": os.path.join(out, "report.json")}
+    with open(paths["report.md"] + ".tmp", "w") as f:
+      f.write(self.markdown())
+    os.replace(paths["report.md"] + ".tmp", paths["report.md"])
+    write_json(paths["report.json"], self.to_json())
+    paths.update(table_plots.write_plots(self, out))
+    return paths
+
+
+def _read_json(path: str) -> dict:
+  try:
+    with open(path) as f:
+      value = json.load(f)
+  except ValueError as e:
+    raise ValueError(f"{path}: not valid JSON ({e})") from None
+  if not isinstance(value, dict):
+    raise ValueError(f"{path}: expected a JSON object, got {type(value).__name__}")
+  return value
+
+
+def _load_run(directory: str, seed=None) -> Run:
+  path = os.path.join(directory, RESULTS)
+  data = _read_json(path)
+  if not isinstance(data.get("stages"), dict):
+    raise ValueError(f"{path}: key 'stages' must map stage names to their results")
+  seed = data.get("seed", seed)
+  if seed is None:
+    raise ValueError(f"{path}: key 'seed' is missing")
+  return Run(directory, str(data.get("experiment") or os.path.basename(directory)), int(seed),
+             data)
+
+
+def load_runs(paths: Sequence[str]) -> list[Run]:
+  """The runs of run directories and sweep directories (a sweep's unfinished runs are skipped
+  with a warning); the same experiment and seed twice is an error naming both paths."""
+  runs = []
+  for path in paths:
+    if os.path.isfile(os.path.join(path, SWEEP)):
+      sweep = _read_json(os.path.join(path, SWEEP))
+      if not isinstance(sweep.get("runs"), dict):
+        raise ValueError(f"{os.path.join(path, SWEEP)}: key 'runs' must map seeds to run dirs")
+      for seed, sub in sweep["runs"].items():
+        directory = os.path.join(path, sub)
+        if not os.path.isfile(os.path.join(directory, RESULTS)):
+          logging.warning("report: %s has no %s yet (seed %s unfinished); left out", directory,
+                          RESULTS, seed)
+          continue
+        runs.append(_load_run(directory, seed))
+    elif os.path.isfile(os.path.join(path, RESULTS)):
+      runs.append(_load_run(path))
+    else:
+      raise FileNotFoundError(f"{path}: neither a run directory ({RESULTS}) nor a sweep "
+                              f"directory ({SWEEP})")
+  first, unique = {}, []
+  for run in runs:
+    key = (run.experiment, run.seed)
+    if key in first:
+      if os.path.realpath(first[key]) == os.path.realpath(run.path):
+        continue  # the same run directory named twice
+      raise ValueError(f"experiment {run.experiment!r} seed {run.seed} appears twice: "
+                       f"{first[key]} and {run.path}; report them separately or name the "
+                       "experiments apart")
+    first[key] = run.path
+    unique.append(run)
+  if not unique:
+    raise ValueError(f"no finished run under {', '.join(paths)}")
+  return unique
+
+
+def metric_order(names) -> list[str]:
+  """maj@1, maj@k..., pass@k..., rerank@k..., cross_generation/..., sample_accuracy, the rest."""
+  def key(name):
+    for rank, prefix in enumerate(("maj@", "pass@", "rerank@", "cross_generation/",
+                                   "sample_accuracy")):
+      if name.startswith(prefix):
+        tail = name[len(prefix):]
+        return (rank, int(tail) if tail.isdigit() else 0, name)
+    return (9, 0, name)
+  return sorted(set(names), key=key)
+
+
+def _scalars(metrics: dict) -> dict[str, float]:
+  return {k: float(v) for k, v in metrics.items()
+          if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in _SKIP}
+
+
+def _stat(values: list[float], seeds: list[int]) -> dict:
+  a = np.asarray(values, np.float64)
+  return {"mean": float(a.mean()), "std": float(a.std(ddof=0)), "n": len(values),
+          "values": list(values), "seeds": list(seeds)}
+
+
+def _ordered(lists: Sequence[Sequence[str]]) -> list[str]:
+  out = []
+  for names in lists:
+    for name in names:
+      if name not in out:
+        out.append(name)
+  return out
+
+
+def _rows_of(experiment: str, runs: list[Run]) -> list[dict]:
+  stages = _ordered([r.data.get("order") or list(r.data["stages"]) for r in runs])
+  references = next((r.data["references"] for r in runs if r.data.get("references")), {})
+  rows = []
+  for stage in stages:
+    # (seed, {split: results}) of the runs where this stage has results.
+    per_seed = [(r.seed, r.data["stages"][stage]["results"], r.data["stages"][stage])
+                for r in runs if (r.data["stages"].get(stage) or {}).get("results")]
+    if not per_seed:
+      continue
+    algorithm = per_seed[0][2].get("algorithm")
+    for split in _ordered([list(results) for _, results, _ in per_seed]):
+      groups = [(None, None)]
+      for field in _ordered([list(res.get(split, {}).get("breakdown", {})) for _, res, _
+                             in per_seed]):
+        values = _ordered([list(res.get(split, {}).get("breakdown", {}).get(field, {}))
+                           for _, res, _ in per_seed])
+        groups += [(field, value) for value in values]
+      for field, value in groups:
+        found = []  # (seed, metrics dict) of this group
+        for seed, res, _ in per_seed:
+          metrics = res.get(split)
+          if metrics is not None and field is not None:
+            metrics = metrics.get("breakdown", {}).get(field, {}).get(value)
+          if metrics is not None:
+            found.append((seed, metrics))
+        if not found:
+          continue
+        names = metric_order([k for _, m in found for k in _scalars(m)])
+        stats = {}
+        for name in names:
+          pairs = [(s, _scalars(m)[name]) for s, m in found if name in _scalars(m)]
+          stats[name] = _stat([v for _, v in pairs], [s for s, _ in pairs])
+        reference = {} if field is not None else dict(references.get(stage, {}).get(split, {}))
+        examples = found[0][1].get("num_examples" if field is None else "n")
+        rows.append({"experiment": experiment, "stage": stage, "algorithm": algorithm,
+                     "split": split, "field": field, "value": value, "n": len(found),
+                     "seeds": [s for s, _ in found], "examples": examples, "metrics": stats,
+                     "reference": reference})
+  return rows
+
+
+def sample_curves(experiment: str, runs: list[Run], metric: str) -> list[dict]:
+  """Per stage whose history records eval_<metric>: x = cumulative "samples" drawn up to each
+  evaluated iteration, y = the metric; mean ± std over seeds at each iteration."""
+  key, curves = f"eval_{metric}", []
+  for stage in _ordered([r.data.get("order") or list(r.data["stages"]) for r in runs]):
+    points: dict[int, list[tuple[float, float]]] = {}
+    for run in runs:
+      history = (run.data["stages"].get(stage) or {}).get("history") or []
+      if not any("samples" in h for h in history):  # not a sampling (RL) stage
+        continue
+      drawn = np.cumsum([float(h.get("samples") or 0) for h in history])
+      for record, x in zip(history, drawn):
+        if record.get(key) is not None:
+          points.setdefault(int(record["iteration"]), []).append((float(x), float(record[key])))
+    if not points:
+      continue
+    iterations = sorted(points)
+    xs = [np.mean([x for x, _ in points[i]]) for i in iterations]
+    ys = [np.asarray([y for _, y in points[i]]) for i in iterations]
+    curves.append({"experiment": experiment, "stage": stage, "metric": metric,
+                   "iteration": iterations, "samples": [float(x) for x in xs],
+                   "mean": [float(y.mean()) for y in ys],
+                   "std": [float(y.std(ddof=0)) for y in ys], "n": [len(y) for y in ys]})
+  return curves
+
+
+def build_report(paths: Sequence[str], metric: str = "maj@1") -> Report:
+  """The report over any mix of run and sweep directories (module doc)."""
+  runs = load_runs(paths)
+  experiments: dict[str, list[Run]] = {}
+  for run in runs:
+    experiments.setdefault(run.experiment, []).append(run)
+  rows, curves = [], []
+  for name, group in experiments.items():
+    group.sort(key=lambda r: r.seed)
+    rows += _rows_of(name, group)
+    curves += sample_curves(name, group, metric)
+  return Report(rows, curves, runs, metric)
+
+
+def _number(value: float) -> str:
+  return f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
+
+
+def _cell(row: dict, name: str) -> str:
+  stat, ref = row["metrics"].get(name), row["reference"].get(name)
+  text = "-" if stat is None else f"{_number(stat['mean'])} ± {_number(stat['std'])}"
+  return text if ref is None else f"{text} (ref {_number(float(ref))})"
+
+
+def markdown(report: Report) -> str:
+  """report.md: per experiment, the stage x split table, one table per breakdown field, and the
+  per-seed values."""
+  lines = ["# rlthink report", "", f"{STD_NOTE}; (ref x) = the reference number the experiment "
+           "names.", ""]
+  for experiment in _ordered([[r["experiment"] for r in report.rows]]):
+    rows = [r for r in report.rows if r["experiment"] == experiment]
+    seeds = sorted({s for r in rows for s in r["seeds"]})
+    lines += [f"## {experiment}", "", f"seeds: {', '.join(map(str, seeds))}", ""]
+    main = [r for r in rows if r["field"] is None]
+    names = metric_order([k for r in main for k in list(r["metrics"]) + list(r["reference"])])
+    lines += _table(["stage", "algorithm", "split", "n"] + names, [
+        [r["stage"], r["algorithm"] or "", r["split"], str(r["n"])] + [_cell(r, k) for k in names]
+        for r in main])
+    for field in _ordered([[r["field"] for r in rows if r["field"] is not None]]):
+      part = [r for r in rows if r["field"] == field]
+      names = metric_order([k for r in part for k in r["metrics"]])
+      lines += [f"### by {field}", ""]
+      lines += _table(["stage", "split", field, "n", "examples"] + names, [
+          [r["stage"], r["split"], str(r["value"]), str(r["n"]), str(r["examples"])]
+          + [_cell(r, k) for k in names] for r in part])
+    lines += ["### per seed", ""]
+    names = metric_order([k for r in main for k in r["metrics"]])
+    body = []
+    for r in main:
+      for seed in r["seeds"]:
+        cells = []
+        for k in names:
+          stat = r["metrics"].get(k)
+          found = stat is not None and seed in stat["seeds"]
+          cells.append(_number(stat["values"][stat["seeds"].index(seed)]) if found else "-")
+        body.append([r["stage"], r["split"], str(seed)] + cells)
+    lines += _table(["stage", "split", "seed"] + names, body)
+  return "\n".join(lines)
+
+
+def _table(header: list[str], body: list[list[str]]) -> list[str]:
+  return (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+          + ["| " + " | ".join(cells) + " |" for cells in body] + [""])
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+  """`rlthink report` arguments: paths, --out, --metric."""
+  parser.add_argument("paths", nargs="+", help="run directories (results.json) and sweep "
+                      "directories (sweep.json), in any mix")
+  parser.add_argument("--out", default=None, help="where report.md/.json and the PNGs go "
+                      "(default: the only path given, else ./report)")
+  parser.add_argument("--metric", default="maj@1", help="the metric of the sample-complexity "
+                      "curves (history key eval_<metric>), e.g. maj@1 or pass@8")
+  return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+  return add_arguments(argparse.ArgumentParser(
+      prog="rlthink report", description="A table over stages x seeds x splits of runs/sweeps."))
+
+
+def run(args: argparse.Namespace) -> int:
+  """Builds and writes the report; prints the markdown."""
+  report = build_report(args.paths, args.metric)
+  out = args.out or (args.paths[0] if len(args.paths) == 1 else "report")
+  paths = report.write(out)
+  print(report.markdown())
+  print("wrote " + ", ".join(sorted(paths.values())))
+  return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  return run(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())
