@@ -74,10 +74,11 @@ class Policy:
     """Next-token logits float32[batch, time, vocab] of int tokens [batch, time]."""
     return self.apply(tokens, attention_mask, ("logits",))["logits"]
 
-  def save_pretrained(self, out_dir: str) -> None:
-    """Writes a Hugging Face directory (config.json, model.safetensors, tokenizer files)."""
+  def save_pretrained(self, out_dir: str, overwrite: bool = False) -> None:
+    """Writes a Hugging Face directory (config.json, model.safetensors, tokenizer files).
+    A non-empty `out_dir` is refused unless `overwrite` (it must then hold an earlier export)."""
     from rlthink.models import hf
-    hf.save_pretrained(self, out_dir)
+    hf.save_pretrained(self, out_dir, overwrite=overwrite)
 
 
 def init_policy(model: str | ModelConfig = "tiny", seed: int = 0, mesh: Mesh | None = None,

@@ -27,12 +27,14 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from rlthink import distributed
+from rlthink.files import default_mode
 from rlthink.models import decoder
 from rlthink.models import tokenizer as tokenizers_lib
 from rlthink.models.config import ModelConfig
 from rlthink.models.hf_config import config_from_hf, config_to_hf
 
-__all__ = ["config_from_hf", "config_to_hf", "load_pretrained", "save_pretrained"]
+__all__ = ["check_export_target", "config_from_hf", "config_to_hf", "load_pretrained",
+           "save_pretrained"]
 _log = logging.getLogger(__name__)
 _FLOAT_DTYPES = {"F64", "F32", "F16", "BF16"}
 _SINGLE, _INDEX = "model.safetensors", "model.safetensors.index.json"
@@ -282,26 +284,46 @@ def _hf_tensor(params: dict, path: tuple[str, ...], t: _Tensor, layer: int | Non
   return np.ascontiguousarray(np.transpose(x, np.argsort(t.perm)).reshape(t.hf_shape).astype(dtype))
 
 
+def check_export_target(out_dir: str | os.PathLike, overwrite: bool = False) -> str:
+  """The absolute `out_dir` if an export may write it: it does not exist, is an empty directory,
+  or (with `overwrite`) holds an earlier export (config.json). Raises FileExistsError otherwise,
+  before anything is computed or written."""
+  out_dir = os.path.abspath(os.fspath(out_dir))
+  if not os.path.exists(out_dir):
+    return out_dir
+  if not os.path.isdir(out_dir):
+    raise FileExistsError(f"{out_dir} exists and is a file; refusing to replace it")
+  entries = sorted(os.listdir(out_dir))
+  if not entries:
+    return out_dir
+  if not os.path.isfile(os.path.join(out_dir, "config.json")):
+    raise FileExistsError(f"{out_dir} exists and is not a model directory (no config.json; "
+                          f"{len(entries)} entries, e.g. {entries[0]!r}); refusing to replace it")
+  if not overwrite:
+    raise FileExistsError(f"{out_dir} is not empty ({len(entries)} entries); pass overwrite=True "
+                          "(rlthink convert --overwrite) to replace it as a whole, or choose "
+                          "another directory")
+  return out_dir
+
+
 def save_pretrained(policy, out_dir: str | os.PathLike, dtype: str | None = None,
-                    max_shard_bytes: int = 5 * 2**30) -> None:
+                    max_shard_bytes: int = 5 * 2**30, overwrite: bool = False) -> None:
   """Writes `policy` as a Hugging Face directory that `transformers` loads.
 
   Files: config.json, generation_config.json, model.safetensors (or numbered shards plus
   model.safetensors.index.json beyond `max_shard_bytes`) and the tokenizer when one is attached.
   Everything is written into a temporary directory beside `out_dir`, which then replaces `out_dir`
-  as a whole; a failure leaves `out_dir` as it was. Value/reward heads are not part of a causal LM
-  and are left out (with a warning).
+  as a whole; a failure leaves `out_dir` as it was. A non-empty `out_dir` is refused unless
+  `overwrite` and it holds an earlier export (see `check_export_target`): files in it are not
+  kept. The directory and files get the usual permissions (umask). Value/reward heads are not
+  part of a causal LM and are left out (with a warning).
 
   Args:
     dtype: tensor dtype in the files (e.g. "bfloat16"); default: the params' dtype.
   """
   config = policy.config
   dtype = np.dtype(dtype or config.param_dtype)
-  out_dir = os.path.abspath(os.fspath(out_dir))
-  if os.path.exists(out_dir) and not os.path.isfile(os.path.join(out_dir, "config.json")) and (
-      not os.path.isdir(out_dir) or os.listdir(out_dir)):
-    raise FileExistsError(f"{out_dir} exists and is not a model directory (no config.json); "
-                          f"refusing to replace it")
+  out_dir = check_export_target(out_dir, overwrite)
   dropped = sorted(k for k in policy.params if k.startswith(("value_", "reward_")))
   if dropped:
     _log.warning("save_pretrained(%s): not exporting %s (no place in a causal LM)", out_dir,
@@ -345,10 +367,21 @@ def save_pretrained(policy, out_dir: str | os.PathLike, dtype: str | None = None
     _write_json(os.path.join(tmp, "generation_config.json"), generation)
     if policy.tokenizer is not None:
       policy.tokenizer.save_pretrained(tmp)
+    _normal_permissions(tmp)
     _replace_dir(tmp, out_dir)
   finally:
     if tmp is not None and os.path.isdir(tmp):
       shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _normal_permissions(directory: str) -> None:
+  """What plain open()/mkdir give under the umask (safetensors and mkdtemp make owner-only)."""
+  os.chmod(directory, default_mode(directory=True))
+  for root, dirs, files in os.walk(directory):
+    for name in dirs:
+      os.chmod(os.path.join(root, name), default_mode(directory=True))
+    for name in files:
+      os.chmod(os.path.join(root, name), default_mode())
 
 
 def _write_json(file: str, obj: dict) -> None:

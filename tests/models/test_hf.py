@@ -3,6 +3,7 @@ a user sees for each broken input."""
 
 import json
 import os
+import stat
 
 import hf_fixtures
 import jax
@@ -114,7 +115,8 @@ def test_bfloat16_and_multi_file_export(tmp_path):
   policy = random_policy(**EXPORTS["Qwen2ForCausalLM"])
   out = tmp_path / "bf16"
   policy.save_pretrained(str(out))  # float32 reference copy
-  hf.save_pretrained(policy, str(out), dtype="bfloat16", max_shard_bytes=40_000)
+  hf.save_pretrained(policy, str(out), dtype="bfloat16", max_shard_bytes=40_000,
+                     overwrite=True)
   files = sorted(os.listdir(out))
   shards = [f for f in files if f.startswith("model-")]
   assert len(shards) > 2 and "model.safetensors.index.json" in files
@@ -287,7 +289,8 @@ def test_missing_tensor_and_wrong_shape_name_the_tensor(good_dir):
 
 def test_sharded_checkpoint_with_a_missing_shard(tmp_path):
   random_policy().save_pretrained(str(tmp_path / "m"))
-  hf.save_pretrained(random_policy(), str(tmp_path / "m"), max_shard_bytes=60_000)
+  hf.save_pretrained(random_policy(), str(tmp_path / "m"), max_shard_bytes=60_000,
+                     overwrite=True)
   shard = sorted(f for f in os.listdir(tmp_path / "m") if f.startswith("model-"))[-1]
   os.remove(tmp_path / "m" / shard)
   with pytest.raises(FileNotFoundError, match=f"{shard} is missing"):
@@ -331,11 +334,11 @@ def test_failed_export_leaves_nothing_and_keeps_an_existing_export(tmp_path, mon
   before = _snapshot(tmp_path / "old")
   monkeypatch.setattr(hf, "save_file", failing_save_file)
   with pytest.raises(OSError, match="disk full"):
-    random_policy(seed=1).save_pretrained(str(tmp_path / "old"))
+    random_policy(seed=1).save_pretrained(str(tmp_path / "old"), overwrite=True)
   assert os.listdir(tmp_path) == ["old"] and _snapshot(tmp_path / "old") == before
 
   monkeypatch.undo()  # a successful export replaces the directory as a whole
-  random_policy(seed=1).save_pretrained(str(tmp_path / "old"))
+  random_policy(seed=1).save_pretrained(str(tmp_path / "old"), overwrite=True)
   assert os.listdir(tmp_path) == ["old"] and "tokenizer.json" not in os.listdir(tmp_path / "old")
   assert _snapshot(tmp_path / "old")["model.safetensors"] != before["model.safetensors"]
 
@@ -346,3 +349,24 @@ def test_export_refuses_to_replace_a_directory_that_is_not_a_model(tmp_path):
   with pytest.raises(FileExistsError, match="is not a model directory"):
     random_policy().save_pretrained(str(tmp_path / "notes"))
   assert (tmp_path / "notes" / "thesis.tex").read_text() == "precious"
+
+
+def test_export_refuses_a_non_empty_directory_unless_overwrite_and_uses_normal_permissions(
+    tmp_path):
+  out = tmp_path / "export"
+  random_policy().save_pretrained(str(out))
+  (out / "README.md").write_text("my notes")
+  before = _snapshot(out)
+  with pytest.raises(FileExistsError, match=r"export is not empty .*overwrite=True"):
+    random_policy(seed=1).save_pretrained(str(out))
+  assert _snapshot(out) == before  # nothing of the user's was touched
+  random_policy(seed=1).save_pretrained(str(out), overwrite=True)
+  assert _snapshot(out)["model.safetensors"] != before["model.safetensors"]
+  umask = os.umask(0o022)
+  os.umask(umask)
+  assert stat.S_IMODE(os.stat(out).st_mode) == 0o777 & ~umask
+  for name in os.listdir(out):
+    assert stat.S_IMODE(os.stat(out / name).st_mode) == 0o666 & ~umask, name
+  (tmp_path / "empty").mkdir()  # an empty directory is fine without overwrite
+  random_policy().save_pretrained(str(tmp_path / "empty"))
+  assert "config.json" in os.listdir(tmp_path / "empty")
