@@ -17,6 +17,7 @@ The test split does not depend on `num_train`, and no test question appears in t
 from __future__ import annotations
 
 import dataclasses
+import decimal
 import fractions
 import re
 from typing import Iterator
@@ -134,13 +135,19 @@ def operation_sequence(text: str, with_operands: bool = True,
   return tuple(op for expression, _ in equations for op in answers.operators(expression))
 
 
+def exact_value(number: str) -> fractions.Fraction:
+  """The exact value of a canonical number string, of any length (through Decimal: Python's
+  int(str) refuses more than 4,300 digits, and a completion may hold such a number)."""
+  return fractions.Fraction(decimal.Decimal(number))
+
+
 def evaluate(expression: str) -> fractions.Fraction | None:
   """The exact value of a canonical expression ("7--2*3" -> 13, `answers.find_equations` form),
   with * and / before + and -; None on division by zero."""
   parts = _CANONICAL_OP.split(expression)
-  terms, ops = [fractions.Fraction(parts[0])], []
+  terms, ops = [exact_value(parts[0])], []
   for op, number in zip(parts[1::2], parts[2::2]):
-    value = fractions.Fraction(number)
+    value = exact_value(number)
     if op in "*/":
       if op == "/" and value == 0:
         return None
@@ -165,7 +172,7 @@ def equations_hold(text: str, prompt_format: PromptFormat | None = None) -> bool
   if span.thinking is None:
     return False
   equations = answers.find_equations(span.thinking)
-  return bool(equations) and all(evaluate(e) == fractions.Fraction(r) for e, r in equations)
+  return bool(equations) and all(evaluate(e) == exact_value(r) for e, r in equations)
 
 
 class Arithmetic(Task):

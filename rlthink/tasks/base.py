@@ -108,7 +108,29 @@ def resolve_options(task_name: str, options_cls: type, sizes: dict[str, dict], g
       raise ValueError(f"task {task_name!r}: option size={size!r}; expected one of {sorted(sizes)}")
     merged.update(sizes[size])
   merged.update(given)
+  for name, value in merged.items():
+    _check_option_type(task_name, name, value, fields[name].type)
   return options_cls(**merged)
+
+
+_SIMPLE_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
+
+
+def _check_option_type(task_name: str, name: str, value, annotation) -> None:
+  """Raises ValueError unless `value` fits a simple annotation ("int", "float | None", ...): a
+  string seed would otherwise name the dataset's directory (seed="../x" leaves the data_dir).
+  Other annotations (tuples, dicts) are the family's own `__post_init__`'s to check."""
+  text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+  kinds = [k.strip() for k in text.split("|")]
+  if not all(k in _SIMPLE_TYPES or k == "None" for k in kinds):
+    return
+  if value is None and "None" in kinds:
+    return
+  for kind in kinds:
+    if kind != "None" and isinstance(value, _SIMPLE_TYPES[kind]) and (
+        kind == "bool" or not isinstance(value, bool)):
+      return
+  raise ValueError(f"task {task_name!r}: option {name}={value!r} must be {text}")
 
 
 class Task:

@@ -109,8 +109,19 @@ def _reachable(host: str, timeout: float = 3.0) -> bool:
     return False
 
 
+def _check_tfds_reachable(builder, data_dir: str) -> None:
+  """Fails at once when TFDS's gsm8k is not prepared and its host is unreachable (offline, TFDS
+  would retry the download for minutes before failing)."""
+  if not builder.is_prepared() and not _reachable(_HOST):
+    raise FileNotFoundError(
+        f"gsm8k: TFDS's gsm8k is not prepared under {data_dir} and {_HOST} is unreachable; pass "
+        "option path=DIR holding the official train.jsonl and test.jsonl "
+        "(github.com/openai/grade-school-math grade_school_math/data)")
+
+
 def _read_tfds(split: str, socratic: bool, data_dir: str) -> Iterator[dict]:
   builder = _tfds_builder(data_dir)
+  _check_tfds_reachable(builder, data_dir)
   if not builder.is_prepared():
     try:
       builder.download_and_prepare()
@@ -152,15 +163,11 @@ class Gsm8k(Task):
     return opts.source if opts.source != "auto" else ("local" if opts.path else "tfds")
 
   def examples(self, split: str):
-    """As `Task.examples`; with source "auto" and no path, fails fast when TFDS cannot help."""
-    if self.options.source == "auto" and self.options.path is None:
+    """As `Task.examples`; reading from TFDS, fails fast when TFDS cannot help (offline)."""
+    if self._source() == "tfds":
       from rlthink.tasks.base import default_data_dir
       data_dir = default_data_dir(self.data_dir)
-      if not _tfds_builder(data_dir).is_prepared() and not _reachable(_HOST):
-        raise FileNotFoundError(
-            f"gsm8k: no option path given, TFDS's gsm8k is not prepared under {data_dir} and "
-            f"{_HOST} is unreachable; pass path=DIR holding the official train.jsonl and "
-            "test.jsonl (github.com/openai/grade-school-math grade_school_math/data)")
+      _check_tfds_reachable(_tfds_builder(data_dir), data_dir)
     return super().examples(split)
 
   def records(self, split: str) -> Iterator[dict]:

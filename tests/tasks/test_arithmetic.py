@@ -119,3 +119,16 @@ def test_equations_hold_rejects_right_answers_from_wrong_steps():
   assert not holds("<think>3+4=7")  # unclosed thinking
   assert not holds("<think>3+4=7</think>1</think>7")  # malformed: two closes
   assert arithmetic.evaluate("7--2*3") == 13 and arithmetic.evaluate("1/0") is None
+
+
+
+def test_equations_hold_on_numbers_of_any_length():
+  # Python's int(str) refuses over 4,300 digits; a sampled completion may hold such a number
+  # (and Expert Iteration's resume redraws the same sample), so the check must not raise.
+  a, b = "9" * 5000, "1" + "0" * 5000
+  assert arithmetic.equations_hold(f"<think>{a}+1={b}</think>{b}")
+  assert not arithmetic.equations_hold(f"<think>{a}+2={b}</think>{b}")
+  assert arithmetic.equations_hold(f"<think>{a}.5*2=1{'9' * 5000}</think>x")  # 2 * 10**5000 - 1
+  task = tasks.get("arithmetic", size="tiny")
+  assert task.verify(f"<think>{a}+1={b}</think>{b}", {"answer": "3"}) == 0.0
+  assert task.operations(f"<think>{a}+1={b}</think>") == (f"{a}+1",)

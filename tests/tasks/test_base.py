@@ -162,3 +162,18 @@ def test_data_build_reports_statistics(tmp_path):
   examples = tasks.get("general_qa", **options, data_dir=str(tmp_path)).examples("train")
   assert train["shortcut_works_mean"] == sum(e["shortcut_works"] for e in examples) / 256
   assert '"examples": 256' in data_cli.format_statistics(stats)
+
+
+@pytest.mark.parametrize("name, options, message", [
+    ("arithmetic", {"seed": "../../outside"}, r"option seed='../../outside' must be int"),
+    ("arithmetic", {"seed": True}, r"option seed=True must be int"),
+    ("arithmetic", {"num_train": 1.5}, r"option num_train=1.5 must be int"),
+    ("general_qa", {"shortcut_rate": "0.5"}, r"option shortcut_rate='0.5' must be float"),
+    ("gsm8k", {"max_train": "10"}, r"option max_train='10' must be int \| None"),
+])
+def test_option_types_are_checked_before_any_directory_is_named(tmp_path, name, options, message):
+  with pytest.raises(ValueError, match=message):
+    tasks.get(name, data_dir=str(tmp_path / "data"), **options)
+  assert list(tmp_path.iterdir()) == []
+  assert tasks.get("arithmetic", size="tiny", seed=3).options.seed == 3
+  assert tasks.get("general_qa", size="tiny", shortcut_rate=1).options.shortcut_rate == 1

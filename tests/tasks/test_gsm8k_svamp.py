@@ -102,6 +102,7 @@ def test_gsm8k_through_the_tfds_builder(tmp_path, monkeypatch):
   # No network here: TFDS's own gsm8k builder runs on the fixture files instead of its URLs.
   monkeypatch.setattr(tfds.download.DownloadManager, "download_and_extract",
                       lambda self, urls: {k: str(data / f"{k}.jsonl") for k in urls})
+  monkeypatch.setattr(gsm8k, "_reachable", lambda host: True)  # the download is faked above
   task = tasks.get("gsm8k", source="tfds", data_dir=str(tmp_path / "tfds"))
   examples = list(task.examples("train"))
   assert sorted(e["answer"] for e in examples) == ["10", "31", "6000"]
@@ -114,8 +115,22 @@ def test_gsm8k_through_the_tfds_builder(tmp_path, monkeypatch):
 
 def test_gsm8k_auto_offline_without_files_fails_fast(tmp_path, monkeypatch):
   monkeypatch.setattr(gsm8k, "_reachable", lambda host: False)
-  with pytest.raises(FileNotFoundError, match="no option path given"):
+  with pytest.raises(FileNotFoundError, match="is unreachable; pass option path=DIR"):
     tasks.get("gsm8k", data_dir=str(tmp_path)).examples("train")
+
+
+def test_offline_data_build_of_gsm8k_fails_fast_without_a_download(tmp_path, monkeypatch):
+  # `rlthink data build gsm8k` builds without going through `examples`; offline, TFDS's download
+  # would retry for minutes.
+  from rlthink.tasks import data_cli
+  downloads = []
+  monkeypatch.setattr(gsm8k, "_reachable", lambda host: False)
+  monkeypatch.setattr(tfds.download.DownloadManager, "download_and_extract",
+                      lambda self, urls: downloads.append(urls) or {})
+  for options in ({}, {"source": "tfds"}):
+    with pytest.raises(FileNotFoundError, match="is unreachable; pass option path=DIR"):
+      data_cli.build("gsm8k", options, str(tmp_path))
+  assert downloads == []
 
 
 def test_gsm8k_errors_name_the_path(tmp_path):
