@@ -30,12 +30,15 @@ tests/sampling/test_logprobs.py. Trainers that need exact ratios recompute them 
 training forward.
 """
 
+from rlthink.sampling.continuous import SlotOptions
 from rlthink.sampling.processors import draw, process_logits
 from rlthink.sampling.rollouts import Rollouts
-from rlthink.sampling.sampler import batch_bucket, lower_sample, prompt_bucket, sample
+from rlthink.sampling.sampler import (PendingRollouts, batch_bucket, lower_sample, prompt_bucket,
+                                      sample, sample_async)
 
-__all__ = ["Rollouts", "SampleConfig", "batch_bucket", "decode_completions", "draw",
-           "lower_sample", "process_logits", "prompt_bucket", "sample", "sample_text"]
+__all__ = ["PendingRollouts", "Rollouts", "SampleConfig", "SlotOptions", "batch_bucket",
+           "decode_completions", "draw", "lower_sample", "process_logits", "prompt_bucket",
+           "sample", "sample_async", "sample_text"]
 
 # Text helpers and the gin-bound `SampleConfig` load on first use: gin is not on every accelerator
 # image, and the benchmark path (`rlthink.bench.sample`) never needs it.

@@ -24,16 +24,45 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from rlthink import ops, sharding
-from rlthink.models import decode_attention, decode_matvec, decoder
+from rlthink.models import decode, decode_attention, decode_matvec, decoder
 from rlthink.models.config import ModelConfig
 from rlthink.sampling import processors
 
 _log = logging.getLogger(__name__)
 
 
-def _row_keys(seed: jax.Array, rows: int) -> jax.Array:
+def token_keys(seed: jax.Array, requests: jax.Array, positions: jax.Array) -> jax.Array:
+  """The key of each row's next draw: fold_in(fold_in(key(seed), request), position).
+
+  requests, positions: int[N] (the request's index in the call, the completion position being
+  drawn). Both engines draw with these keys, so a completion depends only on the seed, its
+  request index and its inputs: not on the batch, the slot it ran in, the step or the mesh.
+  """
+  return jax.vmap(jax.random.fold_in)(request_keys(seed, requests),
+                                      positions.astype(jnp.uint32))
+
+
+def request_keys(seed: jax.Array, requests: jax.Array) -> jax.Array:
+  """fold_in(key(seed), request) for int requests [N]: the per-request part of `token_keys`."""
   base = jax.random.key(seed)
-  return jax.vmap(jax.random.fold_in, (None, 0))(base, jnp.arange(rows, dtype=jnp.uint32))
+  return jax.vmap(jax.random.fold_in, (None, 0))(base, requests.astype(jnp.uint32))
+
+
+def select_tokens(logits: jax.Array, keys: jax.Array, temperature: jax.Array, top_p: jax.Array,
+                  *, greedy: bool, use_temperature: bool, top_k: int | None, use_top_p: bool,
+                  mesh: Mesh | None):
+  """The next token of each row from its float32 logits [N, V]: (int32[N] token, float32[N]
+  log-prob at temperature 1, float32[N] log-prob under the processed distribution; 0 for
+  greedy, a point mass)."""
+  n = logits.shape[0]
+  if greedy:
+    new = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    return new, ops.token_logprobs(logits, new), jnp.zeros((n,), jnp.float32)
+  processed = processors.process_logits(logits, temperature if use_temperature else None,
+                                        top_k, top_p if use_top_p else None)
+  new, sampling_lp = processors.draw_with_logprob(keys, processed, mesh)
+  logprob = sampling_lp if processed is logits else ops.token_logprobs(logits, new)
+  return new, logprob, sampling_lp
 
 
 @functools.partial(jax.jit, static_argnames=("config", "unroll", "fuse"))
@@ -43,8 +72,8 @@ def params_for_sampling(params, config: ModelConfig, unroll: bool = True, fuse: 
   Weights, embeddings and biases in the compute dtype (the decoder casts them at every use
   anyway; with float32 master weights the loop would otherwise read 4 bytes per parameter per
   step, not 2); norm scales unchanged (applied in float32). With `unroll`, the stacked layers split
-  into per-layer buffers (`decoder.unstack_layers`), so no matmul in the loop reads a slice of a
-  stacked array, each weight stored input axis minor (`decoder.transpose_for_decode`; `fuse`:
+  into per-layer buffers (`decode.unstack_layers`), so no matmul in the loop reads a slice of a
+  stacked array, each weight stored input axis minor (`decode.transpose_for_decode`; `fuse`:
   q/k/v and gate/up concatenated, for a mesh without a tensor axis). A program of its own: inside
   `generate`, XLA would sink these copies back into the loop body.
   """
@@ -58,7 +87,7 @@ def params_for_sampling(params, config: ModelConfig, unroll: bool = True, fuse: 
   params = jax.tree_util.tree_map_with_path(cast, params)
   if not unroll:
     return params
-  return decoder.transpose_for_decode(decoder.unstack_layers(params), fuse=fuse)
+  return decode.transpose_for_decode(decode.unstack_layers(params), fuse=fuse)
 
 
 # The most of a device's memory the gathered sampling weights may take (`gather_fsdp`).
@@ -133,7 +162,7 @@ def kernel_settings() -> tuple:
 
 def _generate(params, cache: dict, prompt_tokens: jax.Array, prompt_mask: jax.Array,
               seed: jax.Array, temperature: jax.Array, top_p: jax.Array, stop_tokens: jax.Array,
-              *, config: ModelConfig, mesh: Mesh | None, max_new_tokens: int, num_samples: int,
+              row_limits: jax.Array, *, config: ModelConfig, mesh: Mesh | None, max_new_tokens: int, num_samples: int,
               greedy: bool, use_temperature: bool, top_k: int | None, use_top_p: bool,
               pad_id: int, decode_kernel: bool = False, kernel_settings: tuple = ()):
   """Samples `max_new_tokens` tokens (or until a stop token) for every row.
@@ -145,6 +174,8 @@ def _generate(params, cache: dict, prompt_tokens: jax.Array, prompt_mask: jax.Ar
     prompt_tokens: int32[B, P] left-padded prompts; prompt_mask: bool[B, P]. A row with an empty
       mask is padding: it is marked finished from the start.
     seed: uint32 scalar; temperature, top_p: float32 scalars; stop_tokens: int32[K] (-1 = unused).
+    row_limits: int32[N] the most tokens of each row (<= max_new_tokens): a row that reaches its
+      limit finishes ("length"), as every row does at max_new_tokens.
     greedy: argmax decoding (temperature, top-k and top-p are then unused).
     use_temperature / top_k / use_top_p: which processors apply. With none of them the sampling
       distribution is the policy's, and its log-probs are not computed twice.
@@ -171,46 +202,44 @@ def _generate(params, cache: dict, prompt_tokens: jax.Array, prompt_mask: jax.Ar
     cache = _put_prompt_cache(cache, prompt_cache, num_samples)
   last_token = batch(jnp.repeat(prompt_tokens[:, -1], num_samples))
   padding_row = batch(jnp.repeat(~jnp.any(prompt_mask, axis=1), num_samples))
-  row_keys = batch(_row_keys(seed, n))
+  row_keys = batch(request_keys(seed, jnp.arange(n)))
+  row_limits = batch(row_limits)
+  options = dict(greedy=greedy, use_temperature=use_temperature, top_k=top_k,
+                 use_top_p=use_top_p, mesh=mesh)
 
   # 3. Decode. (Checking "every row finished" only every k steps, with an inner fixed-trip-count
   # loop, measured no faster on the GPU: the device is busy with the step's kernels throughout,
-  # see docs/benchmarks.)
+  # see docs/benchmarks.md.)
   def step_fn(state):
-    step, cache, token, done, lengths, out = state
+    step, cache, token, done, stopped, lengths, out = state
     outputs, cache = decoder.forward(config, params, token[:, None], cache=cache, mesh=mesh,
                                      decode_kernel=decode_kernel)
     logits = outputs["logits"][:, 0]                                 # float32[N, V]
-    if greedy:
-      new = jnp.argmax(logits, axis=-1).astype(jnp.int32)
-      logprob = ops.token_logprobs(logits, new)
-      sampling_lp = jnp.zeros((n,), jnp.float32)  # a point mass
-    else:
-      processed = processors.process_logits(logits, temperature if use_temperature else None,
-                                            top_k, top_p if use_top_p else None)
-      keys = jax.vmap(jax.random.fold_in, (0, None))(row_keys, step)
-      new, sampling_lp = processors.draw_with_logprob(keys, processed, mesh)
-      logprob = sampling_lp if processed is logits else ops.token_logprobs(logits, new)
+    keys = jax.vmap(jax.random.fold_in, (0, None))(row_keys, step)   # token_keys(seed, row, step)
+    new, logprob, sampling_lp = select_tokens(logits, keys, temperature, top_p, **options)
     live = ~done
     new = jnp.where(live, new, pad_id)
     columns = {"tokens": new, "logprobs": jnp.where(live, logprob, 0.0),
                "sampling_logprobs": jnp.where(live, sampling_lp, 0.0)}
     out = {k: jax.lax.dynamic_update_slice(out[k], v[:, None], (0, step))
            for k, v in columns.items()}
-    stop = jnp.any(new[:, None] == stop_tokens[None, :], axis=1)
-    return step + 1, cache, new, done | (live & stop), lengths + live, out
+    stop = live & jnp.any(new[:, None] == stop_tokens[None, :], axis=1)
+    lengths = lengths + live
+    return (step + 1, cache, new, done | stop | (lengths >= row_limits), stopped | stop, lengths,
+            out)
 
   def cond_fn(state):
-    step, _, _, done, _, _ = state
+    step, _, _, done, _, _, _ = state
     return (step < c) & ~jnp.all(done)
 
   out = {"tokens": jnp.full((n, c), pad_id, jnp.int32),
          "logprobs": jnp.zeros((n, c), jnp.float32),
          "sampling_logprobs": jnp.zeros((n, c), jnp.float32)}
   out = jax.tree.map(batch, out)
-  state = (jnp.int32(0), cache, last_token, padding_row, jnp.zeros((n,), jnp.int32), out)
-  steps, cache, _, done, lengths, out = jax.lax.while_loop(cond_fn, step_fn, state)
-  return dict(out, lengths=lengths, stopped=done & ~padding_row, steps=steps), cache
+  state = (jnp.int32(0), cache, last_token, padding_row, jnp.zeros((n,), bool),
+           jnp.zeros((n,), jnp.int32), out)
+  steps, cache, _, _, stopped, lengths, out = jax.lax.while_loop(cond_fn, step_fn, state)
+  return dict(out, lengths=lengths, stopped=stopped, steps=steps), cache
 
 
 _GENERATE_JIT = dict(
@@ -221,7 +250,7 @@ _GENERATE_JIT = dict(
 generate = jax.jit(_generate, **_GENERATE_JIT)
 # The same program with every matmul on cuBLAS instead of XLA's Triton GEMMs: faster for the
 # decode step's small matmuls once a device has many rows (qwen2.5-0.5b on an H200: 1.05x at 64
-# rows, 1.07x at 256), slower for one row (0.78x; docs/benchmarks, v6). See `program_for`.
+# rows, 1.07x at 256), slower for one row (0.78x; docs/benchmarks.md). See `program_for`.
 generate_cublas = jax.jit(_generate, **_GENERATE_JIT,
                           compiler_options={"xla_gpu_enable_triton_gemm": False})
 CUBLAS_MIN_ROWS = 64  # rows per device from which `program_for` picks generate_cublas

@@ -1,16 +1,17 @@
 """`sample`: checks a request, pads it to cached shapes, runs the jitted engine, builds `Rollouts`.
 
-Everything a user can get wrong is checked here, in numpy, before anything is compiled. Shapes are
-bucketed so that RL loops (and ragged evaluation batches) reuse compiled programs: the prompt
-length P to a power of two (at least 16), the number of prompts to a power of two that the mesh's
-batch axes divide. Padding prompts are dropped from the result.
+Everything a user can get wrong is checked first, in numpy, before anything is compiled
+(`checks`). Shapes are bucketed so that RL loops (and ragged evaluation batches) reuse compiled
+programs: the prompt length P to a power of two (at least 16), the number of prompts to a power
+of two that the mesh's batch axes divide. Padding prompts are dropped from the result. With more
+requests than `max_slots`, the continuous engine runs (`continuous`), else the static one
+(`engine`); `sample_async` returns before the device is done.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from typing import Any, Sequence
 
 import jax
@@ -19,7 +20,7 @@ import numpy as np
 
 from rlthink import distributed, sharding
 from rlthink.models import decoder
-from rlthink.sampling import engine
+from rlthink.sampling import checks, continuous, engine
 from rlthink.sampling.rollouts import Rollouts
 
 MIN_PROMPT_BUCKET = 16
@@ -48,73 +49,6 @@ def batch_bucket(num_prompts: int, mesh) -> int:
   return -(-b // shards) * shards
 
 
-def _default_stop_tokens(policy) -> tuple[int, ...]:
-  ids = {policy.config.eos_token_id}
-  if policy.tokenizer is not None:
-    ids.add(getattr(policy.tokenizer, "eos_token_id", None))
-  return tuple(sorted(i for i in ids if i is not None))
-
-
-def _check_prompts(prompts, vocab_size: int, tokenizer) -> list[np.ndarray]:
-  if hasattr(prompts, "__array__") and not isinstance(prompts, np.ndarray):  # e.g. a jax.Array
-    prompts = np.asarray(prompts)
-  if isinstance(prompts, (str, bytes)) or not isinstance(prompts, (Sequence, np.ndarray)):
-    raise TypeError(f"prompts must be a list of token-id lists (or of strings with a tokenizer), "
-                    f"got {type(prompts).__name__}")
-  if len(prompts) == 0:
-    raise ValueError("prompts is empty: give at least one prompt")
-  if any(isinstance(p, str) for p in prompts):
-    if tokenizer is None:
-      raise ValueError("string prompts need a tokenizer: attach one to the policy "
-                       "(policy.replace(tokenizer=...)) or pass token ids")
-    from rlthink.sampling import text
-    prompts = text.encode_prompts(tokenizer, prompts)
-  out = []
-  for i, p in enumerate(prompts):
-    a = np.asarray(p)
-    if a.ndim != 1:
-      raise ValueError(f"prompt {i} must be a 1-D sequence of token ids, got shape {a.shape}")
-    if a.size == 0:
-      raise ValueError(f"prompt {i} is empty: every prompt needs at least one token")
-    if not np.issubdtype(a.dtype, np.integer):
-      raise ValueError(f"prompt {i} must hold integer token ids, got dtype {a.dtype}")
-    if a.min() < 0 or a.max() >= vocab_size:
-      bad = int(a[(a < 0) | (a >= vocab_size)][0])
-      raise ValueError(f"prompt {i} has token id {bad} outside the vocabulary [0, {vocab_size})")
-    out.append(a.astype(np.int32))
-  return out
-
-
-def _check_options(config, longest: int, longest_index: int, max_new_tokens, temperature, top_k,
-                   top_p, num_samples, seed, stop_tokens) -> None:
-  def is_int(x):
-    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
-
-  if not is_int(max_new_tokens) or max_new_tokens <= 0:
-    raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
-  if not is_int(num_samples) or num_samples <= 0:
-    raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
-  if not is_int(seed) or not 0 <= seed < 2 ** 32:
-    raise ValueError(f"seed must be an int in [0, 2**32), got {seed!r}")
-  if not isinstance(temperature, (int, float, np.number)) or not (
-      math.isfinite(temperature) and temperature >= 0):
-    raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
-  if top_k is not None and (not is_int(top_k) or not 1 <= top_k <= config.vocab_size):
-    raise ValueError(f"top_k must be None or an int in [1, {config.vocab_size}], got {top_k!r}")
-  if top_p is not None and (not isinstance(top_p, (int, float, np.number)) or
-                            not 0 < top_p <= 1):
-    raise ValueError(f"top_p must be None or a number in (0, 1], got {top_p!r}")
-  for t in stop_tokens:
-    if not is_int(t) or not 0 <= t < config.vocab_size:
-      raise ValueError(f"stop token {t!r} is not a token id in [0, {config.vocab_size})")
-  if longest + max_new_tokens > config.max_seq_len:
-    raise ValueError(
-        f"prompt {longest_index} has {longest} tokens: with max_new_tokens={max_new_tokens} the "
-        f"rollout needs {longest + max_new_tokens} positions, more than the model's "
-        f"max_seq_len={config.max_seq_len} (the KV cache's limit); shorten the prompt or "
-        "max_new_tokens")
-
-
 @functools.partial(jax.jit, static_argnames=("config", "batch", "length", "mesh", "per_layer"))
 def _empty_cache(config, batch: int, length: int, mesh, per_layer: bool) -> dict:
   cache = decoder.init_cache(config, batch, length)
@@ -133,25 +67,37 @@ class _Request:
   mask: np.ndarray        # bool[B, P]
   num_prompts: int
   num_samples: int
-  program: Any            # engine.generate or generate_cublas (engine.program_for)
+  program: Any            # engine.generate(_cublas) or continuous.generate(_cublas)
 
 
 def _request(policy, prompts, max_new_tokens, temperature, top_k, top_p, num_samples, seed,
-             stop_tokens, unroll_layers, decode_attention) -> _Request:
-  config = policy.config
-  rows = _check_prompts(prompts, config.vocab_size, policy.tokenizer)
+             stop_tokens, unroll_layers, decode_attention, max_slots=None, slot_options=None,
+             max_new_tokens_per_request=None) -> _Request:
+  config, mesh = policy.config, policy.mesh
+  rows = checks.check_prompts(prompts, config.vocab_size, policy.tokenizer)
   if stop_tokens is not None and not isinstance(stop_tokens, (Sequence, np.ndarray)):
     raise ValueError(f"stop_tokens must be a list of token ids (or None, or ()), got "
                      f"{stop_tokens!r}")
-  stop_tokens = _default_stop_tokens(policy) if stop_tokens is None else tuple(stop_tokens)
+  stop_tokens = checks.default_stop_tokens(policy) if stop_tokens is None else tuple(stop_tokens)
   lengths = [len(r) for r in rows]
   longest_index = int(np.argmax(lengths))
-  _check_options(config, lengths[longest_index], longest_index, max_new_tokens, temperature,
+  checks.check_options(config, lengths[longest_index], longest_index, max_new_tokens, temperature,
                  top_k, top_p, num_samples, seed, stop_tokens)
-
   num_prompts = len(rows)
+  limits = checks.request_limits(max_new_tokens_per_request, num_prompts * num_samples, max_new_tokens)
+  slots = checks.slots(max_slots, _batch_shards(mesh))
+  continuous_mode = slots is not None and num_prompts * num_samples > slots
+  if continuous_mode:
+    slot_options = slot_options or continuous.SlotOptions()
+    if not isinstance(slot_options, continuous.SlotOptions):
+      raise TypeError(f"slot_options must be a rlthink.sampling.SlotOptions, got "
+                      f"{type(slot_options).__name__}")
+
   p = prompt_bucket(max(lengths), max_new_tokens, config.max_seq_len)
-  b = batch_bucket(num_prompts, policy.mesh)
+  b = batch_bucket(num_prompts, mesh)
+  if continuous_mode:  # room for the first slots' prompts and one prefill group past the end
+    lay = continuous.layout(p, max_new_tokens, slot_options)
+    b = max(_next_pow2(num_prompts), -(-slots // num_samples)) + slot_options.prefill_prompts
   pad_id = config.pad_token_id if config.pad_token_id is not None else 0
   tokens = np.full((b, p), pad_id, np.int32)
   mask = np.zeros((b, p), bool)
@@ -162,12 +108,17 @@ def _request(policy, prompts, max_new_tokens, temperature, top_k, top_p, num_sam
                   np.int32)
   stops[:len(stop_tokens)] = stop_tokens
 
-  mesh = policy.mesh
   put = (lambda x: jnp.asarray(x)) if mesh is None else (
       lambda x: jax.device_put(x, sharding.batch_sharding(mesh, x.shape)))
-  decode_kernel, length = _decode_attention(decode_attention, config, unroll_layers,
-                                            p - 1 + max_new_tokens)
-  cache = _empty_cache(config, b * num_samples, length, mesh, unroll_layers)
+  if continuous_mode:  # the cache may exceed max_seq_len: positions count valid slots only
+    decode_kernel, length = _decode_attention(decode_attention, config, unroll_layers,
+                                              lay.cache_len, within_max_seq_len=False)
+    cache_config = config.replace(max_seq_len=max(config.max_seq_len, length))
+    cache = _empty_cache(cache_config, slots, length, mesh, unroll_layers)
+  else:
+    decode_kernel, length = _decode_attention(decode_attention, config, unroll_layers,
+                                              p - 1 + max_new_tokens)
+    cache = _empty_cache(config, b * num_samples, length, mesh, unroll_layers)
   greedy = temperature == 0
   top_p = None if top_p is not None and top_p >= 1 else top_p  # 1 keeps every token: no sort
   fuse = unroll_layers and (mesh is None or mesh.shape["tensor"] == 1)
@@ -175,23 +126,37 @@ def _request(policy, prompts, max_new_tokens, temperature, top_k, top_p, num_sam
   if unroll_layers or config.param_dtype != config.dtype:
     params = engine.params_for_sampling(params, config, unroll_layers, fuse)
   params = engine.gather_fsdp(params, mesh)
-  args = (params, cache, put(tokens), put(mask), jnp.uint32(seed),
-          jnp.float32(1.0 if greedy else temperature), jnp.float32(1.0 if top_p is None else top_p),
-          jnp.asarray(stops))
+  options = (jnp.uint32(seed), jnp.float32(1.0 if greedy else temperature),
+             jnp.float32(1.0 if top_p is None else top_p), jnp.asarray(stops))
   static = dict(config=config, mesh=mesh, max_new_tokens=max_new_tokens, num_samples=num_samples,
                 greedy=greedy, use_temperature=not greedy and temperature != 1,
                 top_k=None if greedy else top_k,
                 use_top_p=top_p is not None and not greedy, pad_id=pad_id,
                 decode_kernel=decode_kernel,
                 kernel_settings=engine.kernel_settings() if decode_kernel else ())
-  program = engine.program_for(b * num_samples // _batch_shards(mesh))
+  if continuous_mode:
+    out_rows = _next_pow2(num_prompts) * num_samples  # bucketed: fewer compiles
+    row_limits = np.full((out_rows,), max_new_tokens, np.int32)
+    row_limits[:limits.size] = limits
+    # The prompts are read by every slot (any row may take any request): replicated.
+    args = (params, cache, jnp.asarray(tokens), jnp.asarray(mask),
+            jnp.int32(num_prompts * num_samples), jnp.asarray(row_limits), *options)
+    static.update(lay=lay, prefill_prompts=slot_options.prefill_prompts,
+                  refills_per_step=slot_options.refills_per_step)
+    program = continuous.program_for(slots // _batch_shards(mesh))
+  else:
+    row_limits = np.full((b * num_samples,), max_new_tokens, np.int32)
+    row_limits[:limits.size] = limits
+    args = (params, cache, put(tokens), put(mask), *options, put(row_limits))
+    program = engine.program_for(b * num_samples // _batch_shards(mesh))
   return _Request(args, static, tokens, mask, num_prompts, num_samples, program)
 
 
 DECODE_ATTENTION = ("auto", "xla", "pallas")
 
 
-def _decode_attention(choice: str, config, unroll_layers: bool, length: int) -> tuple[bool, int]:
+def _decode_attention(choice: str, config, unroll_layers: bool, length: int,
+                      within_max_seq_len: bool = True) -> tuple[bool, int]:
   """(use the Pallas decode kernel, cache length): the kernel needs per-layer cache buffers, a
   power-of-two head_dim >= 16 (Triton tiles) and a length that is a multiple of 16 (the cache is
   padded up to one, within max_seq_len). "auto" takes it on GPU for 16-bit compute only: the
@@ -200,7 +165,8 @@ def _decode_attention(choice: str, config, unroll_layers: bool, length: int) -> 
     raise ValueError(f"decode_attention={choice!r} is not one of {DECODE_ATTENTION}")
   padded = -(-length // 16) * 16
   d = config.head_dim
-  fits = (unroll_layers and padded <= config.max_seq_len and d >= 16 and d & (d - 1) == 0)
+  fits = (unroll_layers and (padded <= config.max_seq_len or not within_max_seq_len)
+          and d >= 16 and d & (d - 1) == 0)
   if choice == "pallas" and not fits:
     raise ValueError("decode_attention='pallas' needs unroll_layers=True, a power-of-two "
                      f"head_dim >= 16 (got {d}) and room for a cache of {padded} slots (prompt + "
@@ -214,7 +180,9 @@ def _decode_attention(choice: str, config, unroll_layers: bool, length: int) -> 
 def sample(policy, prompts, *, max_new_tokens: int, temperature: float = 1.0,
            top_k: int | None = None, top_p: float | None = None, num_samples: int = 1,
            seed: int = 0, stop_tokens: Sequence[int] | None = None,
-           unroll_layers: bool = True, decode_attention: str = "auto") -> Rollouts:
+           unroll_layers: bool = True, decode_attention: str = "auto",
+           max_slots: int | None = None, slot_options: continuous.SlotOptions | None = None,
+           max_new_tokens_per_request: Sequence[int] | None = None) -> Rollouts:
   """Samples `num_samples` completions of each prompt with the policy.
 
   Args:
@@ -225,7 +193,7 @@ def sample(policy, prompts, *, max_new_tokens: int, temperature: float = 1.0,
     top_k / top_p: keep only the k most likely tokens / the smallest set of most likely tokens
       with probability >= top_p (applied after the temperature, top-k first). None: no filter.
     num_samples: completions per prompt; the prompt is prefilled once and shared.
-    seed: the same seed gives the same rollouts on any mesh and batch composition.
+    seed: the same seed gives the same rollouts on any mesh, batch composition and slot count.
     stop_tokens: a row finishes after sampling one of these ids (kept as its last token). None:
       the model's (and tokenizer's) eos id; () never stops early.
     unroll_layers: compile the layers one by one, each with its own weight and KV-cache buffers
@@ -238,29 +206,86 @@ def sample(policy, prompts, *, max_new_tokens: int, temperature: float = 1.0,
       interpreter elsewhere, for tests); "xla": einsum attention over every cache slot; "auto"
       (default): pallas on GPU with unroll_layers, 16-bit compute and a power-of-two head_dim,
       xla otherwise.
+    max_slots: the most rows decoded at once. None (default), or at least as many as the
+      requests (len(prompts) * num_samples): one static batch whose loop runs until its longest
+      row ends. Fewer: continuous batching (`rlthink.sampling.continuous`): max_slots rows
+      (rounded up to a multiple of the mesh's batch shards), each taking the next request as
+      soon as its own ends; the same completions, less idle work when lengths differ.
+    slot_options: the continuous engine's prefill schedule (`SlotOptions`; None: defaults).
+    max_new_tokens_per_request: int[len(prompts) * num_samples], each request's own limit
+      (<= max_new_tokens; it then finishes with reason "length"). None: max_new_tokens.
 
   Returns:
     `Rollouts` with N = len(prompts) * num_samples rows (row i * num_samples + j is sample j of
-    prompt i), as numpy arrays.
+    prompt i), as numpy arrays. `decode_steps` counts the decode loop's steps.
 
   Raises:
     ValueError / TypeError before compiling anything, for empty prompts, token ids outside the
     vocabulary, prompts that do not fit the cache with max_new_tokens, or bad options.
   """
-  req = _request(policy, prompts, max_new_tokens, temperature, top_k, top_p, num_samples, seed,
-                 stop_tokens, unroll_layers, decode_attention)
+  return sample_async(policy, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
+                      top_k=top_k, top_p=top_p, num_samples=num_samples, seed=seed,
+                      stop_tokens=stop_tokens, unroll_layers=unroll_layers,
+                      decode_attention=decode_attention, max_slots=max_slots,
+                      slot_options=slot_options,
+                      max_new_tokens_per_request=max_new_tokens_per_request).result()
+
+
+class PendingRollouts:
+  """Rollouts still being computed on the device: `result()` waits for them (`sample_async`)."""
+
+  def __init__(self, out: dict, req: _Request):
+    self._out, self._req, self._rollouts = out, req, None
+
+  def done(self) -> bool:
+    """Whether the device has finished (result() would not wait)."""
+    return self._rollouts is not None or all(
+        x.is_ready() for x in jax.tree.leaves(self._out) if hasattr(x, "is_ready"))
+
+  def result(self) -> Rollouts:
+    """The `Rollouts` (numpy), waiting for the device if needed; the same object every call."""
+    if self._rollouts is None:  # gathers rows held by other hosts
+      self._rollouts = _to_rollouts(distributed.to_host(self._out), self._req)
+      self._out = None
+    return self._rollouts
+
+
+def sample_async(policy, prompts, **options) -> PendingRollouts:
+  """`sample` without waiting: checks and dispatches the program, returns at once.
+
+  The host is free while the device samples, e.g. to verify the previous batch's completions:
+
+      pending = sample_async(policy, batches[0], max_new_tokens=256)
+      for i in range(len(batches)):
+        rollouts = pending.result()
+        if i + 1 < len(batches):
+          pending = sample_async(policy, batches[i + 1], max_new_tokens=256)  # device busy...
+        rewards.append(verify(rollouts))                                       # ...host verifies
+
+  Takes the arguments of `sample` (all but `prompts` by keyword) and raises its errors.
+  """
+  req = _request(policy, prompts, **_options(**options))
   out, _ = req.program(*req.args, **req.static)
-  return _to_rollouts(distributed.to_host(out), req)  # gathers rows held by other hosts
+  return PendingRollouts(out, req)
 
 
-def lower_sample(policy, prompts, *, max_new_tokens: int, temperature: float = 1.0,
-                 top_k: int | None = None, top_p: float | None = None, num_samples: int = 1,
-                 seed: int = 0, stop_tokens: Sequence[int] | None = None,
-                 unroll_layers: bool = True, decode_attention: str = "auto"):
+def _options(*, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+             top_p: float | None = None, num_samples: int = 1, seed: int = 0,
+             stop_tokens: Sequence[int] | None = None, unroll_layers: bool = True,
+             decode_attention: str = "auto", max_slots: int | None = None,
+             slot_options=None, max_new_tokens_per_request=None) -> dict:
+  """`sample`'s keyword arguments with their defaults, as `_request` takes them."""
+  return dict(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+              num_samples=num_samples, seed=seed, stop_tokens=stop_tokens,
+              unroll_layers=unroll_layers, decode_attention=decode_attention,
+              max_slots=max_slots, slot_options=slot_options,
+              max_new_tokens_per_request=max_new_tokens_per_request)
+
+
+def lower_sample(policy, prompts, **options):
   """The `jax.stages.Lowered` program that `sample` would run (same arguments): for inspecting
   the compiled HLO (`.compile().as_text()`), its cost or memory analysis."""
-  req = _request(policy, prompts, max_new_tokens, temperature, top_k, top_p, num_samples, seed,
-                 stop_tokens, unroll_layers, decode_attention)
+  req = _request(policy, prompts, **_options(**options))
   return req.program.lower(*req.args, **req.static)
 
 
