@@ -21,14 +21,20 @@ Prompt batches (for sampling in RL / evaluation): tokens int32[batch, max_prompt
 (so generation appends at the same slot), attention_mask bool, lengths int32[batch], index int32
 (the example's index in the split) and examples (list of the example dicts, for `task.verify`).
 
-Both are deterministic given `seed`; iterators from `iter(dataset)` can be checkpointed with grain's
-`get_state`/`set_state`. On several hosts pass shard_index=jax.process_index(),
-num_shards=jax.process_count().
+Overlong SFT sequences are truncated (or dropped) without a word inside the pipeline, so count
+them before a stage starts: `truncation_stats` (cheap: batched tokenization, no batches built)
+and `check_truncation` (an error with the numbers when most of the data would be cut, a warning
+naming the count otherwise).
+
+SFT and prompt batches are deterministic given `seed`; iterators from `iter(dataset)` can be
+checkpointed with grain's `get_state`/`set_state`. On several hosts pass
+shard_index=jax.process_index(), num_shards=jax.process_count().
 """
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from typing import Any, Sequence
 
 import grain
 import numpy as np
@@ -70,6 +76,65 @@ def encode_sft(task: Task, example: dict, tokenizer,
   span = np.repeat(np.arange(3), [n_prompt, n_think, n_answer])
   return {"tokens": np.asarray(prompt + thinking + answer, np.int32),
           "loss_mask": span > 0, "thinking_mask": span == 1, "answer_mask": span == 2}
+
+
+def sft_lengths(task: Task, examples: Sequence[dict], tokenizer, add_bos: bool | None = None,
+                chunk: int = 1024) -> np.ndarray:
+  """int64[len(examples)]: the token count of each example's SFT sequence, exactly as
+  `encode_sft` builds it (<bos>?, prompt, thinking span, answer, <eos>), tokenizing the pieces in
+  batches (fast tokenizers encode a batch in parallel)."""
+  fmt = task.format
+  fixed = (int(_use_bos(tokenizer, add_bos)) + 1  # <bos>? and <eos>
+           + (0 if fmt.open_thinking_in_prompt else len(_encode(tokenizer, fmt.think_open)))
+           + len(_encode(tokenizer, fmt.think_close)))
+  count = lambda texts: [len(ids) for ids in tokenizer(
+      list(texts), add_special_tokens=False)["input_ids"]]
+  lengths = []
+  for start in range(0, len(examples), chunk):
+    part = [examples[i] for i in range(start, min(start + chunk, len(examples)))]
+    pieces = [count(task.prompt(ex, tokenizer) for ex in part),
+              count(task.thinking(ex) for ex in part), count(task.answer(ex) for ex in part)]
+    lengths += [fixed + sum(n) for n in zip(*pieces)]
+  return np.asarray(lengths, np.int64)
+
+
+def truncation_stats(task: Task, tokenizer, max_length: int, *, split: str = "train",
+                     examples: Sequence[dict] | None = None, add_bos: bool | None = None,
+                     max_examples: int | None = None) -> dict:
+  """How many SFT sequences of `split` (or of `examples`, e.g. a stage's split mixture) are
+  longer than `max_length`: {"num", "truncated", "max_tokens", "p99_tokens", "max_length"}.
+
+  max_examples: count an evenly spaced subset of this many examples (None: all), for large
+  corpora; "num" is the number counted.
+  """
+  examples = task.examples(split) if examples is None else examples
+  indices = range(len(examples))
+  if max_examples is not None and len(examples) > max_examples:
+    indices = np.linspace(0, len(examples) - 1, max_examples).round().astype(int).tolist()
+  lengths = sft_lengths(task, [examples[i] for i in indices], tokenizer, add_bos)
+  if not len(lengths):
+    return {"num": 0, "truncated": 0, "max_tokens": 0, "p99_tokens": 0.0,
+            "max_length": max_length}
+  return {"num": int(len(lengths)), "truncated": int((lengths > max_length).sum()),
+          "max_tokens": int(lengths.max()), "p99_tokens": float(np.percentile(lengths, 99)),
+          "max_length": int(max_length)}
+
+
+def check_truncation(stats: dict, max_fraction: float = 0.5, where: str = "SFT data") -> dict:
+  """Raises when more than `max_fraction` of the sequences counted by `truncation_stats` exceed
+  max_length (the numbers in the message); logs a warning naming the count when some do.
+  Returns `stats`. where: what the data is (e.g. "stage 'sft' (task gsm8k, split train)")."""
+  num, cut, limit = stats["num"], stats["truncated"], stats["max_length"]
+  if not cut:
+    return stats
+  numbers = (f"{cut} of {num} sequences ({cut / num:.1%}) are longer than max_length={limit} "
+             f"(longest {stats['max_tokens']} tokens, 99th percentile {stats['p99_tokens']:.0f})")
+  if cut / num > max_fraction:
+    raise ValueError(f"{where}: {numbers}: more than {max_fraction:.0%} of the data would be "
+                     "cut; raise max_length (or the tokenizer's compression, e.g. a BPE "
+                     "tokenizer) or shorten the data")
+  logging.warning("%s: %s; they are cut to max_length (overlong policy)", where, numbers)
+  return stats
 
 
 def _check_overlong(overlong: str) -> None:

@@ -161,3 +161,50 @@ def test_shards_partition_the_split(task, tok):
       for i in b["index"]]
   a, b = index(0), index(1)
   assert sorted(a + b) == list(range(10)) and len(a) == 5
+
+
+@pytest.mark.parametrize("opened", [False, True])
+def test_sft_lengths_match_encode_sft(tmp_path, tok, opened):
+  from rlthink.models.tokenizer import train_bpe_tokenizer
+  from rlthink.tasks.base import PromptFormat
+  qa = tasks.get("general_qa", size="tiny", seed=0, data_dir=str(tmp_path),
+                 prompt_format=PromptFormat(open_thinking_in_prompt=opened))
+  examples = [qa.examples("train")[i] for i in range(30)]
+  bpe = train_bpe_tokenizer((qa.reference(e) for e in examples), vocab_size=400)
+  for tokenizer in (tok, bpe):
+    for add_bos in (None, False):
+      expected = [len(pipeline.encode_sft(qa, e, tokenizer, add_bos)["tokens"]) for e in examples]
+      got = pipeline.sft_lengths(qa, examples, tokenizer, add_bos, chunk=7)
+      assert got.tolist() == expected
+
+
+def test_truncation_stats_count_what_sft_would_drop(task, tok, caplog):
+  lengths = np.asarray([len(pipeline.encode_sft(task, e, tok)["tokens"])
+                        for e in task.examples("train")])
+  limit = int(np.median(lengths))
+  stats = pipeline.truncation_stats(task, tok, limit)
+  assert stats == {"num": 40, "truncated": int((lengths > limit).sum()),
+                   "max_tokens": int(lengths.max()), "p99_tokens": float(np.percentile(lengths, 99)),
+                   "max_length": limit}
+  # The same count as the sequences the SFT pipeline drops with overlong="drop".
+  kept = sum(b["tokens"].shape[0] for b in pipeline.sft_dataset(
+      task, "train", tok, batch_size=8, max_length=limit, overlong="drop", drop_remainder=False))
+  assert 0 < stats["truncated"] == 40 - kept
+  # A stage's own examples, and an evenly spaced subset.
+  chosen = [task.examples("train")[i] for i in range(5)]
+  assert pipeline.truncation_stats(task, tok, limit, examples=chosen)["truncated"] == int(
+      (lengths[:5] > limit).sum())
+  assert pipeline.truncation_stats(task, tok, limit, max_examples=10)["num"] == 10
+  # Under half cut: a warning naming the count; over half: an error with the numbers.
+  with caplog.at_level("WARNING"):
+    assert pipeline.check_truncation(stats, where="stage 'sft'") == stats
+  assert f"stage 'sft': {stats['truncated']} of 40 sequences" in caplog.text
+  short = pipeline.truncation_stats(task, tok, int(lengths.min()))
+  with pytest.raises(ValueError, match=rf"stage 'sft': {short['truncated']} of 40 sequences "
+                                       rf"\(\d+\.\d%\) are longer than max_length="
+                                       rf"{int(lengths.min())} \(longest {lengths.max()} tokens"):
+    pipeline.check_truncation(short, where="stage 'sft'")
+  fits = pipeline.truncation_stats(task, tok, int(lengths.max()))
+  caplog.clear()
+  assert fits["truncated"] == 0 and pipeline.check_truncation(fits) == fits
+  assert "sequences" not in caplog.text
