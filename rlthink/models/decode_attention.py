@@ -43,14 +43,14 @@ def supported_length(length: int) -> bool:
 
 # From this many (row, KV head) programs on, each takes all slots of its row (one chunk): the
 # GPU is full without splitting, and the kernel writes the final output (no partial results to
-# store and merge: two kernels less per layer). Measured on an H200 (docs/benchmarks, session 7):
+# store and merge: two kernels less per layer). Measured on an H200 (docs/benchmarks.md):
 # at 128 programs (batch 64 of a 2-KV-head model) whole rows are 3 % faster per step than chunks;
 # at 2 (batch 1) +1 % on qwen2.5-0.5b, -1 % on qwen2.5-1.5b, so batch 1 keeps its chunks.
 WHOLE_ROW_PROGRAMS = 128
 
 # The tiling of whole-row programs, (block, num_warps, num_stages), by program count: the entry
 # of the largest count <= the call's (the block halved until it divides the row). Measured on an
-# H200 (session 7): at 128 programs 128-slot blocks with 8 warps and 3 stages beat 64 / 4 / 2 by
+# H200: at 128 programs 128-slot blocks with 8 warps and 3 stages beat 64 / 4 / 2 by
 # 0.6 %; at 512 (batch 256) 64 / 4 / 2 beat every other tiling tried (1.79 vs 1.80-1.93 ms/step).
 WHOLE_ROW_TILINGS: dict[int, tuple[int, int, int]] = {1: (128, 8, 3), 512: (64, 4, 2)}
 
@@ -254,7 +254,7 @@ def _local(q, k, v, start, length, rope, q_bias, group: int, interpret: bool,
   else:
     # Merge the chunks: weights exp(m_c - max_c m_c); empty chunks (l = 0, m = -1e30) weigh 0.
     # (XLA makes this two kernels; slicing off the padding rows first, or storing only the G
-    # real ones, made it four: measured, docs/benchmarks v8.)
+    # real ones, made it four: measured, docs/benchmarks.md.)
     o, m, l = results[:3]
     top = m.max(axis=2, keepdims=True)
     w = jnp.exp(m - top)
@@ -280,7 +280,7 @@ def decode_attention(q: jax.Array, k: jax.Array, v: jax.Array, start: jax.Array,
     start, length: int32[B]: each row attends to slots start <= s < length (length > start).
     mesh: shards the call like the decoder's activations; None for one device.
     rope: (cos, sin), float32 [B, D] each (the frequencies repeated for both halves): q is not
-      yet rotated; the kernel applies rotate-half RoPE (`decoder.apply_rope`).
+      yet rotated; the kernel applies rotate-half RoPE (`attention.apply_rope`).
     q_bias: [H, D]: q is before its bias; the kernel adds it (before RoPE). With these two the
       decoder hands over its q/k/v projection as it comes out of the matmul: no pass over q.
     write_kv: q is the fused projection [B, H + 2K, D] (query heads, then this step's keys, then
@@ -294,7 +294,7 @@ def decode_attention(q: jax.Array, k: jax.Array, v: jax.Array, start: jax.Array,
       WHOLE_ROW_TILINGS', else the largest of 64, 32, 16 dividing the chunk, 4 and 2).
 
   Returns:
-    [B, H, D] in v's dtype (softmax in float32, as `decoder.dot_product_attention`); with
+    [B, H, D] in v's dtype (softmax in float32, as `attention.dot_product_attention`); with
     `write_kv`, (that, k, v) with the new slot written (k and v are donated to the kernel).
   """
   if not supported_length(k.shape[2]):

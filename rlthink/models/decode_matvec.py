@@ -5,7 +5,7 @@ With one row a decode-step matmul is a matrix-vector product: it reads the whole
 does almost no arithmetic, so its time is the weight's bytes plus a kernel launch. XLA runs each
 residual add and each RMSNorm as kernels of their own (an add, a reduction, an elementwise pass)
 next to the matmul; at batch 1 those small kernels cost as much as the weight reads
-(docs/benchmarks, v8 profile). `matvec` is one kernel per matmul that also
+(docs/benchmarks.md). `matvec` is one kernel per matmul that also
 
 - adds the residual first (`add`): the input is x + add, rounded as the decoder's add, and the
   sum comes back as a second output (the next residual);
@@ -14,11 +14,11 @@ next to the matmul; at batch 1 those small kernels cost as much as the weight re
   `decoder.RMSNorm` does before multiplying;
 - for a fused gate/up weight (`silu_mul`), returns silu(x @ gate) * (x @ up).
 
-The decoder (`DecoderLayer._few_rows_step`) runs the layer's q/k/v and gate/up matmuls this way,
+The decode step (`decode.few_rows_step`) runs the layer's q/k/v and gate/up matmuls this way,
 down too when its weight is large (LAYER_KERNELS, KERNEL_MIN_SIZE), and leaves the o-projection
 (and a small down) to XLA (measured faster there), their residual adds done by the next kernel.
 Weights are [N, K] with the input axis K minor
-(`decoder.transpose_for_decode`); each program owns BLOCK_N outputs and walks K in BLOCK_K steps
+(`decode.transpose_for_decode`); each program owns BLOCK_N outputs and walks K in BLOCK_K steps
 (unrolled: every load in flight at once), accumulating products in float32 elementwise and
 summing once at the end. On a non-GPU backend the kernel runs in Pallas' interpreter (for
 tests). With a mesh it runs per shard: rows over the batch axes, the weight whole on every
@@ -32,6 +32,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 from jax.sharding import Mesh, PartitionSpec
@@ -39,14 +40,14 @@ from jax.sharding import Mesh, PartitionSpec
 from rlthink import sharding
 
 # Rows per device up to which the decoder uses these kernels. Measured on an H200 (qwen2.5-0.5b,
-# docs/benchmarks v9): at 4 rows the step with the kernels took 1.22 ms, with XLA's 0.99.
+# docs/benchmarks.md): at 4 rows the step with the kernels took 1.22 ms, with XLA's 0.99.
 MAX_ROWS = 1
 _KERNEL_MAX_ROWS = 8  # the kernel's limit (one unrolled pass per row)
 
 # The decoder layer's matmuls that run as kernels, with their tiling (BLOCK_N, BLOCK_K, warps);
 # a role left out ("o"), or whose weight has fewer elements than KERNEL_MIN_SIZE's entry, runs
 # as XLA ops (`matvec_xla`, the same numbers). Measured in place at batch 1 on an H200
-# (docs/benchmarks v9, session 8): input norm + q/k/v 3.8 us per layer (XLA 4.7 in 3 kernels),
+# (docs/benchmarks.md): input norm + q/k/v 3.8 us per layer (XLA 4.7 in 3 kernels),
 # norm + gate/up + SiLU-multiply 7.5 (XLA 9.4 in 4); the o-projection (8, 128, 8) 2.5 vs 2.1;
 # down (4, 256, 8) on qwen2.5-0.5b's [896, 4864] weight 6.3 vs 3.8 us, on qwen2.5-1.5b's
 # [1536, 8960] 1.51 vs 1.55 ms per step: a kernel from KERNEL_MIN_SIZE's 8M elements on.
@@ -231,7 +232,6 @@ def matvec(x: jax.Array, w: jax.Array, *, norm_scale: jax.Array | None = None,
 
 def reference(x, w, norm_scale=None, eps=1e-6, silu_mul=False, add=None):
   """float64 numpy with the same contract (no rounding to the compute dtype), for tests."""
-  import numpy as np
   x, w = np.asarray(x, np.float64), np.asarray(w, np.float64)
   if add is not None:
     total = x + np.asarray(add, np.float64)

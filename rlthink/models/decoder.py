@@ -4,15 +4,11 @@ Used only through `init`/`apply`, wrapped by the pure functions `init_params` an
 are one `nn.scan`ned layer, so compile time does not grow with depth. The KV-cache path is the same
 code as the full forward: attention always runs over "slots" (cache slots, or the input positions
 when there is no cache) with one mask built from causality, key validity, packing segments and an
-optional sliding window.
+optional sliding window (`attention`).
 
-For decoding, `rlthink.sample` runs the same modules on per-layer params with the matmul weights
-stored transposed, q/k/v and gate/up each fused into one weight (`transpose_for_decode`) and, on
-GPU, one-token attention through the Pallas kernel of `rlthink.models.decode_attention`
-(`forward(..., decode_kernel=True)`), which also adds q's bias and applies its RoPE and, given
-the fused q/k/v projection, biases, rotates and writes the step's keys and values into the cache.
-With one row per device, the q/k/v and gate/up matmuls run as Pallas matvec kernels with the
-residual adds and RMSNorms fused in (`rlthink.models.decode_matvec`).
+The sampler runs these same modules on parameters laid out for decoding (per-layer, transposed,
+fused: `rlthink.models.decode`) and, with `forward(..., decode_kernel=True)`, hands one-token steps
+to the Pallas kernels that `decode` dispatches to.
 
 Shapes: B batch, T input length, S key slots (cache length or T), E embed, H heads, K kv heads,
 D head_dim, M mlp, V vocab, L layers.
@@ -21,21 +17,20 @@ D head_dim, M mlp, V vocab, L layers.
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.sharding import Mesh
 
 from rlthink import sharding
-from rlthink.models import decode_attention, decode_matvec
+from rlthink.models import decode
+from rlthink.models.attention import (AttentionContext, LayerCache, apply_rope,
+                                      attention_mask, dot_product_attention, rope_inv_freq)
 from rlthink.models.config import ModelConfig
 
 HEADS = ("logits", "value", "reward", "hidden")
-_NEG_INF = -1e30  # finite, so fully masked rows (padding queries) give no NaNs
 
 
 def _dtype(name: str):
@@ -49,96 +44,27 @@ def _param(module: nn.Module, name: str, shape: Sequence[int], names: Sequence[s
   return module.param(name, nn.with_logical_partitioning(init, tuple(names)), tuple(shape), dtype)
 
 
-# Weights the sampler stores transposed (`transpose_for_decode`): name -> the einsum of x with the
-# stored weight, normal and transposed. With one row per step (batch 1) a matmul is a reduction
-# over the weight's input axis; storing that axis minor makes it a row reduction (measured
-# 1.3-1.7x faster per call for the attention and down projections, docs/benchmarks).
-_DECODE_T = {
-    "q_proj": ("bte,ehd->bthd", "bte,hde->bthd"),
-    "k_proj": ("bte,ehd->bthd", "bte,hde->bthd"),
-    "v_proj": ("bte,ehd->bthd", "bte,hde->bthd"),
-    "o_proj": ("bthd,hde->bte", "bthd,ehd->bte"),
-    "gate_proj": ("bte,em->btm", "bte,me->btm"),
-    "up_proj": ("bte,em->btm", "bte,me->btm"),
-    "down_proj": ("btm,me->bte", "btm,em->bte"),
+# The einsum of x with each layer matmul weight as created; `decode.TRANSPOSED` has the sampler's
+# transposed form.
+_EINSUMS = {
+    "q_proj": "bte,ehd->bthd",
+    "k_proj": "bte,ehd->bthd",
+    "v_proj": "bte,ehd->bthd",
+    "o_proj": "bthd,hde->bte",
+    "gate_proj": "bte,em->btm",
+    "up_proj": "bte,em->btm",
+    "down_proj": "btm,me->bte",
 }
-_T_SUFFIX = "_t"
 
 
 def _matmul(module: nn.Module, name: str, x, shape, names):
   """x times the weight `name` (created with `shape`/`names`), or its transposed copy `name_t`
-  when the params hold that instead (`transpose_for_decode`)."""
+  when the params hold that instead (`decode.transpose_for_decode`)."""
   dt = _dtype(module.config.dtype)
-  normal, transposed = _DECODE_T[name]
-  if module.has_variable("params", name + _T_SUFFIX):
-    return jnp.einsum(transposed, x, module.get_variable("params", name + _T_SUFFIX).astype(dt))
-  return jnp.einsum(normal, x, _param(module, name, shape, names).astype(dt))
-
-
-def transpose_for_decode(params, fuse: bool = False):
-  """Unrolled (`unstack_layers`) params with every layer matmul weight stored transposed, input
-  axis minor (`q_proj` [E, H, D] -> `q_proj_t` [H, D, E], ...): `forward` reads either form.
-
-  fuse: also concatenate the weights that read the same input, so each is one matmul (one kernel
-  at batch 1): `qkv_proj_t` [H + 2K, D, E] (and `qkv_bias` [H + 2K, D]) for q/k/v, and
-  `gate_up_proj_t` [2, M, E] for the MLP's gate and up. Only for weights whose head / mlp axes are
-  not sharded (the split of the fused output would move data between devices). Measured: 0.5b
-  decoding 1.16x faster at batch 1, 1.06x at batch 256 (docs/benchmarks, v6).
-  """
-  def layer(tree):
-    out = {}
-    for key, value in tree.items():
-      if isinstance(value, dict):
-        out[key] = layer(value)
-      elif key in _DECODE_T:
-        axes = (1, 2, 0) if key in ("q_proj", "k_proj", "v_proj") else (
-            (2, 0, 1) if key == "o_proj" else (1, 0))
-        out[key + _T_SUFFIX] = jnp.transpose(value, axes)
-      else:
-        out[key] = value
-    if fuse and "q_proj_t" in out:
-      out["qkv_proj_t"] = jnp.concatenate([out.pop(f"{n}_proj_t") for n in "qkv"], axis=0)
-      if "q_bias" in out:
-        out["qkv_bias"] = jnp.concatenate([out.pop(f"{n}_bias") for n in "qkv"], axis=0)
-    if fuse and "gate_proj_t" in out:
-      out["gate_up_proj_t"] = jnp.stack([out.pop("gate_proj_t"), out.pop("up_proj_t")])
-    return out
-  if "layers" in params:
-    raise ValueError("transpose_for_decode takes unstack_layers params")
-  return {k: layer(v) if k.startswith("layers_") else v for k, v in params.items()}
-
-
-def rope_inv_freq(config: ModelConfig) -> np.ndarray:
-  """Inverse RoPE frequencies [D/2], with linear or llama3 scaling applied (float64 numpy)."""
-  d = config.head_dim
-  inv_freq = 1.0 / (config.rope_theta ** (np.arange(0, d, 2, dtype=np.float64) / d))
-  if config.rope_type == "linear":
-    inv_freq = inv_freq / config.rope_factor
-  elif config.rope_type == "llama3":
-    factor, old_len = config.rope_factor, config.rope_original_max_position
-    low, high = config.rope_low_freq_factor, config.rope_high_freq_factor
-    wavelen = 2 * math.pi / inv_freq
-    scaled = np.where(wavelen > old_len / low, inv_freq / factor, inv_freq)
-    smooth = (old_len / wavelen - low) / (high - low)
-    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
-    medium = (wavelen >= old_len / high) & (wavelen <= old_len / low)
-    inv_freq = np.where(medium, smoothed, scaled)
-  return inv_freq
-
-
-def rope_tables(positions: jax.Array, inv_freq: np.ndarray) -> tuple[jax.Array, jax.Array]:
-  """cos and sin of the RoPE angles, float32 [..., D/2] for int positions [...]."""
-  angles = positions[..., None].astype(jnp.float32) * jnp.asarray(inv_freq, jnp.float32)
-  return jnp.cos(angles), jnp.sin(angles)
-
-
-def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: np.ndarray) -> jax.Array:
-  """x: [B, T, N, D]; positions: int[B, T]. Rotate-half convention (Llama, Qwen)."""
-  cos, sin = rope_tables(positions, inv_freq)
-  cos, sin = cos[:, :, None, :], sin[:, :, None, :]
-  x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
-  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
-  return out.astype(x.dtype)
+  if module.has_variable("params", name + decode.T_SUFFIX):
+    weight = module.get_variable("params", name + decode.T_SUFFIX)
+    return jnp.einsum(decode.TRANSPOSED[name][0], x, weight.astype(dt))
+  return jnp.einsum(_EINSUMS[name], x, _param(module, name, shape, names).astype(dt))
 
 
 @jax.custom_vjp
@@ -178,62 +104,13 @@ class RMSNorm(nn.Module):
     return (y * scale.astype(jnp.float32)).astype(_dtype(self.config.dtype))
 
 
-def attention_mask(q_slots: jax.Array, key_valid: jax.Array, q_segments: jax.Array | None,
-                   k_segments: jax.Array | None, window: int | None) -> jax.Array:
-  """bool[B, T, S]: causal over slots, valid keys only, same packing segment, within the window.
-
-  q_slots: int[B, T] slot of each query; key_valid: bool[B, S].
-  """
-  k_slots = jnp.arange(key_valid.shape[1], dtype=jnp.int32)
-  mask = (k_slots[None, None, :] <= q_slots[:, :, None]) & key_valid[:, None, :]
-  if q_segments is not None:
-    mask &= q_segments[:, :, None] == k_segments[:, None, :]
-  if window is not None:
-    mask &= q_slots[:, :, None] - k_slots[None, None, :] < window
-  return mask
-
-
-def dot_product_attention(q, k, v, mask, kv_layout: str = "bskd") -> jax.Array:
-  """q: [B,T,H,D], k/v: [B,S,K,D] (or [B,K,S,D] with kv_layout="bksd", the KV-cache layout),
-  mask: bool[B,T,S] -> [B,T,H,D]. Softmax in float32."""
-  b, t, h, d = q.shape
-  kv = k.shape[kv_layout.index("k")]
-  q = q.reshape(b, t, kv, h // kv, d)
-  logits = jnp.einsum(f"btkgd,{kv_layout}->bkgts", q, k, preferred_element_type=jnp.float32)
-  logits = logits / np.sqrt(d).astype(np.float32)
-  logits = jnp.where(mask[:, None, None, :, :], logits, _NEG_INF)
-  probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-  out = jnp.einsum(f"bkgts,{kv_layout}->btkgd", probs, v)
-  return out.reshape(b, t, h, d)
-
-
-def _kernel_rope(positions, ctx, inv_freq):
-  """The decode kernel's RoPE tables ((cos, sin) [B, D], both halves) and each row's cache
-  length after this step."""
-  cos, sin = rope_tables(positions[:, 0], inv_freq)  # the same in every layer: CSE'd
-  rope = (jnp.concatenate([cos, cos], -1), jnp.concatenate([sin, sin], -1))
-  index, first_valid = ctx[4], ctx[5]
-  return rope, jnp.broadcast_to(index + 1, first_valid.shape)
-
-
-def _kernel_attention(cfg, qkv, bias, rope, lengths, ctx, layer_cache, mesh):
-  """Attention of the fused projection qkv [B, H + 2K, D] (before its bias) through the Pallas
-  kernel, which also biases, rotates and writes this step's keys and values into the cache (in
-  place): no pass over q, k or v and no cache-write kernel. Returns ([B, H, D], layer cache)."""
-  k_all, v_all, _ = layer_cache
-  out, k_all, v_all = decode_attention.decode_attention(
-      qkv, k_all, v_all, ctx[5], lengths, mesh, rope=rope,
-      q_bias=bias if cfg.qkv_bias else None, heads=cfg.num_heads, write_kv=True)
-  return out, (k_all, v_all, None)
-
-
 class Attention(nn.Module):
   config: ModelConfig
   mesh: Mesh | None = None
   decode_kernel: bool = False  # see `forward`
 
   @nn.compact
-  def __call__(self, x, positions, ctx, layer_cache):
+  def __call__(self, x, positions, ctx: AttentionContext, layer_cache: LayerCache | None):
     cfg, dt = self.config, _dtype(self.config.dtype)
     e, h, kv, d = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
 
@@ -245,11 +122,10 @@ class Attention(nn.Module):
       return sharding.constrain(y, ("batch", "length", head_axis, "head_dim"), self.mesh)
 
     # The Pallas decode kernel rotates q itself; given the fused projection `qkv` (without its
-    # bias) it also adds the biases and rotates and stores k and v (see below).
-    kernel = (self.decode_kernel and layer_cache is not None and layer_cache[2] is None
-              and x.shape[1] == 1)
+    # bias) it also adds the biases and rotates and stores k and v (`decode.kernel_attention`).
+    kernel = decode.uses_kernel(self.decode_kernel, x, layer_cache)
     qkv = bias = None
-    if self.has_variable("params", "qkv_proj_t"):  # transpose_for_decode(fuse=True)
+    if self.has_variable("params", "qkv_proj_t"):  # decode.transpose_for_decode(fuse=True)
       w = self.get_variable("params", "qkv_proj_t").astype(dt)
       qkv = jnp.einsum("bte,hde->bthd", x, w)
       q, k, v = jnp.split(qkv, [h, h + kv], axis=2)
@@ -265,18 +141,18 @@ class Attention(nn.Module):
       q = RMSNorm(cfg, "head_dim", name="q_norm")(q)
       k = RMSNorm(cfg, "head_dim", name="k_norm")(k)
     inv_freq = rope_inv_freq(cfg)
-    q_slots, key_valid, q_segments, k_segments, index, first_valid = ctx
     if kernel:
-      rope, lengths = _kernel_rope(positions, ctx, inv_freq)
+      rope, lengths = decode.kernel_rope(positions, ctx, inv_freq)
       if qkv is not None:
-        out, layer_cache = _kernel_attention(cfg, qkv[:, 0], bias, rope, lengths, ctx,
-                                             layer_cache, self.mesh)
+        out, layer_cache = decode.kernel_attention(cfg, qkv[:, 0], bias, rope, lengths, ctx,
+                                                   layer_cache, self.mesh)
         return self._output(out[:, None].astype(dt)), layer_cache
     else:
       q = apply_rope(q, positions, inv_freq)
     k = apply_rope(k, positions, inv_freq)
 
     kv_layout = "bskd"
+    key_valid = ctx.key_valid
     if layer_cache is not None:  # write this step's keys/values into their slots, attend to all
       # Scanned layers carry the whole [L, B, K, S, D] cache through the scan and write it in
       # place at (layer, :, :, index): scanning it as xs/ys would rebuild (copy) the full cache
@@ -285,32 +161,34 @@ class Attention(nn.Module):
       k_all, v_all, layer = layer_cache
       new_k, new_v = jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2)  # [B, K, T, D]
       if layer is None:
-        start, new_k, new_v = (0, 0, index, 0), new_k, new_v
+        start, new_k, new_v = (0, 0, ctx.index, 0), new_k, new_v
       else:
-        start, new_k, new_v = (layer, 0, 0, index, 0), new_k[None], new_v[None]
+        start, new_k, new_v = (layer, 0, 0, ctx.index, 0), new_k[None], new_v[None]
       k_all = jax.lax.dynamic_update_slice(k_all, new_k.astype(k_all.dtype), start)
       v_all = jax.lax.dynamic_update_slice(v_all, new_v.astype(v_all.dtype), start)
       if kernel:  # q unfused (a tensor-sharded mesh, or q/k norms): rotated by the kernel
-        out = decode_attention.decode_attention(q[:, 0], k_all, v_all, first_valid, lengths,
-                                                self.mesh, rope=rope)
-        return self._output(out[:, None].astype(dt)), (k_all, v_all, layer)
+        layer_cache = LayerCache(k_all, v_all, layer)
+        out = decode.kernel_attention_written(q[:, 0], layer_cache, ctx, rope, lengths,
+                                              self.mesh)
+        return self._output(out[:, None].astype(dt)), layer_cache
       if layer is None:
         k, v = k_all.astype(dt), v_all.astype(dt)
       else:
         k = jax.lax.dynamic_index_in_dim(k_all, layer, 0, keepdims=False).astype(dt)
         v = jax.lax.dynamic_index_in_dim(v_all, layer, 0, keepdims=False).astype(dt)
         layer = layer + 1
-      layer_cache = (k_all, v_all, layer)
+      layer_cache = LayerCache(k_all, v_all, layer)
       kv_layout = "bksd"
 
     use_cudnn = (cfg.attention_impl == "cudnn" and layer_cache is None and key_valid is None
-                 and q_segments is None and cfg.sliding_window is None)
+                 and ctx.q_segments is None and cfg.sliding_window is None)
     if use_cudnn:
       out = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="cudnn")
     else:
       if key_valid is None:
         key_valid = jnp.ones(k.shape[:2], bool)
-      mask = attention_mask(q_slots, key_valid, q_segments, k_segments, cfg.sliding_window)
+      mask = attention_mask(ctx.q_slots, key_valid, ctx.q_segments, ctx.k_segments,
+                            cfg.sliding_window)
       out = dot_product_attention(q, k, v, mask, kv_layout)
     return self._output(out), layer_cache
 
@@ -333,7 +211,7 @@ class MLP(nn.Module):
   def __call__(self, x):
     cfg, dt = self.config, _dtype(self.config.dtype)
     e, m = cfg.hidden_size, cfg.intermediate_size
-    if self.has_variable("params", "gate_up_proj_t"):  # transpose_for_decode(fuse=True)
+    if self.has_variable("params", "gate_up_proj_t"):  # decode.transpose_for_decode(fuse=True)
       gate, up = jnp.einsum("bte,cme->cbtm", x,
                             self.get_variable("params", "gate_up_proj_t").astype(dt))
     else:
@@ -349,14 +227,15 @@ class DecoderLayer(nn.Module):
   decode_kernel: bool = False
 
   @nn.compact
-  def __call__(self, carry, positions, ctx):
-    # layer_cache: None, (k [L,B,K,S,D], v, this layer's index) or (k [B,K,S,D], v, None)
-    x, layer_cache = carry
+  def __call__(self, carry, positions, ctx: AttentionContext):
+    x, layer_cache = carry  # layer_cache: a LayerCache, or None without a cache
     pending = None  # the last few-rows layer's down projection, not yet added to x
     if isinstance(x, tuple):
       x, pending = x
-    if self._few_rows(x, layer_cache):
-      return self._few_rows_step(x, pending, positions, ctx, layer_cache), None
+    if self.decode_kernel and decode.few_rows(self.config, self.variables.get("params", {}), x,
+                                              layer_cache, self.mesh, self.decode_kernel):
+      return decode.few_rows_step(self.config, self.variables["params"], x, pending, positions,
+                                  ctx, layer_cache, self.mesh), None
     if pending is not None:
       x = x + pending
     h, layer_cache = Attention(self.config, self.mesh, self.decode_kernel, name="attn")(
@@ -365,57 +244,6 @@ class DecoderLayer(nn.Module):
     x = x + MLP(self.config, self.mesh, name="mlp")(RMSNorm(self.config, name="post_attn_norm")(x))
     x = sharding.constrain(x, ("batch", "length", "act_embed"), self.mesh)
     return (x, layer_cache), None
-
-  def _few_rows(self, x, layer_cache) -> bool:
-    """Whether this decode step runs as `_few_rows_step`: the Pallas decode kernels, one token
-    per row, at most decode_matvec.MAX_ROWS rows per device (one), the fused decode weights
-    (`transpose_for_decode(fuse=True)`) and none of q/k norms or an o-projection bias."""
-    cfg = self.config
-    if not (self.decode_kernel and layer_cache is not None and layer_cache[2] is None
-            and x.shape[1] == 1 and not cfg.qk_norm and not cfg.o_bias):
-      return False
-    params = self.variables.get("params", {})
-    if "qkv_proj_t" not in params.get("attn", {}) or "gate_up_proj_t" not in params.get(
-        "mlp", {}):
-      return False
-    rows, _ = decode_matvec.rows_per_device(x.shape[0], self.mesh)
-    if rows > decode_matvec.MAX_ROWS:
-      return False
-    e, m = cfg.hidden_size, cfg.intermediate_size
-    qkv = (cfg.num_heads + 2 * cfg.num_kv_heads) * cfg.head_dim
-    return all(decode_matvec.supported(rows, k, n) for k, n in
-               ((e, qkv), (cfg.num_heads * cfg.head_dim, e), (e, m), (m, e)))
-
-  def _few_rows_step(self, x, pending, positions, ctx, layer_cache):
-    """The layer for a few rows, its matmuls through `decode_matvec.layer_matvec` (kernels or
-    XLA ops per LAYER_KERNELS): the residual add before each norm + the norm + q/k/v; attention;
-    the o-projection; its residual add + the norm + gate/up + SiLU-multiply; down. The down
-    projection's residual add is left to the next layer's first kernel: returns ((x, pending
-    down output), layer cache). The same numbers as the modules' path (residual sums and norms
-    round to the compute dtype before the matmuls, each matmul's result rounds too)."""
-    cfg, dt = self.config, _dtype(self.config.dtype)
-    params = self.variables["params"]
-    attn, mlp = params["attn"], params["mlp"]
-    b, e = x.shape[0], cfg.hidden_size
-    heads, kv, d = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-    mv = functools.partial(decode_matvec.layer_matvec, eps=cfg.rms_norm_eps, mesh=self.mesh)
-    h = x[:, 0]
-    qkv = mv("qkv", h, attn["qkv_proj_t"].astype(dt).reshape(-1, e),
-             norm_scale=params["input_norm"]["scale"],
-             add=None if pending is None else pending[:, 0])
-    if pending is not None:
-      qkv, h = qkv
-    qkv = qkv.reshape(b, heads + 2 * kv, d)
-    bias = attn["qkv_bias"].astype(dt) if cfg.qkv_bias else None
-    rope, lengths = _kernel_rope(positions, ctx, rope_inv_freq(cfg))
-    out, layer_cache = _kernel_attention(cfg, qkv, bias, rope, lengths, ctx, layer_cache,
-                                         self.mesh)
-    y = mv("o", out.reshape(b, heads * d).astype(dt),
-           attn["o_proj_t"].astype(dt).reshape(e, heads * d))
-    hidden, h = mv("gate_up", h, mlp["gate_up_proj_t"].astype(dt),
-                   norm_scale=params["post_attn_norm"]["scale"], silu_mul=True, add=y)
-    y = mv("down", hidden, mlp["down_proj_t"].astype(dt))
-    return (h[:, None], y[:, None]), layer_cache
 
 
 class Transformer(nn.Module):
@@ -428,7 +256,7 @@ class Transformer(nn.Module):
   decode_kernel: bool = False  # see `forward`
 
   @nn.compact
-  def __call__(self, tokens, positions, ctx, cache):
+  def __call__(self, tokens, positions, ctx: AttentionContext, cache: dict | None):
     cfg, dt = self.config, _dtype(self.config.dtype)
     embedding = _param(self, "embedding", (cfg.vocab_size, cfg.hidden_size), ("vocab", "embed"))
     # The lookup reads a gathered (replicated) compute-dtype copy of the table, as FSDP does for
@@ -443,11 +271,11 @@ class Transformer(nn.Module):
     if self.unrolled:  # per-layer weights and cache buffers: nothing is sliced out of a stack
       ks, vs = (None, None) if cache is None else (list(cache["k"]), list(cache["v"]))
       for i in range(cfg.num_layers):
-        layer_cache = None if cache is None else (ks[i], vs[i], None)
+        layer_cache = None if cache is None else LayerCache(ks[i], vs[i], None)
         (x, layer_cache), _ = layer(cfg, self.mesh, self.decode_kernel, name=f"layers_{i}")(
             (x, layer_cache), positions, ctx)
         if cache is not None:
-          ks[i], vs[i] = layer_cache[0], layer_cache[1]
+          ks[i], vs[i] = layer_cache.k, layer_cache.v
       layer_caches = None if cache is None else (tuple(ks), tuple(vs))
       if isinstance(x, tuple):  # the last few-rows layer's pending residual add
         x = x[0] + x[1]
@@ -456,7 +284,7 @@ class Transformer(nn.Module):
                       in_axes=(nn.broadcast, nn.broadcast), length=cfg.num_layers,
                       unroll=cfg.scan_unroll if cfg.scan_unroll > 0 else cfg.num_layers,
                       metadata_params={nn.PARTITION_NAME: "layers"})
-      layer_caches = None if cache is None else (cache["k"], cache["v"], jnp.int32(0))
+      layer_caches = None if cache is None else LayerCache(cache["k"], cache["v"], jnp.int32(0))
       (x, layer_caches), _ = stack(cfg, self.mesh, name="layers")((x, layer_caches), positions,
                                                                    ctx)
     x = RMSNorm(cfg, name="final_norm")(x)
@@ -488,9 +316,8 @@ class Transformer(nn.Module):
 # Pure functions: what the rest of rlthink calls.
 
 
-def _dummy_ctx(batch: int, length: int):
-  slots = jnp.zeros((batch, length), jnp.int32)
-  return (slots, None, None, None, jnp.int32(0), None)
+def _dummy_ctx(batch: int, length: int) -> AttentionContext:
+  return AttentionContext(q_slots=jnp.zeros((batch, length), jnp.int32), index=jnp.int32(0))
 
 
 def _init_config(config: ModelConfig) -> ModelConfig:
@@ -549,7 +376,7 @@ def init_cache(config: ModelConfig, batch: int, length: int, mesh: Mesh | None =
   """An empty KV cache of `length` slots: k/v [L, B, K, S, D], valid bool[B, S], index int32[].
 
   per_layer: k/v as tuples of L arrays [B, K, S, D] instead, for unrolled layers
-  (`unstack_layers` params).
+  (`decode.unstack_layers` params).
   """
   if length > config.max_seq_len:
     raise ValueError(f"cache length {length} exceeds the model's max_seq_len {config.max_seq_len}")
@@ -563,17 +390,6 @@ def init_cache(config: ModelConfig, batch: int, length: int, mesh: Mesh | None =
   if per_layer:
     cache.update(k=tuple(cache["k"]), v=tuple(cache["v"]))
   return cache
-
-
-def unstack_layers(params):
-  """The same parameters with the stacked `layers` split into `layers_0`, ..., `layers_{L-1}`:
-  `forward` then runs the layers unrolled, each reading its own weight (and cache) buffers.
-  Compiles L layer bodies instead of one; the sampler's decode loop uses it."""
-  layers = params["layers"]
-  num_layers = jax.tree.leaves(layers)[0].shape[0]
-  rest = {k: v for k, v in params.items() if k != "layers"}
-  return {**rest, **{f"layers_{i}": jax.tree.map(lambda p, i=i: p[i], layers)
-                     for i in range(num_layers)}}
 
 
 def unembedding(config: ModelConfig, params) -> jax.Array:
@@ -601,15 +417,15 @@ def forward(config: ModelConfig, params, tokens: jax.Array, *, positions: jax.Ar
       "hidden" (the final-normed hidden states [B, T, E] in the compute dtype: with
       `unembedding(config, params)` they give the logits, see `ops.fused_token_logprobs`).
 
-  `params` from `unstack_layers` run the layers unrolled (with a `per_layer` cache).
+  `params` from `decode.unstack_layers` run the layers unrolled (with a `per_layer` cache).
 
   decode_kernel: with unrolled layers and one token per row, attend with the Pallas kernel of
     `rlthink.models.decode_attention`, which reads only the slots from each row's first valid
     one to the one just written: the cache's valid slots must be contiguous there (left-padded
     prefill, then decoding: what `rlthink.sample` builds) and its length a multiple of 16.
-    With one row per device and the fused decode weights (`transpose_for_decode(fuse=True)`),
-    the layers' q/k/v and gate/up matmuls also run as `decode_matvec` kernels
-    (`DecoderLayer._few_rows_step`).
+    With one row per device and the fused decode weights
+    (`decode.transpose_for_decode(fuse=True)`), the layers' q/k/v and gate/up matmuls also run
+    as `decode_matvec` kernels (`decode.few_rows_step`).
   """
   unrolled = "layers" not in params
   if cache is not None and unrolled != isinstance(cache["k"], (tuple, list)):
@@ -622,7 +438,7 @@ def forward(config: ModelConfig, params, tokens: jax.Array, *, positions: jax.Ar
       positions = jnp.maximum(jnp.cumsum(valid, axis=1) - 1, 0)
     q_slots = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
     key_valid = None if attention_mask is None else valid
-    ctx = (q_slots, key_valid, segment_ids, segment_ids, jnp.int32(0), None)
+    ctx = AttentionContext(q_slots, key_valid, segment_ids, segment_ids, jnp.int32(0), None)
   else:
     if segment_ids is not None:
       raise ValueError("segment_ids (packing) cannot be combined with a KV cache")
@@ -634,6 +450,6 @@ def forward(config: ModelConfig, params, tokens: jax.Array, *, positions: jax.Ar
     cache = dict(cache, valid=key_valid, index=index + t)
     q_slots = index + jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
     first_valid = jnp.argmax(key_valid, axis=1).astype(jnp.int32) if decode_kernel else None
-    ctx = (q_slots, key_valid, None, None, index, first_valid)
+    ctx = AttentionContext(q_slots, key_valid, None, None, index, first_valid)
   model = Transformer(config, mesh, tuple(heads), unrolled, decode_kernel)
   return model.apply({"params": params}, tokens, positions.astype(jnp.int32), ctx, cache)

@@ -32,6 +32,7 @@ from rlthink.models import decoder
 from rlthink.models import tokenizer as tokenizers_lib
 from rlthink.models.config import ModelConfig
 from rlthink.models.hf_config import config_from_hf, config_to_hf
+from rlthink.policy import Policy
 
 __all__ = ["check_export_target", "config_from_hf", "config_to_hf", "load_pretrained",
            "save_pretrained"]
@@ -217,8 +218,6 @@ def load_pretrained(path: str | os.PathLike, mesh: jax.sharding.Mesh | None = No
       `param_dtype` (default float32) whatever the checkpoint's dtype.
     overrides: other ModelConfig fields to replace (e.g. max_seq_len=4096, remat=True).
   """
-  from rlthink.policy import Policy  # policy imports this module lazily; avoid the cycle
-
   path = os.fspath(path)
   config = read_config(path)
   if dtype is not None:

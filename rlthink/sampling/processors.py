@@ -105,7 +105,7 @@ def _stats_kernel(x_ref, m_ref, s_ref, *, chunks: int):
 def _chunk_softmax_stats_kernel(x: jax.Array, interpret: bool) -> tuple[jax.Array, jax.Array]:
   """`_chunk_softmax_stats` as one Pallas kernel: one exponential per logit, not the variadic
   reduction's two per merge (on an H200 at [256, 151936] XLA's single pass took 99 us, 2.5x
-  the time of reading the logits once; docs/benchmarks, v8)."""
+  the time of reading the logits once; docs/benchmarks.md)."""
   n, chunks, c = x.shape
   programs = pl.cdiv(chunks, CHUNKS_PER_PROGRAM)
   if interpret:  # the interpreter slices whole tiles: give it the chunks the last one reaches

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import rlthink
-from rlthink.models import decoder
+from rlthink.models import attention, decode, decoder
 
 B, T = 2, 12
 TOL = 1e-4
@@ -76,8 +76,8 @@ def test_llama3_rope_scaling_changes_all_three_frequency_bands(tmp_root):
   config = policy.config
   assert (config.rope_type, config.rope_factor, config.rope_original_max_position) == (
       "llama3", 8.0, 32)
-  scaled = decoder.rope_inv_freq(config)
-  plain = decoder.rope_inv_freq(config.replace(rope_type="default"))
+  scaled = attention.rope_inv_freq(config)
+  plain = attention.rope_inv_freq(config.replace(rope_type="default"))
   ratio = scaled / plain
   assert np.any(np.isclose(ratio, 1.0)), ratio         # short wavelengths: untouched
   assert np.any(np.isclose(ratio, 1 / 8.0)), ratio     # long wavelengths: divided by the factor
@@ -129,9 +129,9 @@ def test_decode_layouts_match_transformers(variant, layout, tmp_root):
   gate/up) give transformers' logits, prefill and one-token decode steps alike."""
   model, policy = _loaded(variant, tmp_root)
   config = policy.config
-  params = decoder.unstack_layers(policy.params)
+  params = decode.unstack_layers(policy.params)
   if layout != "unrolled":
-    params = decoder.transpose_for_decode(params, fuse=layout == "fused")
+    params = decode.transpose_for_decode(params, fuse=layout == "fused")
   attn = params["layers_0"]["attn"]
   assert ("qkv_proj_t" in attn) == (layout == "fused")
   assert ("q_proj" in attn) == (layout == "unrolled")

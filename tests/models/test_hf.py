@@ -15,7 +15,7 @@ import transformers
 from safetensors.numpy import load_file, save_file
 
 import rlthink
-from rlthink.models import decoder, hf
+from rlthink.models import attention, decoder, hf
 from rlthink.models.tokenizer import builtin_tokenizer
 
 TINY = dict(vocab_size=128, hidden_size=64, intermediate_size=96, num_layers=2, num_heads=4,
@@ -201,7 +201,7 @@ def test_config_to_hf_round_trips_and_matches_transformers():
     if config.rope_type != "default":
       init = transformers.modeling_rope_utils.ROPE_INIT_FUNCTIONS[config.rope_type]
       inv_freq = init(parsed, "cpu")[0].numpy()
-      np.testing.assert_allclose(decoder.rope_inv_freq(config), inv_freq, rtol=1e-6)
+      np.testing.assert_allclose(attention.rope_inv_freq(config), inv_freq, rtol=1e-6)
 
 
 @pytest.mark.parametrize("extra, message", [

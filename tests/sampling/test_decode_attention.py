@@ -11,7 +11,7 @@ import sampling_fixtures as sf
 import rlthink
 from rlthink import sharding
 from rlthink.models import decode_attention as da
-from rlthink.models import decoder
+from rlthink.models import attention, decoder
 
 
 def _case(b, h, kv, s, d, seed, dtype=np.float32):
@@ -47,8 +47,8 @@ def test_kernel_adds_the_query_bias_and_rotates_with_rope(shape):
   rotate-half convention), as the reference does in float64."""
   q, k, v, start, length = _case(*shape, seed=sum(shape) + 1)
   positions = (length - start + 3).astype(np.int32)
-  inv_freq = decoder.rope_inv_freq(rlthink.ModelConfig(head_dim=shape[4], rope_theta=500.0))
-  cos, sin = (np.concatenate([t, t], -1) for t in map(np.asarray, decoder.rope_tables(
+  inv_freq = attention.rope_inv_freq(rlthink.ModelConfig(head_dim=shape[4], rope_theta=500.0))
+  cos, sin = (np.concatenate([t, t], -1) for t in map(np.asarray, attention.rope_tables(
       jnp.asarray(positions), inv_freq)))
   bias = np.random.default_rng(0).normal(size=q.shape[1:]).astype(np.float32)
   out = da.decode_attention(*map(jnp.asarray, (q, k, v, start, length)),
@@ -86,8 +86,8 @@ def test_kernel_writes_the_new_keys_and_values(shape, whole_rows, bias):
   qkv = rng.normal(size=(b, h + 2 * kv, d)).astype(np.float32)
   for i in range(b):  # what the new slot held before: must be overwritten, not attended
     k[i, :, length[i] - 1], v[i, :, length[i] - 1] = 1e4, -1e4
-  inv_freq = decoder.rope_inv_freq(rlthink.ModelConfig(head_dim=d, rope_theta=500.0))
-  cos, sin = (np.concatenate([t, t], -1) for t in map(np.asarray, decoder.rope_tables(
+  inv_freq = attention.rope_inv_freq(rlthink.ModelConfig(head_dim=d, rope_theta=500.0))
+  cos, sin = (np.concatenate([t, t], -1) for t in map(np.asarray, attention.rope_tables(
       jnp.asarray(length + 5), inv_freq)))
   qkv_bias = rng.normal(size=qkv.shape[1:]).astype(np.float32) if bias else None
   out, new_k, new_v = da.decode_attention(
