@@ -1,5 +1,7 @@
 """Tokenizers: a built-in character-level one for the synthetic tasks, offline byte-level BPE
 training for tasks with long texts, and loading a tokenizer from a local Hugging Face directory.
+`experiment_tokenizer` picks one of them for an experiment, training a BPE tokenizer on the task's
+corpus once and reusing the saved one on resume.
 
 All of them are `transformers` fast tokenizers, so `save_pretrained` / `AutoTokenizer` work on them.
 Neither built-in nor trained tokenizers add <bos>/<eos> on their own: `decode(encode(x)) == x`, and
@@ -10,8 +12,10 @@ because verifiers and the START span masks read them.
 
 from __future__ import annotations
 
+import json
 import os
-from typing import Iterable, Sequence
+import shutil
+from typing import Callable, Iterable, Sequence
 
 import transformers
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -25,6 +29,9 @@ CHARACTERS = "\n" + "".join(chr(c) for c in range(32, 127))
 # Files that make a directory hold a tokenizer, and those that can actually build one.
 VOCAB_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
 TOKENIZER_FILES = VOCAB_FILES + ("tokenizer_config.json",)
+# Written next to a tokenizer `experiment_tokenizer` trained: how it was trained, so a resumed run
+# reuses it and a changed request is caught.
+TRAINED_META = "rlthink_tokenizer.json"
 
 
 def _wrap(tok: Tokenizer, special_tokens: Sequence[str]) -> transformers.PreTrainedTokenizerFast:
@@ -105,3 +112,62 @@ def load_tokenizer(path: str | os.PathLike) -> transformers.PreTrainedTokenizerB
   except Exception as e:  # transformers raises many types; one message naming the files instead
     raise ValueError(f"could not load the tokenizer in {path} (files: {', '.join(present)}): "
                      f"{type(e).__name__}: {e}") from e
+
+
+def experiment_tokenizer(spec: str | None, corpus_fn: Callable[[], Iterable[str]] | None = None,
+                         directory: str | None = None, vocab_size: int | None = None
+                         ) -> transformers.PreTrainedTokenizerBase | None:
+  """The tokenizer an experiment asks for.
+
+  spec: None (the model's own: returns None), "builtin" (`builtin_tokenizer`), "bpe" (byte-level
+    BPE trained on the task's own corpus) or a local directory holding a tokenizer.
+  corpus_fn: () -> texts to train "bpe" on (e.g. the training prompts and completions); called
+    only when training.
+  directory: where "bpe" is saved (e.g. <workdir>/tokenizer). A later call loads the saved one and
+    never retrains (resume); one trained for another vocab_size is an error naming both.
+  vocab_size: the BPE vocabulary size (required for "bpe").
+  """
+  if spec is None:
+    return None
+  if spec == "builtin":
+    return builtin_tokenizer()
+  if spec == "bpe":
+    if directory is None or vocab_size is None:
+      raise ValueError(f"tokenizer 'bpe' needs a directory to save it in and a vocab_size, got "
+                       f"directory={directory!r}, vocab_size={vocab_size!r}")
+    return _trained_bpe(corpus_fn, os.fspath(directory), int(vocab_size))
+  if os.path.isdir(spec):
+    return load_tokenizer(spec)
+  raise ValueError(f"tokenizer {spec!r}: expected None (the model's own), 'builtin', 'bpe' or a "
+                   "local directory holding a tokenizer")
+
+
+def _trained_bpe(corpus_fn, directory: str,
+                 vocab_size: int) -> transformers.PreTrainedTokenizerBase:
+  """Loads the BPE tokenizer saved in `directory`, or trains and saves it (atomically: a killed
+  run leaves no half-written tokenizer behind)."""
+  meta_path = os.path.join(directory, TRAINED_META)
+  if os.path.isfile(meta_path):
+    with open(meta_path) as f:
+      saved = json.load(f)
+    if saved.get("vocab_size") != vocab_size:
+      raise ValueError(f"{directory} holds a BPE tokenizer trained with vocab_size="
+                       f"{saved.get('vocab_size')}, but vocab_size={vocab_size} is asked; ask for "
+                       f"{saved.get('vocab_size')} or remove {directory} to train a new one")
+    return load_tokenizer(directory)
+  if os.path.isdir(directory) and os.listdir(directory):
+    raise ValueError(f"{directory} is not empty but holds no tokenizer trained by rlthink "
+                     f"({TRAINED_META} is missing); remove it or point the tokenizer elsewhere")
+  if corpus_fn is None:
+    raise ValueError(f"tokenizer 'bpe': nothing saved in {directory} and no corpus to train on")
+  tok = train_bpe_tokenizer(corpus_fn(), vocab_size)
+  tmp = f"{directory}.tmp-{os.getpid()}"
+  shutil.rmtree(tmp, ignore_errors=True)
+  tok.save_pretrained(tmp)
+  with open(os.path.join(tmp, TRAINED_META), "w") as f:
+    json.dump({"kind": "bpe", "vocab_size": vocab_size, "size": len(tok)}, f)
+  if os.path.isdir(directory):
+    os.rmdir(directory)  # empty (checked above): rename needs the name free
+  os.makedirs(os.path.dirname(os.path.abspath(directory)), exist_ok=True)
+  os.replace(tmp, directory)
+  return load_tokenizer(directory)

@@ -81,3 +81,47 @@ def test_load_tokenizer_errors_name_the_directory(tmp_path):
   with pytest.raises(ValueError, match=f"could not load the tokenizer in {tmp_path} "
                                        r"\(files: tokenizer.json, tokenizer_config.json\)"):
     tk.load_tokenizer(tmp_path)
+
+
+def test_experiment_tokenizer_trains_once_and_reuses_the_saved_one(tmp_path):
+  rng = random.Random(1)
+  words = ["premise", "therefore", "answer", "because", "sum"]
+  texts = [" ".join(rng.choice(words) for _ in range(12)) + f" {i}" for i in range(200)]
+  calls = []
+
+  def corpus():
+    calls.append(1)
+    return iter(texts)
+
+  directory = tmp_path / "run" / "tokenizer"
+  tok = tk.experiment_tokenizer("bpe", corpus, str(directory), vocab_size=300)
+  assert calls == [1] and tk.has_tokenizer_files(directory)
+  reference = tk.train_bpe_tokenizer(texts, vocab_size=300)  # the same training, apart
+  for text in texts[:5] + ["unseen <think>x</think> 42"]:
+    assert tok.encode(text) == reference.encode(text)
+    assert tok.decode(tok.encode(text)) == text
+  assert (tok.pad_token_id, tok.eos_token_id, len(tok)) == (0, 2, len(reference))
+
+  def no_corpus():
+    raise AssertionError("a saved tokenizer is never retrained")
+
+  again = tk.experiment_tokenizer("bpe", no_corpus, str(directory), vocab_size=300)
+  assert again.encode(texts[0]) == tok.encode(texts[0]) and len(again) == len(tok)
+  with pytest.raises(ValueError, match=r"trained with vocab_size=300, but vocab_size=320"):
+    tk.experiment_tokenizer("bpe", corpus, str(directory), vocab_size=320)
+  assert calls == [1]
+
+
+def test_experiment_tokenizer_specs(tmp_path):
+  assert tk.experiment_tokenizer(None) is None  # the model's own
+  assert tk.experiment_tokenizer("builtin").encode("<think>a") == [4, tk.CHARACTERS.index("a") + 8]
+  tk.builtin_tokenizer().save_pretrained(tmp_path / "hf")
+  assert len(tk.experiment_tokenizer(str(tmp_path / "hf"))) == len(tk.builtin_tokenizer())
+  with pytest.raises(ValueError, match="tokenizer 'sentencepiece': expected None"):
+    tk.experiment_tokenizer("sentencepiece")
+  with pytest.raises(ValueError, match="needs a directory to save it in and a vocab_size"):
+    tk.experiment_tokenizer("bpe", lambda: ["a"], None, 300)
+  (tmp_path / "busy").mkdir()
+  (tmp_path / "busy" / "notes.txt").write_text("x")
+  with pytest.raises(ValueError, match="busy is not empty but holds no tokenizer trained"):
+    tk.experiment_tokenizer("bpe", lambda: ["a b"], str(tmp_path / "busy"), 300)
