@@ -18,6 +18,7 @@ from rlthink.evaluation import predictions as records
 from rlthink.evaluation.estimators import maj_at_k, majority_vote, rerank_at_k
 from rlthink.evaluation.predictions import pass_curve_ks, write_predictions  # noqa: F401 (API)
 from rlthink.rollout import rollout_examples
+from rlthink.tasks import answers
 from rlthink.tasks.base import Task
 
 METRICS = ("maj@1", "maj@k", "pass@k", "rerank@k", "cross_generation")
@@ -105,12 +106,19 @@ def conditioned_task(task: Task, condition: str | None, stage_config=None) -> Ta
 
 
 def answer_key(task: Task, completion: str):
-  """What majority voting compares: the task's own key when it defines one, else the normalized
-  answer span (None when there is no answer span)."""
+  """What majority voting compares: the answer as the verifier reads it, so answers it scores
+  alike vote together. The task's own `answer_key` when it defines one; for number tasks
+  (`answer_kind = "number"`) the canonical last number of the answer span ("8", "8.0" and "$8"
+  are one vote); else the normalized last line of the span. None (no vote) when there is no
+  answer span or nothing in it to read."""
   if hasattr(task, "answer_key"):
     return task.answer_key(completion)
   span = task.format.split(completion).answer
-  return None if span is None else " ".join(span.split()).lower() or None
+  if span is None:
+    return None
+  if getattr(task, "answer_kind", "text") == "number":
+    return answers.number_key(span)
+  return answers.normalize_text(answers.last_line(span)) or None
 
 
 def score_examples(policy, task: Task, examples: Sequence[dict], cfg: EvalConfig, *,

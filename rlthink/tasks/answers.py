@@ -118,6 +118,13 @@ def verify_number(answer_span: str, reference: str | int | float) -> float:
   return 1.0 if numbers_equal(last_number(answer_span), ref) else 0.0
 
 
+def number_key(answer_span: str) -> str | None:
+  """The canonical spelling of the number `verify_number` reads from `answer_span` (its last):
+  "8", "8.0", "$8" and "８" all give "8"; None when there is none. What majority votes compare."""
+  number = last_number(answer_span)
+  return None if number is None else canonical_number(format(number, "f"))
+
+
 def normalize_text(text: str) -> str:
   """Text answer normal form: NFKC, casefold, ASCII digits, no punctuation/articles, one space."""
   text = to_ascii_digits(unicodedata.normalize("NFKC", text)).casefold()

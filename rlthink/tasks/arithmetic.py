@@ -180,6 +180,7 @@ class Arithmetic(Task):
 
   name = "arithmetic"
   version = "1.0.0"
+  answer_kind = "number"  # majority votes compare `answers.number_key`
   splits = ("train", "test")
   features = {"id": "text", "question": "text", "answer": "text", "steps": "text_list",
               "operations": "text_list", "values": "int_list", "num_steps": "int"}

@@ -140,6 +140,7 @@ class Gsm8k(Task):
 
   name = "gsm8k"
   version = "1.0.0"
+  answer_kind = "number"  # majority votes compare `answers.number_key`
   splits = ("train", "test")
   features = {"id": "text", "question": "text", "answer": "text", "thinking": "text",
               "steps": "text_list", "operations": "text_list", "solution": "text"}

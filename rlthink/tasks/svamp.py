@@ -111,6 +111,7 @@ class Svamp(Task):
 
   name = "svamp"
   version = "1.0.0"
+  answer_kind = "number"  # majority votes compare `answers.number_key`
   splits = ("train", "test")
   features = {"id": "text", "question": "text", "answer": "text", "equation": "text",
               "steps": "text_list", "operations": "text_list", "type": "text"}
