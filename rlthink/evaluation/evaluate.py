@@ -190,9 +190,9 @@ def _cross_generation(policy, task, examples, texts, rows, cfg: EvalConfig, read
   return thoughts.closed_rate
 
 
-def evaluate_examples(policy, task: Task, examples: Sequence[dict], cfg: EvalConfig, *,
-                      split: str = "", reward_model=None,
-                      readers: dict | None = None) -> tuple[dict, list[dict]]:
+def examples_with_predictions(policy, task: Task, examples: Sequence[dict], cfg: EvalConfig, *,
+                              split: str = "", reward_model=None,
+                              readers: dict | None = None) -> tuple[dict, list[dict]]:
   """(metrics, per-example records) over `examples` (see `evaluate`)."""
   extras, rows = score_examples(policy, task, examples, cfg, split=split,
                                 reward_model=reward_model, readers=readers)
@@ -200,6 +200,12 @@ def evaluate_examples(policy, task: Task, examples: Sequence[dict], cfg: EvalCon
   if cfg.breakdown:
     out["breakdown"] = records.breakdown(rows, cfg.breakdown, cfg.metrics, cfg.k)
   return out, rows
+
+
+def evaluate_examples(policy, task: Task, examples: Sequence[dict], cfg: EvalConfig,
+                      **kwargs) -> dict:
+  """The metrics over `examples` (see `evaluate`; kwargs: reward_model, readers, split)."""
+  return examples_with_predictions(policy, task, examples, cfg, **kwargs)[0]
 
 
 def evaluate_with_predictions(policy, task: Task, cfg: EvalConfig | None = None, *,
@@ -219,7 +225,7 @@ def evaluate_with_predictions(policy, task: Task, cfg: EvalConfig | None = None,
     task.check_split(split)
     source = task.examples(split)
     count = len(source) if cfg.max_examples is None else min(cfg.max_examples, len(source))
-    results[split], predictions[split] = evaluate_examples(
+    results[split], predictions[split] = examples_with_predictions(
         policy, task, [source[i] for i in range(count)], cfg, split=split,
         reward_model=reward_model, readers=readers)
   return results, predictions

@@ -3,7 +3,7 @@
 One table over experiments x stages x splits (x breakdown values) with the mean ± std over seeds
 (numpy std, ddof=0) and n (the number of seeds), the paper's reference numbers beside ours when
 the experiment names them; written as markdown (report.md), JSON (report.json) and PNG (a bar
-chart per split; accuracy against samples drawn for RL stages: `table_plots`).
+chart per split; accuracy against samples drawn for RL stages: `table_writers`).
 
 Inputs (as the experiment runner writes them):
   <run>/results.json    {"experiment", "seed", "order": [stage...], "references":
@@ -52,7 +52,8 @@ class Report:
   metric: str = "maj@1"
 
   def markdown(self) -> str:
-    return markdown(self)
+    from rlthink.evaluation import table_writers
+    return table_writers.markdown(self)
 
   def to_json(self) -> dict:
     return {"note": STD_NOTE, "metric": self.metric, "rows": self.rows, "curves": self.curves,
@@ -61,7 +62,7 @@ class Report:
 
   def write(self, out: str) -> dict[str, str]:
     """Writes report.md, report.json and the PNGs under `out`; returns {name: path}."""
-    from rlthink.evaluation import table_plots
+    from rlthink.evaluation import table_writers
     from rlthink.evaluation.report import write_json
     os.makedirs(out, exist_ok=True)
     paths = {"report.md": os.path.join(out, "report.md"),
@@ -70,7 +71,7 @@ class Report:
       f.write(self.markdown())
     os.replace(paths["report.md"] + ".tmp", paths["report.md"])
     write_json(paths["report.json"], self.to_json())
-    paths.update(table_plots.write_plots(self, out))
+    paths.update(table_writers.write_plots(self, out))
     return paths
 
 
@@ -157,7 +158,8 @@ def _stat(values: list[float], seeds: list[int]) -> dict:
           "values": list(values), "seeds": list(seeds)}
 
 
-def _ordered(lists: Sequence[Sequence[str]]) -> list[str]:
+def ordered(lists: Sequence[Sequence[str]]) -> list[str]:
+  """The names of several lists, each once, in first-seen order."""
   out = []
   for names in lists:
     for name in names:
@@ -166,45 +168,43 @@ def _ordered(lists: Sequence[Sequence[str]]) -> list[str]:
   return out
 
 
+def _group(results: dict, split: str, field: str | None, value: str | None) -> dict | None:
+  """One seed's metrics of a split, or of one breakdown group of it (None when absent)."""
+  metrics = results.get(split)
+  if metrics is not None and field is not None:
+    metrics = metrics.get("breakdown", {}).get(field, {}).get(value)
+  return metrics
+
+
 def _rows_of(experiment: str, runs: list[Run]) -> list[dict]:
-  stages = _ordered([r.data.get("order") or list(r.data["stages"]) for r in runs])
   references = next((r.data["references"] for r in runs if r.data.get("references")), {})
   rows = []
-  for stage in stages:
-    # (seed, {split: results}) of the runs where this stage has results.
-    per_seed = [(r.seed, r.data["stages"][stage]["results"], r.data["stages"][stage])
-                for r in runs if (r.data["stages"].get(stage) or {}).get("results")]
-    if not per_seed:
+  for stage in ordered([r.data.get("order") or list(r.data["stages"]) for r in runs]):
+    entries = [(r.seed, r.data["stages"][stage]) for r in runs
+               if (r.data["stages"].get(stage) or {}).get("results")]
+    if not entries:  # not evaluated (a reward model) or not run yet
       continue
-    algorithm = per_seed[0][2].get("algorithm")
-    for split in _ordered([list(results) for _, results, _ in per_seed]):
-      groups = [(None, None)]
-      for field in _ordered([list(res.get(split, {}).get("breakdown", {})) for _, res, _
-                             in per_seed]):
-        values = _ordered([list(res.get(split, {}).get("breakdown", {}).get(field, {}))
-                           for _, res, _ in per_seed])
-        groups += [(field, value) for value in values]
+    results = [(seed, entry["results"]) for seed, entry in entries]
+    for split in ordered([list(res) for _, res in results]):
+      fields = ordered([list(res.get(split, {}).get("breakdown", {})) for _, res in results])
+      groups = [(None, None)] + [
+          (field, value) for field in fields
+          for value in ordered([list(res.get(split, {}).get("breakdown", {}).get(field, {}))
+                                for _, res in results])]
       for field, value in groups:
-        found = []  # (seed, metrics dict) of this group
-        for seed, res, _ in per_seed:
-          metrics = res.get(split)
-          if metrics is not None and field is not None:
-            metrics = metrics.get("breakdown", {}).get(field, {}).get(value)
-          if metrics is not None:
-            found.append((seed, metrics))
-        if not found:
-          continue
-        names = metric_order([k for _, m in found for k in _scalars(m)])
+        found = [(seed, m) for seed, res in results
+                 if (m := _group(res, split, field, value)) is not None]
         stats = {}
-        for name in names:
-          pairs = [(s, _scalars(m)[name]) for s, m in found if name in _scalars(m)]
-          stats[name] = _stat([v for _, v in pairs], [s for s, _ in pairs])
-        reference = {} if field is not None else dict(references.get(stage, {}).get(split, {}))
-        examples = found[0][1].get("num_examples" if field is None else "n")
-        rows.append({"experiment": experiment, "stage": stage, "algorithm": algorithm,
-                     "split": split, "field": field, "value": value, "n": len(found),
-                     "seeds": [s for s, _ in found], "examples": examples, "metrics": stats,
-                     "reference": reference})
+        for name in metric_order([k for _, m in found for k in _scalars(m)]):
+          pairs = [(seed, _scalars(m)[name]) for seed, m in found if name in _scalars(m)]
+          stats[name] = _stat([v for _, v in pairs], [seed for seed, _ in pairs])
+        rows.append({
+            "experiment": experiment, "stage": stage, "algorithm": entries[0][1].get("algorithm"),
+            "split": split, "field": field, "value": value, "n": len(found),
+            "seeds": [seed for seed, _ in found], "metrics": stats,
+            "examples": found[0][1].get("num_examples" if field is None else "n"),
+            "reference": {} if field is not None else dict(
+                references.get(stage, {}).get(split, {}))})
   return rows
 
 
@@ -212,7 +212,7 @@ def sample_curves(experiment: str, runs: list[Run], metric: str) -> list[dict]:
   """Per stage whose history records eval_<metric>: x = cumulative "samples" drawn up to each
   evaluated iteration, y = the metric; mean ± std over seeds at each iteration."""
   key, curves = f"eval_{metric}", []
-  for stage in _ordered([r.data.get("order") or list(r.data["stages"]) for r in runs]):
+  for stage in ordered([r.data.get("order") or list(r.data["stages"]) for r in runs]):
     points: dict[int, list[tuple[float, float]]] = {}
     for run in runs:
       history = (run.data["stages"].get(stage) or {}).get("history") or []
@@ -246,57 +246,6 @@ def build_report(paths: Sequence[str], metric: str = "maj@1") -> Report:
     rows += _rows_of(name, group)
     curves += sample_curves(name, group, metric)
   return Report(rows, curves, runs, metric)
-
-
-def _number(value: float) -> str:
-  return f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
-
-
-def _cell(row: dict, name: str) -> str:
-  stat, ref = row["metrics"].get(name), row["reference"].get(name)
-  text = "-" if stat is None else f"{_number(stat['mean'])} ± {_number(stat['std'])}"
-  return text if ref is None else f"{text} (ref {_number(float(ref))})"
-
-
-def markdown(report: Report) -> str:
-  """report.md: per experiment, the stage x split table, one table per breakdown field, and the
-  per-seed values."""
-  lines = ["# rlthink report", "", f"{STD_NOTE}; (ref x) = the reference number the experiment "
-           "names.", ""]
-  for experiment in _ordered([[r["experiment"] for r in report.rows]]):
-    rows = [r for r in report.rows if r["experiment"] == experiment]
-    seeds = sorted({s for r in rows for s in r["seeds"]})
-    lines += [f"## {experiment}", "", f"seeds: {', '.join(map(str, seeds))}", ""]
-    main = [r for r in rows if r["field"] is None]
-    names = metric_order([k for r in main for k in list(r["metrics"]) + list(r["reference"])])
-    lines += _table(["stage", "algorithm", "split", "n"] + names, [
-        [r["stage"], r["algorithm"] or "", r["split"], str(r["n"])] + [_cell(r, k) for k in names]
-        for r in main])
-    for field in _ordered([[r["field"] for r in rows if r["field"] is not None]]):
-      part = [r for r in rows if r["field"] == field]
-      names = metric_order([k for r in part for k in r["metrics"]])
-      lines += [f"### by {field}", ""]
-      lines += _table(["stage", "split", field, "n", "examples"] + names, [
-          [r["stage"], r["split"], str(r["value"]), str(r["n"]), str(r["examples"])]
-          + [_cell(r, k) for k in names] for r in part])
-    lines += ["### per seed", ""]
-    names = metric_order([k for r in main for k in r["metrics"]])
-    body = []
-    for r in main:
-      for seed in r["seeds"]:
-        cells = []
-        for k in names:
-          stat = r["metrics"].get(k)
-          found = stat is not None and seed in stat["seeds"]
-          cells.append(_number(stat["values"][stat["seeds"].index(seed)]) if found else "-")
-        body.append([r["stage"], r["split"], str(seed)] + cells)
-    lines += _table(["stage", "split", "seed"] + names, body)
-  return "\n".join(lines)
-
-
-def _table(header: list[str], body: list[list[str]]) -> list[str]:
-  return (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-          + ["| " + " | ".join(cells) + " |" for cells in body] + [""])
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -1,6 +1,7 @@
-"""The PNGs of a cross-run report (`tables.Report`): a bar chart per split (mean with std error
-bars over seeds, the reference numbers as black marks) and the sample-complexity curves (a metric
-against the samples drawn, one line per RL stage, a band of ± std over seeds)."""
+"""The files of a cross-run report (`tables.Report`): the markdown tables, a bar chart per split
+(mean with std error bars over seeds, the reference numbers as black marks) and the
+sample-complexity curves (a metric against the samples drawn, one line per RL stage, a band of
+± std over seeds)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,60 @@ import re
 import numpy as np
 
 from rlthink.evaluation.report import new_figure
+from rlthink.evaluation.tables import STD_NOTE, metric_order, ordered
 
 ACCURACY_PREFIXES = ("maj@", "pass@", "rerank@", "cross_generation/", "sample_accuracy")
+
+
+def _number(value: float) -> str:
+  return f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
+
+
+def _cell(row: dict, name: str) -> str:
+  stat, ref = row["metrics"].get(name), row["reference"].get(name)
+  text = "-" if stat is None else f"{_number(stat['mean'])} ± {_number(stat['std'])}"
+  return text if ref is None else f"{text} (ref {_number(float(ref))})"
+
+
+def markdown(report) -> str:
+  """report.md: per experiment, the stage x split table, one table per breakdown field, and the
+  per-seed values."""
+  lines = ["# rlthink report", "", f"{STD_NOTE}; (ref x) = the reference number the experiment "
+           "names.", ""]
+  for experiment in ordered([[r["experiment"] for r in report.rows]]):
+    rows = [r for r in report.rows if r["experiment"] == experiment]
+    seeds = sorted({s for r in rows for s in r["seeds"]})
+    lines += [f"## {experiment}", "", f"seeds: {', '.join(map(str, seeds))}", ""]
+    main = [r for r in rows if r["field"] is None]
+    names = metric_order([k for r in main for k in list(r["metrics"]) + list(r["reference"])])
+    lines += _table(["stage", "algorithm", "split", "n"] + names, [
+        [r["stage"], r["algorithm"] or "", r["split"], str(r["n"])] + [_cell(r, k) for k in names]
+        for r in main])
+    for field in ordered([[r["field"] for r in rows if r["field"] is not None]]):
+      part = [r for r in rows if r["field"] == field]
+      names = metric_order([k for r in part for k in r["metrics"]])
+      lines += [f"### by {field}", ""]
+      lines += _table(["stage", "split", field, "n", "examples"] + names, [
+          [r["stage"], r["split"], str(r["value"]), str(r["n"]), str(r["examples"])]
+          + [_cell(r, k) for k in names] for r in part])
+    lines += ["### per seed", ""]
+    names = metric_order([k for r in main for k in r["metrics"]])
+    body = []
+    for r in main:
+      for seed in r["seeds"]:
+        cells = []
+        for k in names:
+          stat = r["metrics"].get(k)
+          found = stat is not None and seed in stat["seeds"]
+          cells.append(_number(stat["values"][stat["seeds"].index(seed)]) if found else "-")
+        body.append([r["stage"], r["split"], str(seed)] + cells)
+    lines += _table(["stage", "split", "seed"] + names, body)
+  return "\n".join(lines)
+
+
+def _table(header: list[str], body: list[list[str]]) -> list[str]:
+  return (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+          + ["| " + " | ".join(cells) + " |" for cells in body] + [""])
 
 
 def file_name(text: str) -> str:
@@ -22,7 +75,6 @@ def file_name(text: str) -> str:
 def write_plots(report, out: str) -> dict[str, str]:
   """bars_<split>.png for each split and samples_<metric>.png when RL stages recorded curves;
   returns {file name: path}."""
-  from rlthink.evaluation.tables import metric_order
   paths = {}
   rows = [r for r in report.rows if r["field"] is None]
   several = len({r["experiment"] for r in rows}) > 1
