@@ -90,7 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "directory")
   _common(p)
   p.add_argument("--stage", help="the stage whose final checkpoint to export (needs --workdir)")
-  p.add_argument("--out", required=True, help="the Hugging Face directory to write")
+  p.add_argument("--out", required=True, help="the Hugging Face directory to write (new or empty)")
+  p.add_argument("--overwrite", action="store_true", help="replace --out when it holds an earlier "
+                 "export (as a whole: other files in it are not kept)")
 
   p = sub.add_parser("bench", help="benchmarks: " + ", ".join(BENCHMARKS))
   p.add_argument("name", choices=sorted(BENCHMARKS))
@@ -106,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
                  help="e.g. \"Experiment.task_options = {'size': 'tiny'}\"")
   p.add_argument("--data_dir", help="where to build (default $RLTHINK_DATA_DIR or "
                  "~/tensorflow_datasets)")
+
+  debug = "on an error, show the traceback (also RLTHINK_DEBUG=1)"
+  parser.add_argument("--debug", action="store_true", help=debug)
+  for name, command in sub.choices.items():
+    if name != "bench":  # bench passes every argument on to the benchmark
+      command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug)
   return parser
 
 
@@ -146,15 +154,17 @@ def _with_run_config(args, default: str | None) -> None:
     args.gin_file = [default]
 
 
-def _setup(args) -> None:
-  """Multi-host init, then gin: everything is checked before any compute."""
+def _setup(args, writable: bool = True) -> None:
+  """Multi-host init, then gin: everything is checked before any compute. writable=False: the
+  command only reads --workdir (sample, convert), which may then be read-only."""
   from rlthink import distributed, gin_utils
   distributed.initialize(coordinator_address=args.coordinator, num_processes=args.num_processes,
                          process_id=args.process_id)
   distributed.configure_logging()
   gin_utils.parse(args.gin_file, args.gin_param)
   if getattr(args, "workdir", None):
-    args.workdir = distributed.prepare_workdir(args.workdir)
+    args.workdir = (distributed.prepare_workdir(args.workdir) if writable
+                    else os.path.abspath(args.workdir))
 
 
 def _policy_with_tokenizer():
@@ -191,7 +201,7 @@ def cmd_sweep(args) -> int:
 def cmd_sample(args) -> int:
   from rlthink.sampling.text import sample_text
   _with_run_config(args, "models/tiny.gin")
-  _setup(args)
+  _setup(args, writable=False)
   prompts = list(args.prompt)
   if args.prompts_file:
     with open(args.prompts_file) as f:
@@ -204,7 +214,9 @@ def cmd_sample(args) -> int:
     if not args.workdir:
       raise ValueError("rlthink sample --stage needs --workdir (the run to sample from)")
     policy = policy.replace(params=load_stage_params(args.workdir, args.stage, policy))
-  records = sample_text(policy, prompts)
+  from rlthink.gin_utils import configured
+  from rlthink.sampling.config import SampleConfig
+  records = sample_text(policy, prompts, configured(SampleConfig))
   lines = "".join(json.dumps(r) + "\n" for r in records)
   if args.out:
     with open(args.out, "w") as f:
@@ -231,15 +243,26 @@ def cmd_eval(args) -> int:
 
 
 def cmd_convert(args) -> int:
-  from rlthink.experiment import load_stage_params
+  from rlthink.models import hf
+  if args.workdir and not args.stage:
+    raise ValueError("rlthink convert --workdir needs --stage (which stage's final checkpoint "
+                     "to export)")
+  if args.stage and not args.workdir:
+    raise ValueError("rlthink convert --stage needs --workdir (the run to export)")
+  hf.check_export_target(args.out, args.overwrite)  # before anything is loaded
   _with_run_config(args, None)
-  _setup(args)
+  _setup(args, writable=False)
+  if not args.stage:
+    from rlthink.gin_utils import ModelSpec
+    if ModelSpec().hf_path is None:
+      raise ValueError("rlthink convert: nothing to export: give --workdir W --stage STAGE (a "
+                       "stage's final checkpoint) or a model to convert (--gin_param "
+                       "\"ModelSpec.hf_path = 'DIR'\"); a preset alone holds random weights")
   policy = _policy_with_tokenizer()
   if args.stage:
-    if not args.workdir:
-      raise ValueError("rlthink convert --stage needs --workdir (the run to export)")
+    from rlthink.experiment import load_stage_params
     policy = policy.replace(params=load_stage_params(args.workdir, args.stage, policy))
-  policy.save_pretrained(args.out)
+  policy.save_pretrained(args.out, overwrite=args.overwrite)
   print(f"wrote {args.out}")
   return 0
 
@@ -266,21 +289,42 @@ COMMANDS = {"train": cmd_train, "sweep": cmd_sweep, "sample": cmd_sample, "eval"
 
 
 def main(argv: list[str] | None = None) -> int:
+  """Runs one command. Any error ends it with one line on stderr naming the command (exit 2 for
+  bad input, 1 for a failed run or an internal error); --debug or RLTHINK_DEBUG=1 re-raises it
+  with its traceback instead."""
   args = build_parser().parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
   for noisy in ("absl", "jax._src", "orbax", "tensorflow_datasets"):
     logging.getLogger(noisy).setLevel(logging.WARNING)
   if args.command == "bench":
     return cmd_bench(args)
-  from rlthink.gin_utils import GinConfigError
+  debug = getattr(args, "debug", False) or os.environ.get("RLTHINK_DEBUG", "") not in ("", "0")
   try:
     return COMMANDS[args.command](args)
-  except (GinConfigError, ValueError, FileNotFoundError, PermissionError) as e:
-    # Bad input: one clear line, no traceback (set RLTHINK_DEBUG=1 for it).
-    if os.environ.get("RLTHINK_DEBUG"):
+  except KeyboardInterrupt:
+    if debug:
       raise
-    print(f"rlthink {args.command}: error: {_one_line(e)}", file=sys.stderr)
-    return 2
+    print(f"rlthink {args.command}: interrupted", file=sys.stderr)
+    return 130
+  except Exception as e:  # noqa: BLE001  (every error becomes one line; --debug re-raises)
+    if debug:
+      raise
+    message, status = _error_line(e)
+    print(f"rlthink {args.command}: error: {message}", file=sys.stderr)
+    return status
+
+
+def _error_line(e: Exception) -> tuple[str, int]:
+  """(one-line message, exit status) of an error reaching the user."""
+  from rlthink.gin_utils import GinConfigError
+  from rlthink.locks import LockHeldError
+  from rlthink.train.step import NonFiniteLossError
+  if isinstance(e, NonFiniteLossError):
+    return _one_line(e), 1
+  if isinstance(e, (GinConfigError, ValueError, OSError, LockHeldError)):
+    return _one_line(e), 2  # bad input: the message says what to change
+  # Anything else is a failure the message alone may not explain: name its type.
+  return f"{type(e).__name__}: {_one_line(e) or '(no message)'} (--debug shows the traceback)", 1
 
 
 def _one_line(e: Exception) -> str:
