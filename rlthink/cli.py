@@ -70,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--no_report", action="store_true", help="skip the report at the end")
   _override(p)
 
+  p = sub.add_parser("report", help="one table over runs and sweeps: stages x seeds x splits "
+                     "(mean ± std), markdown, JSON and PNG")
+  from rlthink.evaluation import tables  # argparse only: no JAX or TFDS
+  tables.add_arguments(p)
+
   p = sub.add_parser("sample", help="sample completions of text prompts")
   _common(p)
   p.add_argument("--prompt", action="append", default=[], help="prompt text (repeatable)")
@@ -198,6 +203,11 @@ def cmd_sweep(args) -> int:
   return 0
 
 
+def cmd_report(args) -> int:
+  from rlthink.evaluation import tables
+  return tables.run(args)
+
+
 def cmd_sample(args) -> int:
   from rlthink.sampling.text import sample_text
   _with_run_config(args, "models/tiny.gin")
@@ -283,9 +293,8 @@ def cmd_data(args) -> int:
   return 0
 
 
-COMMANDS = {"train": cmd_train, "sweep": cmd_sweep, "sample": cmd_sample, "eval": cmd_eval,
-            "convert": cmd_convert,
-            "bench": cmd_bench, "data": cmd_data}
+COMMANDS = {"train": cmd_train, "sweep": cmd_sweep, "report": cmd_report, "sample": cmd_sample,
+            "eval": cmd_eval, "convert": cmd_convert, "bench": cmd_bench, "data": cmd_data}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,6 +26,8 @@ from rlthink.evaluation.evaluate import should_evaluate
 from rlthink.evaluation.predictions import write_predictions
 from rlthink.experiment import fingerprint, spec as spec_lib
 from rlthink.experiment.mixture import materialize
+from rlthink.models.tokenizer import experiment_tokenizer
+from rlthink.tasks.pipeline import check_truncation, truncation_stats
 from rlthink.experiment.params import (attach_tokenizer, build_policy, check_stage_checkpoints,
                                        load_stage_params)
 from rlthink.train import OptimizerConfig
@@ -42,8 +44,13 @@ class Experiment:
   name: the experiment's name in reports (default: the task's).
   task / task_options: the default task of every stage (`rlthink.tasks.get(task, **options)`).
   stages: algorithm names (a chain) or stage dicts (a graph of named stages).
-  tokenizer: "builtin" (the character-level tokenizer), a local tokenizer directory, or None to
-    use the one saved with a Hugging Face model.
+  tokenizer: "builtin" (the character-level tokenizer), "bpe" (a byte-level BPE tokenizer of
+    `tokenizer_vocab_size` tokens trained on the stages' training texts, saved in
+    <workdir>/tokenizer and reused on resume), a local tokenizer directory, or None to use the one
+    saved with a Hugging Face model.
+  max_truncated_fraction: an SFT stage whose data would have more than this share of sequences
+    cut at its max_length stops the run before any training, with the numbers (fewer are
+    counted and logged).
   seed: added to the model's init seed and to every stage's and EvalConfig's seed (data order,
     sampling); `rlthink sweep` runs one experiment per seed. Task data stays the same.
   evaluate_initial: also evaluate the model before the first stage.
@@ -56,10 +63,12 @@ class Experiment:
   task_options: dict = dataclasses.field(default_factory=lambda: {"size": "tiny"})
   stages: tuple = ("sft", "ei")
   tokenizer: str | None = "builtin"
+  tokenizer_vocab_size: int | None = None
   seed: int = 0
   evaluate_initial: bool = False
   data_dir: str | None = None
   references: dict = dataclasses.field(default_factory=dict)
+  max_truncated_fraction: float = 0.5
 
   def __post_init__(self):
     object.__setattr__(self, "stages", tuple(self.stages) if isinstance(self.stages, (list, tuple))
@@ -90,6 +99,15 @@ class _Plan:
   eval_cfg: EvalConfig
   directory: str
   fingerprint: dict = dataclasses.field(default_factory=dict)
+  examples: list | None = None  # the split mixture, materialized when the stage is to run
+
+  def training_examples(self) -> list:
+    """What the stage trains on: its mixture, else its config's split (first num_examples)."""
+    if self.examples is not None:
+      return self.examples
+    source = self.task.examples(getattr(self.cfg, "split", "train"))
+    count = getattr(self.cfg, "num_examples", None) or len(source)
+    return [source[i] for i in range(min(count, len(source)))]
 
 
 def configured_in_scope(cls, scope: str):
@@ -159,7 +177,13 @@ def run(workdir: str, experiment: Experiment | None = None, progress: bool = Tru
 
 def _run(workdir: str, exp: Experiment, progress: bool, overrides) -> dict:
   plans = plan(exp, workdir)
-  policy = attach_tokenizer(build_policy(exp.seed), exp.tokenizer)
+  for p in plans:
+    if p.stage.splits is not None:
+      p.examples = materialize(p.task, p.stage.splits, getattr(p.cfg, "seed", exp.seed))[0]
+  policy = build_policy(exp.seed)
+  policy = attach_tokenizer(policy, exp.tokenizer, tokenizer=experiment_tokenizer(
+      exp.tokenizer, lambda: _corpus(plans), os.path.join(workdir, "tokenizer"),
+      exp.tokenizer_vocab_size) if exp.tokenizer == "bpe" else None)
   # Bad input (another model's checkpoints, changed settings) stops the run before it writes
   # anything into the workdir, so a resumable run there keeps its config.gin.
   check_stage_checkpoints(workdir, [p.stage.name for p in plans], policy.config)
@@ -172,6 +196,12 @@ def _run(workdir: str, exp: Experiment, progress: bool, overrides) -> dict:
                                   overrides)
       saved["done"] = saved.get("done", False) and not changed
     records[p.stage.name] = saved
+  for p in plans:
+    if p.stage.algorithm == "sft" and not (records[p.stage.name] or {}).get("done"):
+      stats = truncation_stats(p.task, policy.tokenizer, p.cfg.max_length,
+                               examples=p.training_examples())
+      check_truncation(stats, exp.max_truncated_fraction,
+                       where=f"stage {p.stage.name!r} (SFTConfig.max_length={p.cfg.max_length})")
   main = distributed.is_main_process()  # one process writes the shared workdir's reports
   if main:
     files.atomic_write_text(os.path.join(workdir, "config.gin"), gin.config_str())
@@ -225,12 +255,8 @@ def _run(workdir: str, exp: Experiment, progress: bool, overrides) -> dict:
 def _run_stage(p: _Plan, policy, workdir: str, evaluator: "_Evaluator", progress: bool,
                seed: int):
   by_dir = lambda name: _stage_directory(workdir, name)
-  examples = None
-  if p.stage.splits is not None:
-    examples, _ = materialize(p.task, p.stage.splits, p.cfg.seed if hasattr(p.cfg, "seed")
-                              else seed)
   ctx = algorithms.StageContext(
-      name=p.stage.name, directory=p.directory, task=p.task, examples=examples,
+      name=p.stage.name, directory=p.directory, task=p.task, examples=p.examples,
       optimizer=p.optimizer, seed=seed, progress=progress, stage_directory=by_dir,
       evaluate=(evaluator.per_iteration(p.task, p.eval_cfg, _eval_extras(p, policy, workdir))
                 if p.stage.evaluate else None))
@@ -255,6 +281,18 @@ def _eval_extras(p: _Plan, policy, workdir: str):
                         for n in cfg.readers}
     return out
   return extras
+
+
+def _corpus(plans: list[_Plan]):
+  """The texts a "bpe" tokenizer is trained on: every stage's training prompts and reference
+  completions (each distinct example once)."""
+  seen = set()
+  for p in plans:
+    for example in p.training_examples():
+      key = (p.stage.task, example["id"])
+      if key not in seen:
+        seen.add(key)
+        yield p.task.prompt(example) + p.task.reference(example)
 
 
 def _stage_directory(workdir: str, name: str) -> str:

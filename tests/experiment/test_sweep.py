@@ -22,8 +22,11 @@ def _fake(monkeypatch):
   gin_utils.register_config(fake.FakeConfig)
   fake.CALLS.clear()
 
-  def fake_evaluate(policy, task, cfg, **extras):
-    return {"test": {"maj@1": 0.5, "pass@1": 0.5}}, {"test": []}
+  def fake_evaluate(policy, task, cfg, **extras):  # differs between seeds (their init)
+    import jax
+    import numpy as np
+    value = float(np.mean([np.mean(x) for x in jax.tree.leaves(policy.params)]))
+    return {"test": {"maj@1": value, "pass@1": value / 2}}, {"test": []}
 
   monkeypatch.setattr(runner, "evaluate_with_predictions", fake_evaluate)
   monkeypatch.setattr(runner.report, "plot_pass_curves", lambda *a: None)
@@ -45,6 +48,19 @@ def test_in_process_sweep_runs_each_seed_in_its_directory_and_resumes(tmp_path, 
       assert json.load(f)["seed"] == seed
     with open(tmp_path / f"seed_{seed}" / "config.gin") as f:
       assert f"Experiment.seed = {seed}" in f.read()
+  from rlthink.evaluation import tables
+  import numpy as np
+  rows = tables.build_report([str(tmp_path)]).to_json()["rows"]
+  row = next(r for r in rows if r["stage"] == "fake" and r["split"] == "test"
+             and r["field"] is None)
+  per_seed = []
+  for seed in (0, 3, 5):
+    with open(tmp_path / f"seed_{seed}" / "results.json") as f:
+      per_seed.append(json.load(f)["stages"]["fake"]["results"]["test"]["maj@1"])
+  assert len(set(per_seed)) == 3  # the seeds' models differ
+  stats = row["metrics"]["maj@1"]
+  assert (stats["n"], sorted(stats["seeds"])) == (3, [0, 3, 5])
+  np.testing.assert_allclose([stats["mean"], stats["std"]], [np.mean(per_seed), np.std(per_seed)])
   fake.CALLS.clear()
   sweep.run_sweep(str(tmp_path), None, progress=False)  # resume: the recorded seeds, all done
   assert fake.CALLS == []
