@@ -28,25 +28,26 @@ from typing import Sequence
 
 import gin
 
+from rlthink import algorithms
+
 CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
-# Modules that define gin configurables; `register_configurables` imports them before parsing.
-# Add a module here when it gains a configurable.
+# Modules whose classes are `@gin.configurable` themselves (the specs below, the experiment);
+# `register_configurables` imports them before parsing.
 CONFIGURABLE_MODULES: tuple[str, ...] = (
     "rlthink.gin_utils",
-    "rlthink.sampling.config",
-    "rlthink.train.optim",
-    "rlthink.evaluation.evaluate",
-    "rlthink.algorithms.sft",
-    "rlthink.algorithms.expert_iteration",
-    "rlthink.algorithms.ppo",
-    "rlthink.algorithms.grpo",
-    "rlthink.algorithms.start",
-    "rlthink.algorithms.rcrl",
-    "rlthink.rewards.reward_model",
-    "rlthink.evaluation.rerank",
-    "rlthink.evaluation.cross_generation",
     "rlthink.experiment",
+)
+
+# Plain config dataclasses ("module:Class"), bound by their class name (`OptimizerConfig.x = ...`)
+# once `register_configurables` registers them; every algorithm's config (`ALGORITHMS`) is bound
+# too. Add a config class here when it should be bindable.
+CONFIG_CLASSES: tuple[str, ...] = (
+    "rlthink.sampling.config:SampleConfig",
+    "rlthink.train.optim:OptimizerConfig",
+    "rlthink.evaluation.evaluate:EvalConfig",
+    "rlthink.evaluation.rerank:RerankConfig",
+    "rlthink.evaluation.cross_generation:CrossGenConfig",
 )
 
 
@@ -144,9 +145,14 @@ _SPECS = (ModelSpec, MeshSpec)
 
 
 def register_configurables() -> None:
-  """Imports every module in `CONFIGURABLE_MODULES`, so their configurables can be bound."""
+  """Imports every module in `CONFIGURABLE_MODULES` and registers every class of `CONFIG_CLASSES`
+  and every algorithm's config, so all of them can be bound."""
   for name in CONFIGURABLE_MODULES:
     importlib.import_module(name)
+  targets = CONFIG_CLASSES + tuple(a.config for a in algorithms.ALGORITHMS.values())
+  for target in dict.fromkeys(targets):
+    module, attr = target.split(":")
+    register_config(getattr(importlib.import_module(module), attr))
 
 
 def parse(gin_files: Sequence[str], gin_params: Sequence[str],
@@ -201,8 +207,23 @@ def register_config(cls: type) -> type:
 def configured(cls: type):
   """An instance of the config dataclass `cls` built from the gin bindings of the current scope
   (`with gin.config_scope('rl_comp'): configured(GRPOConfig)` also applies `rl_comp/GRPOConfig.*`
-  bindings); a class decorated with `@gin.configurable` itself is simply called."""
-  return _CONFIGURABLES[cls]() if cls in _CONFIGURABLES else cls()
+  bindings, and unscoped ones apply in every scope); a class decorated with `@gin.configurable`
+  itself is simply called.
+
+  Raises:
+    GinConfigError: a bound value the class refuses; one line naming the class, the scope, where
+      it was bound and the class's own message (which names the field and value).
+  """
+  try:
+    return _CONFIGURABLES[cls]() if cls in _CONFIGURABLES else cls()
+  except (ValueError, TypeError) as e:
+    scope = gin.current_scope_str()
+    where = where_bound(cls.__name__)
+    message = str(e).splitlines()[0] if str(e) else type(e).__name__
+    if cls.__name__ not in message:
+      message = f"{cls.__name__}: {message}"
+    raise GinConfigError(f"{where + ': ' if where else ''}{message}"
+                         f"{f' (in gin scope {scope!r})' if scope else ''}") from None
 
 
 def where_bound(configurable: str) -> str | None:

@@ -1,4 +1,12 @@
-"""Algorithms: each is a config dataclass, a loss (a pure function) and a driver.
+"""Algorithms: each is a config dataclass, a loss (a pure function) and its batch preparation.
+
+The machinery is shared: `loop` runs the iterations of PPO, GRPO and START (sample -> reward ->
+prepare -> minibatch epochs -> checkpoint -> evaluate), `rounds` the rounds of Expert Iteration,
+RCRL and reward-model training (sample -> keep / label -> fine-tune); `config` holds the settings
+they share (rollouts, rewards, the stage's optimizer overrides), `rl_math` the RL math, `scoring`
+the scoring forwards, `positions` the resumable data positions, `stages` the uniform Python
+signature `run_<algorithm>(policy, task, cfg, optimizer_cfg, directory, *, examples, evaluate,
+reward_models, progress) -> (policy, history)`.
 
 An experiment names its stages and gives each an algorithm (`Stage(name='rl_comp',
 algorithm='grpo', parent='sft')`). `ALGORITHMS` maps an algorithm name to its config class and
@@ -45,10 +53,10 @@ ALGORITHMS: dict[str, Algorithm] = {
     "start": Algorithm("rlthink.algorithms.start:STARTConfig",
                        "rlthink.algorithms.start:run_stage"),
     "rcrl": Algorithm("rlthink.algorithms.rcrl:RCRLConfig", "rlthink.algorithms.rcrl:run_stage"),
-    "orm": Algorithm("rlthink.rewards.reward_model:RewardModelConfig",
-                     "rlthink.rewards.training:run_orm_stage"),
-    "prm": Algorithm("rlthink.rewards.reward_model:RewardModelConfig",
-                     "rlthink.rewards.training:run_prm_stage"),
+    "orm": Algorithm("rlthink.algorithms.reward_model:RewardModelConfig",
+                     "rlthink.algorithms.reward_model:run_orm_stage"),
+    "prm": Algorithm("rlthink.algorithms.reward_model:RewardModelConfig",
+                     "rlthink.algorithms.reward_model:run_prm_stage"),
 }
 
 

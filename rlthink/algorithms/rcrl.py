@@ -12,38 +12,41 @@ The label is part of the prompt text (`ConditionedTask`, a view of the task): be
 encode the same labelled prompts, and `evaluate(policy, eval_task(task))` measures the
 conditioned policy.
 
-Resumable at any point: the checkpoint holds the train state; the JSON meta holds the iteration,
-the phase (sample / train), the data position, the labelled dataset (token ids) and the history.
+A round of `rlthink.algorithms.rounds`, resumable at any point: the checkpoint holds the train
+state; the JSON meta holds the iteration, the phase (sample / train), the data position, the
+labelled dataset (token ids) and the history. The return is the config's reward
+(`reward_source`: the verifier, or an ORM's probability) against `threshold`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import os
-from typing import Callable
+from typing import Callable, Mapping, Sequence
 
-import gin
 import jax.numpy as jnp
 import numpy as np
 
 from rlthink import ops
-from rlthink.algorithms import core
-from rlthink.algorithms.start import stage_optimizer
+from rlthink.algorithms import positions, rounds, scoring, stages
+from rlthink.algorithms.config import RoundConfig
+from rlthink.algorithms.rl_math import check_choice
+from rlthink.rewards import sources
+from rlthink.rollout import rollout_examples
 from rlthink.tasks.base import Task
+from rlthink.tasks.pipeline import encode_prompt, encode_sft
+from rlthink.train.batching import SequenceBatcher
 
 CORRECT, INCORRECT = "<correct>", "<incorrect>"
 LABEL_POSITIONS = ("start", "end")
 
 
-@gin.configurable
 @dataclasses.dataclass(frozen=True)
-class RCRLConfig:
-  """RCRL settings.
+class RCRLConfig(RoundConfig):
+  """RCRL settings; the sampling, reward and fine-tuning fields are `RoundConfig`'s
+  (iterations: rounds of sample -> label -> fine-tune; num_questions: questions sampled per
+  round, None: the whole split, walked through in a fresh order each round; samples_per_question:
+  K completions per question).
 
-  iterations: rounds of sample -> label -> fine-tune.
-  num_questions: questions sampled per round (None: the whole split), walking through the split.
-  samples_per_question: K completions per question.
   correct_label / incorrect_label: the return tokens (single tokens in the built-in tokenizer).
   label_position: "start" (before the prompt, as `rollout_examples(prompt_prefix=)`) or "end"
     (right after the prompt text, next to the completion).
@@ -53,17 +56,11 @@ class RCRLConfig:
   unconditioned_first_iteration: sample round 1 without a label (the start never saw labels).
   accumulate: train on every earlier round's samples too (else on this round's only).
   include_references: add the reference solutions, labelled correct, to round 1's data.
-  epochs, max_steps_per_iteration: steps = ceil(epochs * |data| / batch_size), capped.
-  learning_rate / warmup_steps: this stage's schedule (None: the experiment's OptimizerConfig).
   The fine-tuning continues from the current policy (never restarts from the initial one).
   """
 
-  iterations: int = 3
   num_questions: int | None = 256
-  samples_per_question: int = 4
-  split: str = "train"
-  temperature: float = 1.0
-  max_new_tokens: int = 64
+  epochs: float = 1.0
   correct_label: str = CORRECT
   incorrect_label: str = INCORRECT
   label_position: str = "start"
@@ -72,23 +69,10 @@ class RCRLConfig:
   unconditioned_first_iteration: bool = True
   accumulate: bool = True
   include_references: bool = False
-  epochs: float = 1.0
-  max_steps_per_iteration: int | None = None
-  learning_rate: float | None = None
-  warmup_steps: int | None = None
-  batch_size: int = 32
-  max_length: int = 256
-  seed: int = 0
-  sample_batch_size: int = 256
-  log_every: int = 10
-  checkpoint_every: int = 100
 
   def __post_init__(self):
-    if self.iterations < 1 or self.samples_per_question < 1 or self.epochs <= 0 or (
-        self.batch_size < 1 or (self.num_questions is not None and self.num_questions < 1)):
-      raise ValueError(f"RCRLConfig: iterations, samples_per_question, batch_size, num_questions "
-                       f">= 1 and epochs > 0 needed: {self}")
-    core.check_choice("RCRLConfig.label_position", self.label_position, LABEL_POSITIONS)
+    super().__post_init__()
+    check_choice("RCRLConfig.label_position", self.label_position, LABEL_POSITIONS)
     if not self.correct_label or self.correct_label == self.incorrect_label:
       raise ValueError(f"RCRLConfig: correct_label {self.correct_label!r} and incorrect_label "
                        f"{self.incorrect_label!r} must be non-empty and different")
@@ -113,7 +97,7 @@ class ConditionedTask(Task):
   """
 
   def __init__(self, task: Task, label: str = CORRECT, position: str = "start"):
-    core.check_choice("label position", position, LABEL_POSITIONS)
+    check_choice("label position", position, LABEL_POSITIONS)
     self.inner, self.label, self.position = task, label, position
     self.name, self.version, self.splits = task.name, task.version, task.splits
     self.features, self.sizes, self.Options = task.features, task.sizes, task.Options
@@ -141,19 +125,18 @@ class ConditionedTask(Task):
     return getattr(self.inner, name)
 
 
-def label_rollouts(task: Task, scored, tokenizer, cfg: RCRLConfig) -> tuple[list, int]:
-  """([prompt ids with the sample's return label, completion ids] per sample, number labelled
-  correct). Prompts are encoded from the labelled task view, exactly as conditioned sampling
-  encodes them."""
-  from rlthink.tasks.pipeline import encode_prompt
+def label_rollouts(task: Task, scored, tokenizer, cfg: RCRLConfig,
+                   rewards: np.ndarray | None = None) -> tuple[list, int]:
+  """([prompt ids with the sample's return label, completion ids, 1 if correct] per sample,
+  number labelled correct) by `rewards` float[N] (default: the verifier's, `scored.rewards`).
+  Prompts are encoded from the labelled task view, exactly as conditioned sampling encodes them."""
   views = {True: ConditionedTask(task, cfg.correct_label, cfg.label_position),
            False: ConditionedTask(task, cfg.incorrect_label, cfg.label_position)}
   data, num_correct = [], 0
-  for row, reward in enumerate(scored.rewards):
+  for row, reward in enumerate(scored.rewards if rewards is None else rewards):
     good = bool(reward >= cfg.threshold)
     num_correct += good
-    example = scored.examples[row // scored.num_samples]
-    data.append([encode_prompt(views[good], example, tokenizer).tolist(),
+    data.append([encode_prompt(views[good], scored.example_of(row), tokenizer).tolist(),
                  scored.rollouts.completion(row), int(good)])
   return data, num_correct
 
@@ -175,7 +158,7 @@ def rcrl_loss(config, mesh=None):
 
   def loss_fn(params, batch, rng):
     del rng
-    logp = core.forward_scores(config, params, batch["tokens"], batch["attention_mask"],
+    logp = scoring.forward_scores(config, params, batch["tokens"], batch["attention_mask"],
                                mesh=mesh)["logprobs"]
     mask = batch["loss_mask"][:, 1:].astype(jnp.float32) * batch["weights"][:, None]
     loss = -ops.masked_mean(logp, mask)
@@ -184,14 +167,8 @@ def rcrl_loss(config, mesh=None):
   return loss_fn
 
 
-def _steps_for(cfg: RCRLConfig, size: int) -> int:
-  steps = max(1, math.ceil(cfg.epochs * size / cfg.batch_size))
-  return min(steps, cfg.max_steps_per_iteration or steps)
-
-
 def _reference_data(task: Task, examples, tokenizer, cfg: RCRLConfig) -> list:
   """The reference solutions of `examples`, labelled correct."""
-  from rlthink.tasks.pipeline import encode_sft
   view = ConditionedTask(task, cfg.correct_label, cfg.label_position)
   data = []
   for example in examples:
@@ -201,92 +178,60 @@ def _reference_data(task: Task, examples, tokenizer, cfg: RCRLConfig) -> list:
   return data
 
 
-def run_rcrl(policy, task: Task, cfg: RCRLConfig, optimizer_cfg, workdir: str,
-             on_iteration: Callable[[int, object], dict] | None = None,
-             progress: bool = True):
-  """Runs (or resumes from `<workdir>/rcrl`) return-conditioned RL; returns (policy, history).
+def run_rcrl(policy, task: Task, cfg: RCRLConfig, optimizer_cfg, directory: str, *,
+             examples: Sequence[dict] | None = None, evaluate: Callable | None = None,
+             reward_models: Mapping | None = None, progress: bool = True):
+  """Runs (or resumes from `directory`) return-conditioned RL; returns (policy, history).
 
-  history: per round, reward_mean (the round's samples: conditioned on the correct label after
-  round 1), correct / incorrect counts, dataset_size, train_loss, and on_iteration's metrics.
+  history: per round, reward_mean (the verifier's, on the round's samples: conditioned on the
+  correct label after round 1), correct / incorrect counts, dataset_size, train_loss, and the
+  evaluation. `evaluate` sees the policy itself (unconditioned prompts unless it asks for
+  `eval_task(task, cfg)`). The keyword arguments are every driver's (`rlthink.algorithms.stages`).
   """
-  from rlthink.rollout import rollout_examples
-  from rlthink.train import (Checkpointer, MetricsLogger, create_state, make_optimizer,
-                             make_train_step, run_steps, set_total_steps)
-  from rlthink.train.batching import SequenceBatcher
-
+  stages.check_tokenizer(policy, "RCRL")
   tokenizer = policy.tokenizer
-  if tokenizer is None:
-    raise ValueError("RCRL needs a policy with a tokenizer attached")
-  task.check_split(cfg.split)
-  optimizer_cfg = stage_optimizer(optimizer_cfg, cfg)
   check_label(tokenizer, cfg.correct_label), check_label(tokenizer, cfg.incorrect_label)
-  questions = task.examples(cfg.split)
-  count = len(questions) if cfg.num_questions is None else min(cfg.num_questions, len(questions))
-  phase_dir = os.path.join(workdir, "rcrl")
-  ckpt = Checkpointer(phase_dir, policy.config)
+  questions = stages.training_questions(task, cfg, examples)
+  count = len(questions)
   pad_id = policy.config.pad_token_id or tokenizer.pad_token_id or 0
 
-  meta = {"iteration": 0, "phase": "sample", "position": 0, "steps": 0, "dataset": [],
-          "history": []}
-  # One optimizer and one compiled train step for every round (a round's length is set in its
-  # fresh state).
-  state = step_fn = None
-  optimizer = make_optimizer(optimizer_cfg, 1)
-  if ckpt.latest_step() is not None:
-    state, meta = ckpt.restore(create_state(policy.params, optimizer, cfg.seed))
-  logger = MetricsLogger(phase_dir, desc="rcrl", progress=progress)
-  save_id = lambda: (ckpt.latest_step() or 0) + 1
-  try:
-    while meta["iteration"] < cfg.iterations:
-      i = meta["iteration"]
-      if meta["phase"] == "sample":
-        params = policy.params if state is None else state.params
-        conditioned = not (i == 0 and cfg.unconditioned_first_iteration)
-        examples = [questions[int(j)] for j in core.iteration_indices(count, i, count, cfg.seed)]
-        view = ConditionedTask(task, cfg.correct_label, cfg.label_position) if conditioned else task
-        scored = rollout_examples(policy.replace(params=params), view, examples,
-                                  num_samples=cfg.samples_per_question,
-                                  max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                                  seed=cfg.seed * 100_003 + i, batch_size=cfg.sample_batch_size)
-        new, num_correct = label_rollouts(task, scored, tokenizer, cfg)
-        if i == 0 and cfg.include_references:
-          new += _reference_data(task, examples, tokenizer, cfg)
-        dataset = (meta["dataset"] if cfg.accumulate else []) + new
-        record = {"iteration": i + 1, "conditioned": conditioned,
-                  "reward_mean": float(np.mean(scored.rewards)), "correct": num_correct,
-                  "incorrect": len(scored.rewards) - num_correct, "dataset_size": len(dataset)}
-        logger.log(i + 1, {k: float(v) for k, v in record.items()}, "rcrl/")
-        steps = _steps_for(cfg, len(dataset))
-        state = create_state(params, optimizer, cfg.seed + i)
-        state = state.replace(opt_state=set_total_steps(state.opt_state, steps))
-        meta = dict(meta, phase="train", position=0, steps=steps, dataset=dataset,
-                    history=meta["history"] + [record])
-        ckpt.save(save_id(), state, meta)
+  def collect(i, state, frozen, meta):
+    params = policy.params if state is None else state.params
+    conditioned = not (i == 0 and cfg.unconditioned_first_iteration)
+    chosen = [questions[int(j)] for j in positions.iteration_indices(count, i, count, cfg.seed)]
+    view = ConditionedTask(task, cfg.correct_label, cfg.label_position) if conditioned else task
+    scored = rollout_examples(policy.replace(params=params), view, chosen,
+                              num_samples=cfg.samples_per_question,
+                              max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                              seed=cfg.seed * 100_003 + i, batch_size=cfg.sample_batch_size)
+    rewards = sources.compute_rewards(scored, task, tokenizer, reward_source=cfg.reward_source,
+                                      models=frozen, batch_size=cfg.score_batch_size).final
+    new, num_correct = label_rollouts(task, scored, tokenizer, cfg, rewards)
+    if i == 0 and cfg.include_references:
+      new += _reference_data(task, chosen, tokenizer, cfg)
+    dataset = (meta["dataset"] if cfg.accumulate else []) + new
+    record = {"iteration": i + 1, "samples": len(rewards), "conditioned": conditioned,
+              "reward_mean": float(np.mean(scored.rewards)), "correct": num_correct,
+              "incorrect": len(scored.rewards) - num_correct, "dataset_size": len(dataset)}
+    return record, {"dataset": dataset}
 
-      # phase == "train": cross-entropy on every labelled sample.
-      labels = [good for _, _, good in meta["dataset"]]
-      weights = label_weights(labels) if cfg.balance_labels else np.ones(len(labels), np.float32)
-      batcher = SequenceBatcher([(p, c) for p, c, _ in meta["dataset"]], cfg.batch_size,
-                                cfg.max_length, pad_id, seed=cfg.seed * 7919 + i, weights=weights)
-      if step_fn is None:
-        step_fn = make_train_step(rcrl_loss(policy.config, policy.mesh), optimizer, state,
-                                  optimizer_cfg.grad_accum_steps)
-      state, last = run_steps(state, step_fn, batcher, meta["position"], meta["steps"],
-                              mesh=policy.mesh, logger=logger, log_every=cfg.log_every,
-                              checkpoint_every=cfg.checkpoint_every,
-                              save=lambda p, s: ckpt.save(save_id(), s, dict(meta, position=p)),
-                              global_offset=i * 1_000_000, prefix="rcrl/train_",
-                              last_checkpoint=lambda: f"{ckpt.directory}/{ckpt.latest_step()}")
-      record = dict(meta["history"][-1], train_loss=last.get("rcrl/train_loss"),
-                    train_steps=meta["steps"])
-      if on_iteration is not None:
-        record.update(on_iteration(i + 1, policy.replace(params=state.params)))
-      meta = dict(meta, iteration=i + 1, phase="sample", position=0,
-                  history=meta["history"][:-1] + [record])
-      ckpt.save(save_id(), state, meta)
-  finally:
-    logger.close()
-  return (policy if state is None else policy.replace(params=state.params)), meta["history"]
+  def batches(meta, i):
+    labels = [good for _, _, good in meta["dataset"]]
+    weights = label_weights(labels) if cfg.balance_labels else np.ones(len(labels), np.float32)
+    return SequenceBatcher([(p, c) for p, c, _ in meta["dataset"]], cfg.batch_size,
+                           cfg.max_length, pad_id, seed=cfg.seed * 7919 + i, weights=weights)
+
+  def finish(i, state, meta, last):
+    return stages.evaluation_record(evaluate, policy.replace(params=state.params), i + 1, last)
+
+  round_ = rounds.Round(
+      name="rcrl", loss_fn=rcrl_loss(policy.config, policy.mesh), template=policy.params,
+      collect=collect, batches=batches, steps=cfg.steps_for, finish=finish,
+      start_params=lambda i, state, frozen: policy.params if state is None else state.params)
+  state, history = rounds.run_rounds(policy, cfg, optimizer_cfg, directory, round_,
+                                     iterations=cfg.iterations, reward_models=reward_models,
+                                     progress=progress)
+  return policy.replace(params=state.params), history
 
 
 def eval_task(task: Task, cfg: RCRLConfig | None = None) -> Task:
@@ -295,8 +240,6 @@ def eval_task(task: Task, cfg: RCRLConfig | None = None) -> Task:
   return ConditionedTask(task, cfg.correct_label, cfg.label_position)
 
 
-def run_stage(policy, task, optimizer_cfg, workdir, *, evaluate_fn=None, progress=True):
-  """The experiment-stage entry point (see `rlthink.algorithms`). `evaluate_fn` sees the policy
-  itself (unconditioned prompts); `eval_task(task)` gives the conditioned view."""
-  return run_rcrl(policy, task, RCRLConfig(), optimizer_cfg, workdir,
-                  on_iteration=core.eval_callback(evaluate_fn), progress=progress)
+def run_stage(policy, cfg: RCRLConfig, ctx):
+  """The experiment-stage entry point (see `rlthink.algorithms`)."""
+  return stages.run_as_stage(run_rcrl, policy, cfg, ctx)

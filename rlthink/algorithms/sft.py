@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import os
+from typing import Callable, Mapping, Sequence
 
-import gin
-
+from rlthink.algorithms import stages
 from rlthink.policy import Policy
 from rlthink.tasks.base import Task
 from rlthink.tasks.pipeline import sft_dataset
@@ -16,7 +15,6 @@ from rlthink.train import (Checkpointer, MetricsLogger, OptimizerConfig, create_
 _BATCH_KEYS = ("tokens", "loss_mask", "attention_mask", "segment_ids", "positions")
 
 
-@gin.configurable
 @dataclasses.dataclass(frozen=True)
 class SFTConfig:
   """steps: optimizer steps; packing: first-fit pack several examples per row (segment-masked);
@@ -38,19 +36,23 @@ class SFTConfig:
 
 
 def run_sft(policy: Policy, task: Task, cfg: SFTConfig, optimizer_cfg: OptimizerConfig,
-            workdir: str, progress: bool = True) -> Policy:
-  """Fine-tunes `policy` on `task`'s reference completions; resumes from `<workdir>/sft`.
-
-  Returns the policy with the trained parameters. Re-running a finished phase restores its result.
+            directory: str, *, examples: Sequence[dict] | None = None,
+            evaluate: Callable | None = None, reward_models: Mapping | None = None,
+            progress: bool = True) -> tuple[Policy, list[dict]]:
+  """Fine-tunes `policy` on the reference completions of `examples` (default: `cfg.split` of
+  `task`); resumes from `directory`. Returns (policy with the trained parameters, history: one
+  record with the evaluation after training). The keyword arguments are every driver's
+  (`rlthink.algorithms.stages`); `reward_models` is unused. Re-running a finished run restores
+  its result.
   """
-  if policy.tokenizer is None:
-    raise ValueError("SFT needs a policy with a tokenizer attached")
-  task.check_split(cfg.split)
-  phase_dir = os.path.join(workdir, "sft")
-  ckpt = Checkpointer(phase_dir, policy.config)
+  del reward_models
+  stages.check_tokenizer(policy, "SFT")
+  if examples is None:
+    task.check_split(cfg.split)
+    examples = task.examples(cfg.split)
+  ckpt = Checkpointer(directory, policy.config)
   optimizer = make_optimizer(optimizer_cfg, cfg.steps)
   state = create_state(policy.params, optimizer, cfg.seed)
-  examples = task.examples(cfg.split)
   if cfg.num_examples is not None:
     if not 0 < cfg.num_examples <= len(examples):
       raise ValueError(f"SFTConfig.num_examples={cfg.num_examples} must be in [1, {len(examples)}] "
@@ -64,12 +66,13 @@ def run_sft(policy: Policy, task: Task, cfg: SFTConfig, optimizer_cfg: Optimizer
     state, meta = ckpt.restore(state)
     start = meta["position"]
     data.set_state(meta["data_state"])
+  done = lambda: _finished(policy.replace(params=state.params), cfg, evaluate)
   if start >= cfg.steps:
-    return policy.replace(params=state.params)
+    return done()
 
   step_fn = make_train_step(sft_loss(policy.config, policy.mesh), optimizer, state,
                             optimizer_cfg.grad_accum_steps)
-  logger = MetricsLogger(phase_dir, total=cfg.steps, initial=start, desc="sft",
+  logger = MetricsLogger(directory, total=cfg.steps, initial=start, desc="sft",
                          progress=progress)
 
   def batch_at(i):  # called once per step, in order: the iterator position is the step
@@ -87,10 +90,14 @@ def run_sft(policy: Policy, task: Task, cfg: SFTConfig, optimizer_cfg: Optimizer
                          prefix="sft/")
   finally:
     logger.close()
-  return policy.replace(params=state.params)
+  return done()
 
 
-def run_stage(policy, task, optimizer_cfg, workdir, *, evaluate_fn=None, progress=True):
+def _finished(trained: Policy, cfg: SFTConfig, evaluate) -> tuple[Policy, list[dict]]:
+  record = {"iteration": 1, "train_steps": cfg.steps}
+  return trained, [dict(record, **stages.evaluation_record(evaluate, trained, 1, True))]
+
+
+def run_stage(policy, cfg: SFTConfig, ctx):
   """The experiment-stage entry point (see `rlthink.algorithms`)."""
-  del evaluate_fn
-  return run_sft(policy, task, SFTConfig(), optimizer_cfg, workdir, progress), []
+  return stages.run_as_stage(run_sft, policy, cfg, ctx, reads_reward_models=False)

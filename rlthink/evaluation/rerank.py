@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Sequence
 
-import gin
 import numpy as np
 
 from rlthink.evaluation.estimators import maj_at_k, pass_at_k, rerank_at_k
@@ -19,7 +18,6 @@ from rlthink.evaluation.evaluate import answer_key, pass_curve_ks
 from rlthink.rewards.reward_model import binary_auc, score_rollouts
 
 
-@gin.configurable
 @dataclasses.dataclass(frozen=True)
 class RerankConfig:
   """rerank@k evaluation. n: samples per question (default k). enabled: whether the "orm" stage

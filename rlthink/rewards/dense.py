@@ -16,9 +16,9 @@ matches when steps 1..k all equal reference steps 1..k (after the first wrong st
 the process-label convention); "any": a step matches some not yet matched reference step, in any
 order.
 
-The token frame. Reward arrays are float32[N, P + C - 1] like every per-token array of
-`rlthink.algorithms.core`: column t is about token t + 1, so completion token j sits in column
-P - 1 + j.
+The token frame. Reward arrays are float32[N, P + C - 1] like every per-token array of the RL
+math (`rlthink.sampling.rollouts`): column t is about token t + 1, so completion token j sits in
+column P - 1 + j.
 """
 
 from __future__ import annotations

@@ -13,82 +13,37 @@ The loss is binary cross-entropy on the logits at the target tokens; the model's
 sigmoid(logit). A training row is {"prompt": ids, "completion": ids, "targets": [[j, label], ...]}
 with j a completion-token index.
 
-`train_reward_model` samples, labels, holds out a fraction of the questions, trains and evaluates
-(accuracy, AUC); it resumes exactly from `<workdir>/<orm|prm>/` (the sampled rows live in the
-checkpoint's meta, the data position is a pure function of the step).
+Training them is an algorithm (`rlthink.algorithms.reward_model`: the "orm" and "prm" stages);
+`load_reward_model` reads a finished one from its stage directory.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import math
+import os
 from typing import Any, Sequence
 
-import gin
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
 from rlthink import distributed, ops, sharding
-from rlthink.algorithms import core
 from rlthink.models import decoder
 from rlthink.models.config import ModelConfig
 from rlthink.rewards import dense
+from rlthink.train.checkpoint import Checkpointer
 
 KINDS = ("outcome", "process")
 ORM_TARGETS = ("last", "all")
 REWARD_HEAD = ("reward_head", "reward_bias")
-STAGE_DIRS = {"outcome": "orm", "process": "prm"}
 
 
-@gin.configurable
-@dataclasses.dataclass(frozen=True)
-class RewardModelConfig:
-  """Reward-model training. The "orm" and "prm" stages read it in gin scopes `orm/` and `prm/`.
-
-  kind: "outcome" (ORM) or "process" (PRM).
-  num_questions / samples_per_question: the sampled training set (questions of `split`).
-  holdout_fraction: questions kept out of training to measure accuracy and AUC.
-  include_references: add each question's reference solution (label 1, every step right).
-  orm_targets: "last" (ORM logit on the last token) or "all" (on every completion token).
-  step_match / step_pattern: PRM labels (see `rlthink.rewards.dense`).
-  epochs, max_steps: steps = ceil(epochs * rows / batch_size), capped by max_steps.
-  learning_rate / warmup_steps: this stage's schedule (None: the experiment's OptimizerConfig).
-  """
-
-  kind: str = "outcome"
-  num_questions: int | None = 256
-  samples_per_question: int = 4
-  split: str = "train"
-  temperature: float = 1.0
-  max_new_tokens: int = 64
-  holdout_fraction: float = 0.1
-  include_references: bool = False
-  orm_targets: str = "last"
-  step_match: str = "prefix"
-  step_pattern: str = dense.STEP_PATTERN
-  epochs: float = 4.0
-  max_steps: int | None = None
-  learning_rate: float | None = None
-  warmup_steps: int | None = None
-  batch_size: int = 32
-  max_length: int = 256
-  seed: int = 0
-  sample_batch_size: int = 256
-  score_batch_size: int = 64
-  log_every: int = 10
-  checkpoint_every: int = 100
-
-  def __post_init__(self):
-    core.check_choice("RewardModelConfig.kind", self.kind, KINDS)
-    core.check_choice("RewardModelConfig.orm_targets", self.orm_targets, ORM_TARGETS)
-    core.check_choice("RewardModelConfig.step_match", self.step_match, dense.MATCH_MODES)
-    if (self.samples_per_question < 1 or self.epochs <= 0 or self.batch_size < 1
-        or not 0 <= self.holdout_fraction < 1 or self.max_length < 2):
-      raise ValueError(f"RewardModelConfig: samples_per_question, batch_size >= 1, epochs > 0, "
-                       f"0 <= holdout_fraction < 1, max_length >= 2 needed: {self}")
+def _check(name: str, value: str, choices: Sequence[str]) -> str:
+  if value not in choices:
+    raise ValueError(f"{name}={value!r} is not one of {tuple(choices)}")
+  return value
 
 
 @functools.partial(jax.tree_util.register_dataclass, data_fields=["params"],
@@ -116,7 +71,7 @@ def add_reward_head(params, config: ModelConfig, mesh: Mesh | None = None):
 
 def init_reward_model(policy, kind: str = "outcome") -> RewardModel:
   """A reward model started from `policy`'s trunk with a zero head (every probability 0.5)."""
-  core.check_choice("kind", kind, KINDS)
+  _check("kind", kind, KINDS)
   return RewardModel(policy.config, add_reward_head(policy.params, policy.config, policy.mesh),
                      kind, policy.mesh)
 
@@ -208,7 +163,7 @@ def binary_auc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
 
 def outcome_rows(scored, targets: str = "last") -> list[dict]:
   """ORM rows from `ScoredRollouts`: label = the verifier's reward."""
-  core.check_choice("orm_targets", targets, ORM_TARGETS)
+  _check("orm_targets", targets, ORM_TARGETS)
   ro, rows = scored.rollouts, []
   for row, reward in enumerate(scored.rewards):
     completion = ro.completion(row)
@@ -238,8 +193,10 @@ def process_rows(task, scored, tokenizer, mode: str = "prefix",
   return rows
 
 
-def reference_rows(task, examples, tokenizer, kind: str, cfg: RewardModelConfig) -> list[dict]:
-  """Rows of the reference solutions: ORM label 1; PRM every step 1."""
+def reference_rows(task, examples, tokenizer, kind: str, orm_targets: str = "last",
+                   step_pattern: str = dense.STEP_PATTERN) -> list[dict]:
+  """Rows of the reference solutions: ORM label 1 (on the targets `orm_targets` picks); PRM
+  every step (cut by `step_pattern`) 1."""
   from rlthink.tasks.pipeline import encode_prompt
   rows = []
   for example in examples:
@@ -248,9 +205,9 @@ def reference_rows(task, examples, tokenizer, kind: str, cfg: RewardModelConfig)
     if tokenizer.eos_token_id is not None:
       completion.append(tokenizer.eos_token_id)
     if kind == "outcome":
-      js = range(len(completion)) if cfg.orm_targets == "all" else [len(completion) - 1]
+      js = range(len(completion)) if orm_targets == "all" else [len(completion) - 1]
     else:
-      js = dense.step_tokens(tokenizer, completion, text, task.format, cfg.step_pattern)[1]
+      js = dense.step_tokens(tokenizer, completion, text, task.format, step_pattern)[1]
     rows.append({"prompt": encode_prompt(task, example, tokenizer).tolist(),
                  "completion": completion, "targets": [[j, 1.0] for j in js]})
   return rows
@@ -288,6 +245,21 @@ def evaluate_rows(rm: RewardModel, rows: Sequence[dict], max_length: int, pad_id
           "positive_rate": float(np.mean(y)), "loss": float(nll), "targets": int(mask.sum())}
 
 
-def steps_for(cfg: RewardModelConfig, num_rows: int) -> int:
-  steps = max(1, math.ceil(cfg.epochs * num_rows / cfg.batch_size))
-  return min(steps, cfg.max_steps or steps)
+def load_reward_model(directory: str, kind: str, policy) -> RewardModel:
+  """The finished reward model of kind "outcome"/"process" trained in `directory` (its stage's
+  directory, `train_reward_model`'s), on `policy`'s devices. Raises naming the directory when it
+  is missing or unfinished."""
+  _check("kind", kind, KINDS)
+  if not os.path.isdir(os.path.join(directory, "checkpoints")):
+    raise FileNotFoundError(f"no {kind} reward model under {directory}: train it there first (an "
+                            "'orm' / 'prm' stage, or train_reward_model)")
+  ckpt = Checkpointer(directory, policy.config)
+  meta = ckpt.read_meta()
+  if meta is None or meta.get("phase") != "done":
+    raise FileNotFoundError(f"the {kind} reward model under {directory} has not finished training")
+  ckpt.check_compatible(meta)
+  template = init_reward_model(policy, kind)
+  params = ckpt.restore_raw()["state"]["params"]
+  shardings = jax.tree.map(lambda x: x.sharding, template.params)
+  params = jax.tree.map(lambda x, s: jax.device_put(np.asarray(x), s), params, shardings)
+  return dataclasses.replace(template, params=params)

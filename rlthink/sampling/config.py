@@ -9,10 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import gin
 
-
-@gin.configurable
 @dataclasses.dataclass(frozen=True)
 class SampleConfig:
   """Options of `rlthink.sample` / `sample_text`.

@@ -1,7 +1,7 @@
-"""The RL math every algorithm shares: advantages, KL, clipped losses, the KL controller, batches.
+"""The RL math every algorithm shares: advantages, KL, clipped losses, the KL controller.
 
-Pure array functions (jit-friendly, no hidden state). PPO, GRPO, START and RCRL differ only in how
-they combine these; each piece exists once, here.
+Pure array functions (jit-friendly, no hidden state). PPO, GRPO and START differ only in how they
+combine these; each piece exists once, here.
 
 The token frame. A rollout batch is `tokens int32[B, T]` = prompt | completion (see
 `rlthink.sampling.rollouts`). Every per-token array of the RL math has T - 1 columns, the frame of
@@ -23,10 +23,8 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from rlthink import distributed, ops, sharding
-from rlthink.models import decoder
+from rlthink import ops
 
 AGGREGATIONS = ("token_mean", "sequence_mean", "token_sum_norm")
 KL_ESTIMATORS = ("k1", "k2", "k3")
@@ -116,16 +114,6 @@ def group_advantages(rewards: jax.Array, group_size: int, normalize: str = "std"
 
 # ------------------------------------------------------------------------------------------------
 # KL to the reference policy, per-token rewards, the KL controller.
-
-
-def frozen_reference(params, config):
-  """A frozen copy of `params` for the reference policy: weights in the compute dtype (norm
-  scales unchanged), which is what the forward reads anyway, so the reference's log-probs are
-  the same while it takes half the memory of float32 master weights (2 of 4 bytes per
-  parameter: 15 GB, not 30, for a 7B policy). A new buffer, never donated with the train state.
-  """
-  from rlthink.sampling import engine
-  return engine.params_for_sampling(params, config, unroll=False)
 
 
 def kl_estimate(logprobs: jax.Array, ref_logprobs: jax.Array, estimator: str = "k3") -> jax.Array:
@@ -256,144 +244,3 @@ def entropy_bonus(entropy: jax.Array, mask: jax.Array,
   (`forward_scores(..., with_entropy=True)["entropy"]`, or `ops.entropy(logits[:, :-1])`).
   Subtract coef * this from the loss to encourage exploration."""
   return aggregate(entropy, mask, aggregation)
-
-
-# ------------------------------------------------------------------------------------------------
-# From rollouts to training arrays.
-
-
-def rollout_batch(rollouts) -> dict[str, np.ndarray]:
-  """The training arrays of a `Rollouts`, in the token frame (numpy).
-
-  Returns tokens int32[N, T] (T = P + C), attention_mask bool[N, T], completion_mask bool[N, T-1]
-  (True where column t predicts a sampled completion token) and old_logprobs float32[N, T-1] (the
-  sampler's log-probs at temperature 1, 0 elsewhere).
-  """
-  p = rollouts.prompt_tokens.shape[1]
-  n = rollouts.prompt_tokens.shape[0]
-  lead = lambda dtype: np.zeros((n, p - 1), dtype)
-  return {"tokens": np.asarray(rollouts.tokens, np.int32),
-          "attention_mask": np.asarray(rollouts.mask, bool),
-          "completion_mask": np.concatenate([lead(bool), np.asarray(rollouts.completion_mask,
-                                                                   bool)], axis=1),
-          "old_logprobs": np.concatenate([lead(np.float32), np.asarray(rollouts.logprobs,
-                                                                       np.float32)], axis=1)}
-
-
-def forward_scores(config, params, tokens: jax.Array, attention_mask: jax.Array, *,
-                   heads: tuple[str, ...] = ("logits",), with_entropy: bool = False, mesh=None,
-                   chunk_size: int = 128) -> dict:
-  """One forward in the token frame, for the RL losses and scoring: {"logprobs": float32[B, T-1]
-  (log-prob of tokens[:, t+1] at t), "entropy": float32[B, T-1] (with_entropy)} when "logits" is
-  in heads, {"values": float32[B, T-1]} when "value" is (V of each prefix tokens[:, :t+1]).
-
-  The log-probs and entropy come from the hidden states in chunks of positions
-  (`ops.chunked_next_token_logprobs`): the float32 logits [B, T, V] never exist whole.
-  """
-  trunk_heads = tuple(h for h in heads if h != "logits")
-  if "logits" in heads:
-    trunk_heads = ("hidden",) + trunk_heads
-  out, _ = decoder.forward(config, params, tokens, attention_mask=attention_mask,
-                           heads=trunk_heads, mesh=mesh)
-  scores = {}
-  if "logits" in heads:
-    logp, ent = ops.chunked_next_token_logprobs(out["hidden"], decoder.unembedding(config, params),
-                                                tokens, chunk_size, with_entropy)
-    scores["logprobs"] = logp
-    if with_entropy:
-      scores["entropy"] = ent
-  if "value" in heads:
-    scores["values"] = out["value"][:, :-1]
-  return scores
-
-
-@functools.partial(jax.jit, static_argnames=("config", "heads", "mesh"))
-def score_tokens(config, params, tokens: jax.Array, attention_mask: jax.Array,
-                 heads: tuple[str, ...] = ("logits",), mesh=None) -> dict:
-  """`forward_scores` jitted, without the entropy: {"logprobs"} and/or {"values"} [B, T-1]."""
-  return forward_scores(config, params, tokens, attention_mask, heads=heads, mesh=mesh)
-
-
-def score_in_chunks(config, params, tokens: np.ndarray, attention_mask: np.ndarray,
-                    heads: tuple[str, ...] = ("logits",), chunk_size: int = 32,
-                    mesh=None) -> dict[str, np.ndarray]:
-  """`score_tokens` over row chunks of one shape (the last chunk padded), as numpy arrays: the
-  whole rollout batch is scored without materializing [N, T, V] logits at once. On a mesh, make
-  chunk_size a multiple of the batch shards (data * fsdp)."""
-  n = tokens.shape[0]
-  chunk_size = max(1, min(chunk_size, n))
-  put = (lambda x: jnp.asarray(x)) if mesh is None else (
-      lambda x: jax.device_put(x, sharding.batch_sharding(mesh, x.shape)))
-  parts: dict[str, list] = {}
-  for start in range(0, n, chunk_size):
-    rows = np.arange(start, start + chunk_size) % n  # wrap: the last chunk keeps the shape
-    out = score_tokens(config, params, put(tokens[rows]), put(attention_mask[rows]),
-                       tuple(heads), mesh)
-    take = min(chunk_size, n - start)
-    for k, v in distributed.to_host(out).items():  # every process, multi-host
-      parts.setdefault(k, []).append(np.asarray(v)[:take])
-  return {k: np.concatenate(v) for k, v in parts.items()}
-
-
-def logprob_drift(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> dict[str, float]:
-  """Mean and max |a - b| over the masked tokens: the sampler's log-probs vs a training forward."""
-  diff = np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))[np.asarray(mask, bool)]
-  if diff.size == 0:
-    return {"logprob_drift_mean": 0.0, "logprob_drift_max": 0.0}
-  return {"logprob_drift_mean": float(diff.mean()), "logprob_drift_max": float(diff.max())}
-
-
-# ------------------------------------------------------------------------------------------------
-# Data positions for resumable drivers: pure functions of (seed, iteration, step).
-
-
-def iteration_indices(num_items: int, iteration: int, count: int, seed: int) -> np.ndarray:
-  """int[count]: the items (e.g. training questions) of `iteration`, walking through a fresh
-  permutation of range(num_items) per pass (seeded by (seed, pass)), `count` per iteration."""
-  if num_items < 1 or count < 1:
-    raise ValueError(f"iteration_indices needs num_items >= 1 and count >= 1, got {num_items}, "
-                     f"{count}")
-  positions = np.arange(iteration * count, (iteration + 1) * count)
-  passes, offsets = np.divmod(positions, num_items)
-  perms = {int(p): np.random.default_rng([seed, int(p)]).permutation(num_items)
-           for p in np.unique(passes)}
-  return np.asarray([perms[int(p)][o] for p, o in zip(passes, offsets)], np.int64)
-
-
-def minibatch_rows(num_rows: int, minibatch_size: int, step: int, seed) -> np.ndarray:
-  """int[minibatch_size]: rows of minibatch `step` over epochs of a seeded permutation.
-
-  Epoch e = step // ceil(num_rows / minibatch_size) permutes the rows with seed (*seed, e); a last
-  short minibatch is filled from the start of the permutation (fixed shapes, one compile).
-  """
-  per_epoch = -(-num_rows // minibatch_size)
-  epoch, index = divmod(step, per_epoch)
-  seed = list(seed) if isinstance(seed, (list, tuple)) else [seed]
-  perm = np.resize(np.random.default_rng(seed + [epoch]).permutation(num_rows),
-                   per_epoch * minibatch_size)
-  return perm[index * minibatch_size:(index + 1) * minibatch_size]
-
-
-# ------------------------------------------------------------------------------------------------
-# Plumbing shared by the resumable iteration drivers.
-
-
-def eval_callback(evaluate_fn):
-  """A driver's `on_iteration` from a stage's `evaluate_fn(policy) -> metrics`: the metrics
-  named eval_<metric>. None without an evaluate_fn."""
-  if evaluate_fn is None:
-    return None
-  return lambda i, policy: {f"eval_{k}": v for k, v in evaluate_fn(policy).items()}
-
-
-def end_iteration(i: int, record: dict, tree, meta: dict, *, current, on_iteration, logger,
-                  ckpt, prefix: str) -> dict:
-  """Closes iteration i (0-based): adds on_iteration(i + 1, current)'s metrics to `record`, logs
-  its numbers under `prefix`, appends it to the history and checkpoints `tree` with the new meta
-  (so a run killed after this resumes at iteration i + 1). Returns the new meta."""
-  if on_iteration is not None:
-    record.update(on_iteration(i + 1, current))
-  logger.log(i + 1, {k: v for k, v in record.items() if isinstance(v, (int, float))}, prefix)
-  meta = {"iteration": i + 1, "history": meta["history"] + [record]}
-  ckpt.save(i + 1, tree, meta)
-  return meta
