@@ -28,7 +28,8 @@ import sys
 
 DEFAULT_EXPERIMENT = "experiments/quickstart.gin"
 BENCHMARKS = {"train": "rlthink.bench.train", "sample": "rlthink.bench.sample",
-              "ei": "rlthink.bench.ei", "ppo": "rlthink.bench.ppo"}
+              "ei": "rlthink.bench.ei", "ppo": "rlthink.bench.ppo",
+              "check_decode": "rlthink.bench.check_decode"}
 
 
 def _common(p: argparse.ArgumentParser, workdir_required: bool = False) -> None:

@@ -9,7 +9,8 @@ memory when its backend starts, so the two frameworks must not share a process. 
 module whose `main()` reads its arguments with `child_args()` and reports with `child_result()`;
 the child's environment pins JAX (if imported at all) to the CPU so it never touches the GPU.
 
-Only the standard library is imported at module level; jax is imported inside the functions.
+Importing jax does not start its backend, so a benchmark can still start the PyTorch child before
+its own first device call.
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ import subprocess
 import sys
 import time
 from typing import Any, Callable, Sequence
+
+import jax
+import jaxlib
+
+from rlthink.bench import hardware
 
 RESULT_PREFIX = "RLTHINK_BENCH_RESULT "
 
@@ -58,8 +64,6 @@ def time_fn(fn: Callable[..., Any], *args, warmup: int = 2, iters: int = 10) -> 
         return metrics
       times = time_fn(step, warmup=2, iters=10)
   """
-  import jax
-
   if iters < 1 or warmup < 0:
     raise ValueError(f"time_fn needs iters >= 1 and warmup >= 0, got {iters=}, {warmup=}")
   for _ in range(warmup):
@@ -82,28 +86,18 @@ def summarize(times: Sequence[float]) -> dict:
 def device_info(device=None) -> dict:
   """What the numbers were measured on: device kind, platform and count (of `device`'s platform;
   default the first JAX device), versions, datasheet peak FLOP/s (None when unknown)."""
-  import jax
-
-  from rlthink.bench import hardware
-
   dev = device if device is not None else jax.devices()[0]
   devices = jax.devices(dev.platform)
   info = {"device": dev.device_kind, "platform": dev.platform, "num_devices": len(devices),
           "num_processes": jax.process_count(), "jax_version": jax.__version__,
           "python_version": platform.python_version(),
           "peak_flops": hardware.device_peak_flops(dev)}
-  try:
-    import jaxlib
-    info["jaxlib_version"] = jaxlib.__version__
-  except (ImportError, AttributeError):
-    pass
+  info["jaxlib_version"] = getattr(jaxlib, "__version__", None)
   return info
 
 
 def peak_memory_bytes(device=None) -> int | None:
   """The device allocator's high-water mark in bytes (process-wide), or None where unreported."""
-  import jax
-
   device = device or jax.devices()[0]
   try:
     stats = device.memory_stats()

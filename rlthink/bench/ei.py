@@ -17,9 +17,16 @@ from __future__ import annotations
 import argparse
 import time
 
+import jax
 import numpy as np
 
+import rlthink
 from rlthink.bench import common
+from rlthink.models.tokenizer import train_bpe_tokenizer
+from rlthink.tasks import arithmetic
+from rlthink.train import OptimizerConfig, create_state, make_optimizer, make_train_step
+from rlthink.train import sft_loss, shard_batch
+from rlthink.train.batching import SequenceBatcher
 
 
 def _args(argv):
@@ -41,15 +48,6 @@ def _args(argv):
 
 
 def main(argv: list[str] | None = None) -> int:
-  import jax
-
-  import rlthink
-  from rlthink.models.tokenizer import train_bpe_tokenizer
-  from rlthink.tasks import arithmetic
-  from rlthink.train import OptimizerConfig, create_state, make_optimizer, make_train_step
-  from rlthink.train import sft_loss, shard_batch
-  from rlthink.train.batching import SequenceBatcher
-
   args = _args(argv)
   policy = rlthink.init_policy(args.model, seed=0, dtype=args.dtype)
   config = policy.config

@@ -10,6 +10,11 @@ from __future__ import annotations
 
 import statistics
 
+import jax
+import jax.numpy as jnp
+
+from rlthink.bench import common
+
 # Dense (no sparsity) bf16 FLOP/s per JAX device, matched by substring of the lower-cased
 # `device_kind`, first match wins (so the more specific names come first). TPU v2/v3 expose each
 # of a chip's two cores as a device, hence half the chip's rate.
@@ -40,7 +45,6 @@ PEAK_FLOPS: tuple[tuple[str, float], ...] = (
 def device_peak_flops(device=None) -> float | None:
   """Datasheet dense bf16 FLOP/s of `device` (default: the first JAX device), None if unknown."""
   if device is None:
-    import jax
     device = jax.devices()[0]
   kind = str(getattr(device, "device_kind", device)).lower()
   for key, flops in PEAK_FLOPS:
@@ -50,7 +54,6 @@ def device_peak_flops(device=None) -> float | None:
 
 
 def _device(device):
-  import jax
   return device if device is not None else jax.devices()[0]
 
 
@@ -62,11 +65,6 @@ def measure_matmul_flops(dtype: str = "bfloat16", n: int | None = None, chain: i
   The operands are N(0, 1/n), so the chained products stay O(1) in any dtype. Runs on `device`
   (default: the first JAX device).
   """
-  import jax
-  import jax.numpy as jnp
-
-  from rlthink.bench.common import time_fn
-
   device = _device(device)
   accel = device.platform != "cpu"
   n = n or (8192 if accel else 256)
@@ -80,7 +78,7 @@ def measure_matmul_flops(dtype: str = "bfloat16", n: int | None = None, chain: i
   def run(x, w):
     return jax.lax.fori_loop(0, chain, lambda _, y: y @ w, x)
 
-  times = time_fn(run, x, w, warmup=2, iters=iters)
+  times = common.time_fn(run, x, w, warmup=2, iters=iters)
   return 2.0 * n ** 3 * chain / statistics.median(times)
 
 
@@ -92,11 +90,6 @@ def measure_hbm_bandwidth(num_bytes: int | None = None, passes: int | None = Non
   its own kernel, so nothing stays in cache); 16 MiB and 4 passes on CPU. Runs on `device`
   (default: the first JAX device).
   """
-  import jax
-  import jax.numpy as jnp
-
-  from rlthink.bench.common import time_fn
-
   device = _device(device)
   accel = device.platform != "cpu"
   num_bytes = num_bytes or (1 << 30 if accel else 1 << 24)
@@ -108,5 +101,5 @@ def measure_hbm_bandwidth(num_bytes: int | None = None, passes: int | None = Non
   def run(x):
     return jax.lax.fori_loop(0, passes, lambda i, y: y * 0.999 + 0.001, x)
 
-  times = time_fn(run, x, warmup=2, iters=iters)
+  times = common.time_fn(run, x, warmup=2, iters=iters)
   return 2.0 * size * 4 * passes / statistics.median(times)

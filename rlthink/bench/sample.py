@@ -22,18 +22,28 @@ starts its JAX backend. One JSON line per case on stdout (and appended to --out)
     python -m rlthink.bench.sample --quick          # tiny model on CPU, well under a minute
     python -m rlthink.bench.sample --layers unrolled scan --hlo_dir hlo/   # compare, keep HLO
     python -m rlthink.bench.sample --attention xla pallas   # decode attention, side by side
+    python -m rlthink.bench.sample --batch 1 --decode_setting matvec.gate_up=xla  # a kernel off
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import os
+import re
 import statistics
 import sys
 import time
 
-from rlthink.bench import common
+import jax
+import numpy as np
+
+import rlthink
+from rlthink import sharding
+from rlthink.bench import common, decode_settings, hardware, profile, sample_breakdown
+from rlthink.models.presets import get_preset
+from rlthink.sampling import sampler
 
 DEFAULT_MODELS = ("qwen2.5-0.5b", "qwen2.5-1.5b")
 DEFAULT_BATCHES = (1, 64, 256)
@@ -64,6 +74,9 @@ def parse_args(argv):
   p.add_argument("--hlo_dir", help="write each case's optimized HLO (<model>_b<batch>.hlo.txt)")
   p.add_argument("--profile_dir", help="trace one call per case with the JAX profiler; write the "
                  "kernel-time summary (<model>_b<batch>_<layers>.ops.txt) and the trace there")
+  p.add_argument("--decode_setting", action="append", default=[], metavar="NAME=VALUE",
+                 help="set a decode kernel knob for this run (repeatable), e.g. matvec.down=xla "
+                 "or attention_tiling.512=64,4,2; see rlthink.bench.decode_settings")
   p.add_argument("--breakdown", action="store_true",
                  help="also time the parts of a decode step (rlthink.bench.sample_breakdown)")
   p.add_argument("--out", help="append the JSON lines to this file")
@@ -92,8 +105,6 @@ def floor(config, batch: int, prompt_len: int, new_tokens: int, hbm_bytes_per_s:
   values of all tokens so far; the prefill reads the weights once more. FLOPs: 2 per matmul
   weight per token (prompt and new), plus 4 * layers * heads * head_dim per attended token pair.
   """
-  import numpy as np
-
   itemsize = np.dtype(config.dtype).itemsize
   l, h, kv, d = config.num_layers, config.num_heads, config.num_kv_heads, config.head_dim
   layer_matmul = config.layer_params - 2 * config.hidden_size  # minus the two norm scales
@@ -117,11 +128,6 @@ def floor(config, batch: int, prompt_len: int, new_tokens: int, hbm_bytes_per_s:
 
 def bench_rlthink(policy, batch: int, args, name: str, layers: str, attention: str) -> dict:
   """Compiles and times `rlthink.sample` for one case; returns the rlthink half of the record."""
-  import jax
-  import numpy as np
-
-  from rlthink.sampling import sampler
-
   rng = np.random.RandomState(batch)
   prompts = rng.randint(0, policy.config.vocab_size, (batch, args.prompt_len)).tolist()
   options = dict(max_new_tokens=args.new_tokens, temperature=args.temperature, stop_tokens=(),
@@ -156,13 +162,6 @@ def _profile(policy, prompts, options, args, case: str) -> dict:
   """Traces one call; writes <case>.ops.txt (GPU kernel time per decode step by kind, op and
   kernel) and returns the kernel time per step, to set against the wall time per step (the gap
   is the device idling: launches, host round trips)."""
-  import re
-
-  import jax
-
-  from rlthink.bench.train import profile_summary
-  from rlthink.sampling import sampler
-
   os.makedirs(args.profile_dir, exist_ok=True)
   hlo = sampler.lower_sample(policy, prompts, **options).compile().as_text()
   trace_dir = os.path.join(args.profile_dir, case)
@@ -171,7 +170,7 @@ def _profile(policy, prompts, options, args, case: str) -> dict:
     sampler.sample(policy, prompts, **options)
     wall = time.perf_counter() - start
   try:
-    summary = profile_summary(trace_dir, steps=args.new_tokens, hlo_text=hlo, sequence=80)
+    summary = profile.profile_summary(trace_dir, steps=args.new_tokens, hlo_text=hlo, sequence=80)
   except Exception as e:  # the trace itself is written; the summary is a convenience
     summary = f"no summary of {trace_dir}: {type(e).__name__}: {e}\n"
   with open(os.path.join(args.profile_dir, case + ".ops.txt"), "w") as f:
@@ -188,7 +187,6 @@ def run_torch(config, args) -> dict:
 
   if args.no_torch:
     return each({"torch_skipped": "--no_torch"})
-  import importlib.util
   if importlib.util.find_spec("torch") is None or importlib.util.find_spec("transformers") is None:
     return each({"torch_skipped": "torch or transformers is not installed"})
   try:
@@ -208,17 +206,17 @@ def run_torch(config, args) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
   args = parse_args(argv)
-  from rlthink.models.presets import get_preset
+  with decode_settings.applied(args.decode_setting):
+    return run(args)
+
+
+def run(args) -> int:
+  """Every case of the parsed `args`: torch baselines first, then rlthink's; prints the records."""
   configs = {m: get_preset(m, dtype=args.dtype, param_dtype=args.param_dtype)
              for m in args.model}
-  # PyTorch first: this process has not started its JAX backend yet, so the GPU is all torch's.
+  # PyTorch first: this process has not started its JAX backend yet (importing jax does not),
+  # so the GPU is all torch's.
   torch_results = {m: run_torch(configs[m], args) for m in args.model}
-
-  import jax
-
-  import rlthink
-  from rlthink import sharding
-  from rlthink.bench import hardware
 
   devices = jax.devices("cpu")[:1] if args.quick else jax.devices()
   mesh = None
@@ -237,10 +235,10 @@ def main(argv: list[str] | None = None) -> int:
         rec = {"bench": "sample", "model": m, "batch": batch, "prompt_len": args.prompt_len,
                "new_tokens": args.new_tokens, "dtype": args.dtype,
                "param_dtype": args.param_dtype, "temperature": args.temperature,
-               "layers": layers, "decode_attention": attention}
+               "layers": layers, "decode_attention": attention, "mesh_arg": args.mesh,
+               "decode_settings": args.decode_setting}
         rec.update(bench_rlthink(policy, batch, args, m, layers, attention))
         if args.breakdown:
-          from rlthink.bench import sample_breakdown
           rec.update(sample_breakdown.breakdown(policy, batch, args, layers == "unrolled", hbm))
         rec.update(torch_results[m][batch])
         torch_tps = rec.get("torch_tok_s")

@@ -21,12 +21,19 @@ import functools
 import statistics
 import time
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rlthink import ops
+from rlthink.models import decoder
+from rlthink.sampling import engine, processors, sampler
+
 STEPS = 32
 
 
 def _time(fn, *args, iters: int = 3) -> float:
   """Median seconds of `iters` calls of fn(*args), after one untimed (compiling) call."""
-  import jax
   jax.block_until_ready(fn(*args))
   times = []
   for _ in range(iters):
@@ -37,11 +44,6 @@ def _time(fn, *args, iters: int = 3) -> float:
 
 
 def _forward_steps(config, params, cache, token, head: str):
-  import jax
-  import jax.numpy as jnp
-
-  from rlthink.models import decoder
-
   def body(_, carry):
     cache, token = carry
     out, cache = decoder.forward(config, params, token[:, None], cache=cache, heads=(head,))
@@ -54,12 +56,6 @@ def _forward_steps(config, params, cache, token, head: str):
 
 
 def _sampling_steps(logits, keys, temperature, use_temperature: bool):
-  import jax
-  import jax.numpy as jnp
-
-  from rlthink import ops
-  from rlthink.sampling import processors
-
   def body(i, total):
     x = logits + (i % 2).astype(jnp.float32) * 1e-3  # changes every step: nothing is hoisted
     processed = processors.process_logits(x, temperature if use_temperature else None, None, None)
@@ -74,13 +70,6 @@ def _sampling_steps(logits, keys, temperature, use_temperature: bool):
 
 def breakdown(policy, batch: int, args, unroll: bool, hbm_bytes_per_s: float) -> dict:
   """The breakdown fields of one case's record (see the module docstring)."""
-  import jax
-  import jax.numpy as jnp
-  import numpy as np
-
-  from rlthink.models import decoder
-  from rlthink.sampling import engine, sampler
-
   config = policy.config
   slots = args.prompt_len - 1 + args.new_tokens
   params = engine.params_for_sampling(policy.params, config, unroll)

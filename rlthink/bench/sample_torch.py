@@ -17,14 +17,13 @@ import statistics
 import time
 
 from rlthink.bench import common
+from rlthink.bench.train_torch import hf_config
 
 
 def run(args: dict) -> dict:
   """Times generate for each batch size; returns {"results": [{"batch", "tokens_per_s", ...}]}."""
-  import torch
-  import transformers
-
-  from rlthink.bench.train_torch import hf_config
+  import torch  # optional dependency (the baseline's child process only)
+  import transformers  # optional dependency, as torch
 
   cuda = torch.cuda.is_available()
   if not cuda and not args.get("allow_cpu", False):

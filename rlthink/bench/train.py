@@ -1,13 +1,13 @@
 """`rlthink bench train`: tokens/s and MFU of one jitted AdamW training step, against PyTorch.
 
-The step is what RL fine-tuning runs at its core: forward, next-token cross-entropy, backward and
-an AdamW update, on random tokens. fp32 master parameters and AdamW state, bf16 compute (the
-decoder casts each weight at use), float32 log-probs and loss, compiled once with the train state
-donated so the update happens in place. By default the loss is what `rlthink.train.sft_loss` runs
-(`ops.fused_next_token_logprobs` on the decoder's hidden states: float32 logits a chunk at a time,
-bf16 backward matmuls; `--loss logits` takes the full float32 logits head instead) and the layers
-are unrolled (`--scan_unroll 0`; 1 is the rolled `lax.scan`). With several devices the batch is
-sharded over a (data, fsdp, tensor) mesh (default: all fsdp).
+The step timed is the one every rlthink algorithm trains with: `rlthink.train.make_train_step`
+over `rlthink.train.sft_loss` (forward, next-token cross-entropy from the hidden states in chunks,
+backward), `rlthink.train.make_optimizer`'s AdamW (clipped at --clip_norm), on a state from
+`rlthink.train.create_state`, on random tokens. fp32 master parameters and AdamW state, bf16
+compute (the decoder casts each weight at use), float32 log-probs and loss, the state donated so
+the update happens in place. `--loss logits` swaps in the full float32 logits head for
+comparison. The layers are unrolled by default (`--scan_unroll 0`; 1 is the rolled `lax.scan`).
+With several devices the batch is sharded over a (data, fsdp, tensor) mesh (default: all fsdp).
 
 MFU = tokens/s * ModelConfig.flops_per_token(seq) / (devices * peak), with the datasheet dense bf16
 peak (`mfu`) and with the matmul rate measured here (`mfu_measured_peak`). Each case prints one
@@ -22,12 +22,20 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import os
 import statistics
 import sys
 import time
 
-from rlthink.bench import common
+import jax
+import jax.numpy as jnp
+import optax
+
+from rlthink import ops, sharding, train
+from rlthink.bench import common, hardware, profile
+from rlthink.models import decoder
+from rlthink.models.presets import get_preset
 
 DEFAULT_MODELS = ("qwen2.5-0.5b", "qwen2.5-1.5b")
 
@@ -54,9 +62,12 @@ def parse_args(argv):
   p.add_argument("--scan_unroll", type=int, default=0,
                  help="layers per scan iteration (ModelConfig.scan_unroll; default 0: unrolled)")
   p.add_argument("--cast_params", action="store_true",
-                 help="cast the fp32 params to the compute dtype once, before the forward, so the "
-                 "gradients come out in it (AdamW still updates fp32 params and moments)")
+                 help="cast the fp32 params to the compute dtype once, before the forward, "
+                 "instead of at each use (AdamW still updates fp32 params and moments)")
   p.add_argument("--lr", type=float, default=3e-4)
+  p.add_argument("--clip_norm", type=float, default=train.OptimizerConfig.clip_norm,
+                 help="gradient clipping norm of the optimizer (OptimizerConfig.clip_norm; "
+                 "0: none)")
   p.add_argument("--mesh", help="mesh sizes data,fsdp,tensor, e.g. 1,-1,1 (used with >1 device)")
   p.add_argument("--no_torch", action="store_true", help="skip the PyTorch baseline")
   p.add_argument("--torch_mode", choices=("bf16", "autocast"), default="bf16",
@@ -76,102 +87,73 @@ def parse_args(argv):
   return args
 
 
-def make_train_step(config, optimizer, mesh, loss: str = "fused", chunk: int = 256,
-                    save_probs: bool = False, cast_params: bool = False):
-  """train_step(state, tokens int32[B, T]) -> (state, {"loss"}); state = {"params", "opt_state"}.
+def make_loss(config, mesh, loss: str = "fused", chunk: int = 256,
+              save_probs: bool | None = None, cast_params: bool = False):
+  """The loss the benchmarked step differentiates: `loss_fn(params, batch, rng) -> (loss,
+  metrics)` for `rlthink.train.make_train_step`.
 
-  loss "fused": the decoder's hidden states into `ops.fused_next_token_logprobs` (what
-  `rlthink.train.sft_loss` does); "logits": the float32 logits head and `ops.next_token_logprobs`.
-  cast_params: differentiate with respect to a compute-dtype copy of the params (the decoder casts
-  each weight at use anyway), so gradients are not widened to float32 before AdamW reads them.
+  "fused": `rlthink.train.sft_loss` (what SFT and Expert Iteration train with: log-probs from the
+  hidden states in chunks of `chunk` positions, `ops.fused_next_token_logprobs`); "logits": the
+  decoder's float32 logits head and `ops.next_token_logprobs`, for comparison. cast_params: cast
+  the float32 params to the compute dtype once, before the forward, instead of at each use.
   """
-  import jax
-  import jax.numpy as jnp
-  import optax
-
-  from rlthink import ops
-  from rlthink.models import decoder
-
-  def loss_fn(params, tokens):
-    if loss == "logits":
-      outputs, _ = decoder.forward(config, params, tokens, mesh=mesh)
-      return -jnp.mean(ops.next_token_logprobs(outputs["logits"], tokens))
-    outputs, _ = decoder.forward(config, params, tokens, heads=("hidden",), mesh=mesh)
-    logp = ops.fused_next_token_logprobs(outputs["hidden"], decoder.unembedding(config, params),
-                                         tokens, chunk, save_probs)
-    return -jnp.mean(logp)
-
-  def train_step(state, tokens):
-    params = state["params"]
-    if cast_params:
-      params = jax.tree.map(lambda p: p.astype(config.dtype), params)
-    loss, grads = jax.value_and_grad(loss_fn)(params, tokens)
-    updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
-    return {"params": optax.apply_updates(state["params"], updates), "opt_state": opt_state}, {
-        "loss": loss}
-
-  return train_step
+  if loss == "fused":
+    loss_fn = train.sft_loss(config, mesh, chunk, save_probs)
+  elif loss == "logits":
+    def loss_fn(params, batch, rng):
+      del rng
+      outputs, _ = decoder.forward(config, params, batch["tokens"], mesh=mesh)
+      mask = batch["loss_mask"][:, 1:].astype(jnp.float32)
+      value = -ops.masked_mean(ops.next_token_logprobs(outputs["logits"], batch["tokens"]), mask)
+      return value, {"loss": value}
+  else:
+    raise ValueError(f"loss={loss!r} is not one of ('fused', 'logits')")
+  if not cast_params:
+    return loss_fn
+  return lambda params, batch, rng: loss_fn(
+      jax.tree.map(lambda p: p.astype(config.dtype), params), batch, rng)
 
 
-def init_state(config, optimizer, mesh, seed: int = 0):
-  """fp32 params and AdamW state, created in their shardings; returns (state, state_shardings)."""
-  import jax
-  import optax
-  from jax.sharding import NamedSharding, PartitionSpec
-
-  from rlthink.models import decoder
-
-  params = decoder.init_params(config, jax.random.key(seed), mesh=mesh)
-  if mesh is None:
-    return {"params": params, "opt_state": jax.jit(optimizer.init)(params)}, None
-  p_shardings = decoder.param_shardings(config, mesh)
-  opt_shardings = optax.tree_map_params(
-      optimizer, lambda _, s: s, jax.eval_shape(optimizer.init, params), p_shardings,
-      transform_non_params=lambda _: NamedSharding(mesh, PartitionSpec()))
-  opt_state = jax.jit(optimizer.init, out_shardings=opt_shardings)(params)
-  return {"params": params, "opt_state": opt_state}, {"params": p_shardings,
-                                                      "opt_state": opt_shardings}
+def make_optimizer(args) -> optax.GradientTransformation:
+  """`rlthink.train`'s AdamW at --lr (constant), weight decay 0.1, clipped at --clip_norm."""
+  cfg = train.OptimizerConfig(learning_rate=args.lr, weight_decay=0.1,
+                              clip_norm=args.clip_norm or None)
+  return train.make_optimizer(cfg, total_steps=max(args.steps + args.warmup, 1))
 
 
 def bench_jax(config, args, devices, name: str = "model") -> dict:
-  """Compiles and times the step for one model config; returns the JAX half of the record."""
-  import jax
-  import optax
-
-  from rlthink import ops, sharding
-
+  """Compiles and times `rlthink.train.make_train_step`'s step for one model config on random
+  tokens; returns the JAX half of the record."""
   start = time.perf_counter()
   mesh = None
   if len(devices) > 1:
     shape = tuple(int(s) for s in args.mesh.split(",")) if args.mesh else None
     mesh = sharding.make_mesh(shape, devices)
-  optimizer = optax.adamw(args.lr, b1=0.9, b2=0.95, weight_decay=0.1)
-  state, state_shardings = init_state(config, optimizer, mesh)
+  optimizer = make_optimizer(args)
+  params = decoder.init_params(config, jax.random.key(0), mesh=mesh)
+  state = train.create_state(params, optimizer, seed=0, copy=False)
+  del params
   tokens = jax.random.randint(jax.random.key(1), (args.batch, args.seq), 0, config.vocab_size)
-  tok_sharding = None if mesh is None else sharding.batch_sharding(mesh, tokens.shape)
-  if tok_sharding is not None:
-    tokens = jax.device_put(tokens, tok_sharding)
+  batch = train.shard_batch({"tokens": tokens, "loss_mask": jnp.ones_like(tokens)}, mesh)
   save_probs = {"save": True, "recompute": False}.get(args.probs)
-  if save_probs is None:
+  if save_probs is None:  # what sft_loss(save_probs=None) decides, recorded
     save_probs = ops.default_save_probs(args.batch, args.seq, config.vocab_size, config.dtype)
-  step = jax.jit(make_train_step(config, optimizer, mesh, args.loss, args.chunk, save_probs,
-                                 args.cast_params), donate_argnums=0,
-                 in_shardings=None if mesh is None else (state_shardings, tok_sharding),
-                 out_shardings=None if mesh is None else (state_shardings, None))
+  loss_fn = make_loss(config, mesh, args.loss, args.chunk, save_probs, args.cast_params)
+  step = train.make_train_step(loss_fn, optimizer, state)
   init_s = time.perf_counter() - start
   _progress(name, f"state ready in {init_s:.1f} s")
   start = time.perf_counter()
-  compiled = step.lower(state, tokens).compile()
+  compiled = step.lower(state, batch).compile()
   compile_s = time.perf_counter() - start
   _progress(name, f"compiled in {compile_s:.1f} s")
 
   box = [state]
-  losses = []
 
   def one_step():
-    box[0], metrics = compiled(box[0], tokens)
+    box[0], metrics = compiled(box[0], batch)
     return box[0], metrics
 
+  losses = []
   start = time.perf_counter()
   losses.append(float(one_step()[1]["loss"]))
   first_step_s = time.perf_counter() - start
@@ -209,9 +191,8 @@ def _memory(compiled, device) -> dict:
 
 
 def _profile(compiled, one_step, name: str, profile_dir: str) -> None:
-  """Writes the optimized HLO (<name>.hlo.txt) and a profiler trace of 3 steps (<name>/)."""
-  import jax
-
+  """Writes the optimized HLO (<name>.hlo.txt), a profiler trace of 3 steps (<name>/) and its
+  kernel-time summary (<name>.ops.txt)."""
   os.makedirs(profile_dir, exist_ok=True)
   with open(os.path.join(profile_dir, name + ".hlo.txt"), "w") as f:
     f.write(compiled.as_text())
@@ -220,104 +201,11 @@ def _profile(compiled, one_step, name: str, profile_dir: str) -> None:
     for _ in range(3):
       jax.block_until_ready(one_step())
   try:
-    summary = profile_summary(trace_dir, steps=3, hlo_text=compiled.as_text())
+    summary = profile.profile_summary(trace_dir, steps=3, hlo_text=compiled.as_text())
   except Exception as e:  # a summary is a convenience; the trace itself is written
     summary = f"no summary of {trace_dir}: {type(e).__name__}: {e}\n"
   with open(os.path.join(profile_dir, name + ".ops.txt"), "w") as f:
     f.write(summary)
-
-
-def _kernel_kind(kernel: str, op: str) -> str:
-  k = kernel.lower()
-  if any(s in k for s in ("cudnn", "flash", "fmha", "sdpa")):
-    return "attention"
-  if any(s in k for s in ("gemm", "cutlass", "xmma", "cublas", "sm90_", "nvjet")):
-    return "matmul"
-  if "triton" in k:
-    return "triton"
-  if any(s in k for s in ("memcpy", "memset", "copy")):
-    return "copy"
-  return "reduce" if "reduce" in (k + op.lower()) else "fusion"
-
-
-def _op_paths(hlo_text: str) -> dict:
-  """HLO instruction name -> its JAX op_name, shortened to 'fwd|bwd|step: path' (e.g.
-  'bwd: layers/mlp/dot_general'), from the compiled module's text."""
-  import re
-
-  paths = {}
-  for m in re.finditer(r'%([\w.\-]+) = [^\n]*?op_name="([^"]*)"', hlo_text):
-    name, op = m.groups()
-    phase = "bwd" if "transpose(" in op else "fwd" if "jvp(" in op else "step"
-    parts = [p for p in op.split("/") if p and not p.startswith(("jit(", "jvp(", "transpose("))
-             and p not in ("while", "body", "eval_jaxpr", "cond", "checkpoint", "remat")]
-    paths[name] = f"{phase}: {'/'.join(parts[-3:])}"
-  return paths
-
-
-def profile_summary(trace_dir: str, steps: int, top: int = 60, hlo_text: str | None = None,
-                    sequence: int = 0) -> str:
-  """GPU kernel time of a trace (`jax.profiler.trace` directory) per step: by kind (matmul,
-  attention, reductions, other fusions, copies), by model op (from `hlo_text`, the compiled
-  module: forward / backward / rest of the step and the op's path), by HLO op and by kernel name,
-  largest first; with `sequence`, that many kernels in order from the middle of the trace.
-  Kernels inside command buffers are named by the buffer only: run with
-  XLA_FLAGS=--xla_gpu_enable_command_buffer= to attribute every kernel."""
-  import collections
-  import glob
-  import re
-
-  import jax
-
-  op_paths = _op_paths(hlo_text) if hlo_text else {}
-  by_path = collections.Counter()
-
-  paths = sorted(glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True))
-  if not paths:
-    return f"no .xplane.pb under {trace_dir}\n"
-  data = jax.profiler.ProfileData.from_file(paths[-1])
-  by_op, by_kernel, by_kind = (collections.Counter() for _ in range(3))
-  counts = collections.Counter()
-  planes = [p for p in data.planes if p.name.startswith("/device:GPU")]
-  lines = [l for p in planes for l in p.lines if l.name.startswith("Stream")]
-  if not lines:  # other profiler versions name the kernel lines differently
-    lines = [l for p in planes for l in p.lines if "XLA" not in l.name]
-  names = sorted({l.name for p in planes for l in p.lines})
-  timeline = []
-  for line in lines:
-    for ev in line.events:
-      stats = dict(ev.stats)
-      timeline.append((ev.start_ns, ev.duration_ns, ev.name, str(stats.get("hlo_op", "?"))))
-      op = str(stats.get("hlo_op", "?"))
-      us = ev.duration_ns / 1e3 / steps
-      by_op[op] += us
-      counts[op] += 1
-      by_kernel[ev.name[:120]] += us
-      by_kind[_kernel_kind(ev.name, op)] += us
-      fusion = re.sub(r"_(\d+)$", r".\1", ev.name)  # kernel fusion_3 is HLO fusion.3
-      by_path[op_paths.get(op, op_paths.get(fusion, op))] += us
-  total = sum(by_kind.values())
-  out = [f"GPU kernel time per step: {total / 1e3:.2f} ms ({paths[-1]}; lines {names})",
-         "by kind:"]
-  out += [f"  {k:<10}{v / 1e3:9.2f} ms {100 * v / max(total, 1e-9):5.1f}%"
-          for k, v in by_kind.most_common()]
-  if op_paths:
-    out.append("by model op (ms/step):")
-    out += [f"  {v / 1e3:8.3f}  {k}" for k, v in by_path.most_common(2 * top)]
-  out.append("by HLO op (ms/step, launches/step):")
-  out += [f"  {v / 1e3:8.3f} {counts[k] / steps:6.0f}  {k}" for k, v in by_op.most_common(top)]
-  out.append("by kernel (ms/step):")
-  out += [f"  {v / 1e3:8.3f}  {k}" for k, v in by_kernel.most_common(top)]
-  if sequence:  # what one stretch of the step runs, in order (a layer's chain of kernels)
-    timeline.sort()
-    middle = timeline[len(timeline) // 2:len(timeline) // 2 + sequence]
-    out.append(f"{len(middle)} kernels in order from the middle of the trace (us, gap us before "
-               "it, kernel, HLO op):")
-    end = middle[0][0] if middle else 0
-    for start, dur, name, op in middle:
-      out.append(f"  {dur / 1e3:7.2f} {(start - end) / 1e3:6.2f}  {name[:70]}  {op}")
-      end = start + dur
-  return "\n".join(out) + "\n"
 
 
 def run_torch(config, args) -> dict:
@@ -325,7 +213,6 @@ def run_torch(config, args) -> dict:
   if args.no_torch:
     return {"torch_skipped": "--no_torch"}
   try:
-    import importlib.util
     if importlib.util.find_spec("torch") is None or importlib.util.find_spec("transformers") is None:
       return {"torch_skipped": "torch or transformers is not installed"}
     result = common.run_torch_subprocess("rlthink.bench.train_torch", {
@@ -342,16 +229,12 @@ def run_torch(config, args) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
   args = parse_args(argv)
-  from rlthink.models.presets import get_preset
   configs = {m: get_preset(m, dtype=args.dtype, param_dtype="float32", remat=args.remat,
                           scan_unroll=args.scan_unroll)
              for m in args.model}
-  # PyTorch first: this process has not started its JAX backend yet, so the GPU is all torch's.
+  # PyTorch first: this process has not started its JAX backend yet (importing jax does not),
+  # so the GPU is all torch's.
   torch_results = {m: run_torch(configs[m], args) for m in args.model}
-
-  import jax
-
-  from rlthink.bench import hardware
 
   devices = jax.devices("cpu") if args.quick else jax.devices()
   platform = devices[0].platform
@@ -368,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
       rec = {"bench": "train", "model": m, "batch": args.batch, "seq": args.seq,
              "dtype": args.dtype, "attention": attention, "remat": args.remat,
              "loss": args.loss, "chunk": args.chunk,
-             "cast_params": args.cast_params,
+             "cast_params": args.cast_params, "clip_norm": args.clip_norm or None,
              "scan_unroll": args.scan_unroll, "xla_flags": os.environ.get("XLA_FLAGS", ""),
              "num_devices": len(devices), "mesh_arg": args.mesh}
       rec.update(bench_jax(config, args, devices, m))

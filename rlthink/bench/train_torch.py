@@ -23,37 +23,37 @@ import time
 from rlthink.bench import common
 
 
-def hf_config(cfg: dict):
-  """A transformers config of the same shape as the ModelConfig fields `cfg`."""
-  import transformers
+def hf_config(config: dict):
+  """A transformers config of the same shape as the ModelConfig fields `config`."""
+  import transformers  # optional dependency (the baseline's child process only)
 
   common_kw = dict(
-      vocab_size=cfg["vocab_size"], hidden_size=cfg["hidden_size"],
-      intermediate_size=cfg["intermediate_size"], num_hidden_layers=cfg["num_layers"],
-      num_attention_heads=cfg["num_heads"], num_key_value_heads=cfg["num_kv_heads"],
-      max_position_embeddings=cfg["max_seq_len"], rope_theta=cfg["rope_theta"],
-      rms_norm_eps=cfg["rms_norm_eps"], tie_word_embeddings=cfg["tie_embeddings"], use_cache=False)
-  arch = cfg["architecture"]
+      vocab_size=config["vocab_size"], hidden_size=config["hidden_size"],
+      intermediate_size=config["intermediate_size"], num_hidden_layers=config["num_layers"],
+      num_attention_heads=config["num_heads"], num_key_value_heads=config["num_kv_heads"],
+      max_position_embeddings=config["max_seq_len"], rope_theta=config["rope_theta"],
+      rms_norm_eps=config["rms_norm_eps"], tie_word_embeddings=config["tie_embeddings"], use_cache=False)
+  arch = config["architecture"]
   if arch == "qwen2":
-    if cfg["head_dim"] != cfg["hidden_size"] // cfg["num_heads"]:
+    if config["head_dim"] != config["hidden_size"] // config["num_heads"]:
       raise ValueError("Qwen2 in transformers derives head_dim from hidden_size / num_heads")
     return transformers.Qwen2Config(**common_kw, use_sliding_window=False)
   if arch == "qwen3":
-    return transformers.Qwen3Config(**common_kw, head_dim=cfg["head_dim"],
-                                    attention_bias=cfg["qkv_bias"])
+    return transformers.Qwen3Config(**common_kw, head_dim=config["head_dim"],
+                                    attention_bias=config["qkv_bias"])
   if arch == "mistral":
-    return transformers.MistralConfig(**common_kw, head_dim=cfg["head_dim"],
-                                      sliding_window=cfg["sliding_window"])
+    return transformers.MistralConfig(**common_kw, head_dim=config["head_dim"],
+                                      sliding_window=config["sliding_window"])
   if arch == "llama":
-    return transformers.LlamaConfig(**common_kw, head_dim=cfg["head_dim"],
-                                    attention_bias=cfg["qkv_bias"], mlp_bias=False)
+    return transformers.LlamaConfig(**common_kw, head_dim=config["head_dim"],
+                                    attention_bias=config["qkv_bias"], mlp_bias=False)
   raise ValueError(f"no transformers baseline for architecture {arch!r}")
 
 
 def run(args: dict) -> dict:
   """Builds the model, times `steps` training steps after `warmup`, returns the measurements."""
-  import torch
-  import transformers
+  import torch  # optional dependency (the baseline's child process only)
+  import transformers  # optional dependency, as torch
 
   cuda = torch.cuda.is_available()
   if not cuda and not args.get("allow_cpu", False):

@@ -13,8 +13,9 @@ from rlthink.models.presets import get_preset
 @pytest.fixture(scope="module")
 def records(tmp_path_factory):
   out = tmp_path_factory.mktemp("bench") / "sample.jsonl"
+  # matvec.o=xla: a decode setting that is also the default, so the run is the default one.
   argv = ["--quick", "--batch", "1", "3", "--prompt_len", "8", "--new_tokens", "4", "--out",
-          str(out)]
+          str(out), "--decode_setting", "matvec.o=xla"]
   assert bench_sample.main(argv) == 0
   return [json.loads(line) for line in out.read_text().splitlines()]
 
@@ -30,7 +31,7 @@ def test_quick_run_writes_one_documented_record_per_case(records):
     assert r["torch_tok_s"] > 0, r.get("torch_error")
     assert r["ratio"] == pytest.approx(r["rlthink_tok_s"] / r["torch_tok_s"])
     assert r["pct_floor"] == pytest.approx(100 * r["rlthink_tok_s"] / r["floor_tok_s"])
-    assert r["platform"] == "cpu"
+    assert r["platform"] == "cpu" and r["decode_settings"] == ["matvec.o=xla"]
 
 
 def test_floor_counts_weights_and_kv_bytes_per_step():
