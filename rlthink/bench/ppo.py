@@ -10,7 +10,8 @@ ids in the completion) stands in for a verifier. The phases, each ended by a dev
   reward     the synthetic reward on the host
   score      forward passes of the policy, reference and value model over prompt | completion
   advantage  per-token rewards with the KL penalty, GAE, whitening
-  train      --epochs passes of minibatch updates (clipped policy + value loss, AdamW both)
+  train      --epochs passes of minibatch updates (clipped policy + value loss, AdamW both):
+             the state, optimizer and step `ppo.run_ppo` trains with (`init_training`)
 
 The iteration runs --iterations times (default 2); the record reports the last one (compiled:
 the first pays compilation, reported as compile_s = first total - last total). Peak memory is the
@@ -34,7 +35,15 @@ from __future__ import annotations
 import argparse
 import time
 
+import jax
+import numpy as np
+
+from rlthink import sampling, sharding, train
+from rlthink.algorithms import positions, ppo, rl_math, scoring
 from rlthink.bench import common
+from rlthink.models import decoder
+from rlthink.models.presets import get_preset
+from rlthink.policy import Policy
 
 
 def parse_args(argv):
@@ -68,62 +77,19 @@ def parse_args(argv):
   return args
 
 
-def make_update(config, cfg, optimizer, mesh):
-  """The jitted train step of the driver (`make_train_step` without its gin-bound module):
-  update(state, batch) -> (state, metrics), state = {"params", "opt_state"} donated."""
-  import jax
-  import optax
-
-  from rlthink.algorithms import ppo
-
-  loss_fn = ppo.ppo_loss(config, cfg, mesh)
-
-  def update(state, batch):
-    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], batch,
-                                                                       None)
-    updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
-    return ({"params": optax.apply_updates(state["params"], updates), "opt_state": opt_state},
-            dict(metrics, loss=loss))
-
-  return jax.jit(update, donate_argnums=0)
-
-
-def init_state(policy, cfg, lr: float):
-  """(state, optimizer): state = {"params": a copy of `ppo.initial_params` (the update donates
-  it), "opt_state"}, every moment in its param's sharding. The optimizer clips each model's
-  gradients to norm 1, then AdamW at `lr`: its state mirrors the params.
-
-  A plain jit of `optimizer.init` reads no param value, so it has no inputs and would put the
-  whole state (two float32 copies of every model) on device 0: the shardings are given
-  (`sharding.optimizer_state_shardings`, as `rlthink.train.create_state` does).
-  """
-  import jax
-  import jax.numpy as jnp
-  import optax
-
-  from rlthink import sharding
-  from rlthink.algorithms import ppo
-
-  params = ppo.initial_params(policy, cfg)
-  optimizer = optax.chain(ppo.clip_per_model(1.0), optax.adamw(lr))
-  opt_shardings = sharding.optimizer_state_shardings(optimizer, params)
-  if opt_shardings is None:
-    opt_shardings = jax.tree.leaves(params)[0].sharding
-  opt_state = jax.jit(optimizer.init, out_shardings=opt_shardings)(params)
-  return {"params": jax.tree.map(jnp.copy, params), "opt_state": opt_state}, optimizer
+def init_training(policy, cfg, lr: float, mesh):
+  """(state, train step) exactly as `ppo.run_ppo` builds them: `ppo.make_ppo_optimizer` (each
+  model's gradients clipped to norm 1, then `rlthink.train`'s AdamW at `lr`),
+  `rlthink.train.create_state` on a copy of `ppo.initial_params` (moments in their param's
+  shardings), `rlthink.train.make_train_step` over `ppo.ppo_loss` (state donated)."""
+  steps = cfg.iterations * cfg.steps_per_iteration
+  optimizer = ppo.make_ppo_optimizer(train.OptimizerConfig(learning_rate=lr, clip_norm=1.0), cfg,
+                                     steps)
+  state = train.create_state(ppo.initial_params(policy, cfg), optimizer, cfg.seed)
+  return state, train.make_train_step(ppo.ppo_loss(policy.config, cfg, mesh), optimizer, state)
 
 
 def run(args) -> dict:
-  import jax
-  import jax.numpy as jnp
-  import numpy as np
-
-  from rlthink import sampling, sharding
-  from rlthink.algorithms import core, ppo
-  from rlthink.models import decoder
-  from rlthink.models.presets import get_preset
-  from rlthink.policy import Policy
-
   config = get_preset(args.model, dtype=args.dtype, param_dtype="float32", remat=args.remat,
                       max_seq_len=max(args.prompt_len + args.new_tokens,
                                       get_preset(args.model).max_seq_len))
@@ -134,17 +100,14 @@ def run(args) -> dict:
   cfg = ppo.PPOConfig(prompts_per_iteration=args.prompts, samples_per_prompt=1,
                       max_new_tokens=args.new_tokens, epochs=args.epochs,
                       minibatch_size=args.minibatch, score_batch_size=args.score_batch,
-                      value_model=args.value_model, seed=args.seed)
+                      value_model=args.value_model, seed=args.seed, iterations=args.iterations)
   policy = Policy(config, decoder.init_params(config, jax.random.key(args.seed), mesh=mesh), mesh)
-  reference = core.frozen_reference(policy.params, config)  # the train state's copies are donated
-  state, optimizer = init_state(policy, cfg, args.lr)
+  reference = scoring.frozen_reference(policy.params, config)  # train-state copies are donated
+  state, update = init_training(policy, cfg, args.lr, mesh)
   policy = policy.replace(params=None)  # its float32 weights live on only in the train state
-  update = make_update(config, cfg, optimizer, mesh)
-  kl = core.init_kl_controller(cfg.kl_coef)
+  kl = rl_math.init_kl_controller(cfg.kl_coef)
   rng = np.random.default_rng(args.seed)
   prompts = rng.integers(10, config.vocab_size, (args.prompts, args.prompt_len)).tolist()
-  put = (lambda x: jnp.asarray(x)) if mesh is None else (
-      lambda x: jax.device_put(x, sharding.batch_sharding(mesh, x.shape)))
 
   records = []
   for it in range(args.iterations):
@@ -156,24 +119,25 @@ def run(args) -> dict:
       times[f"time_{name}_s"] = now - clock
       clock = now
 
-    current = policy.replace(params=ppo.strip_value_head(state["params"]["policy"]))
+    current = policy.replace(params=ppo.strip_value_head(state.params["policy"]))
     ro = sampling.sample(current, prompts, max_new_tokens=args.new_tokens, temperature=1.0,
                          seed=args.seed + it, stop_tokens=())
     lap("rollout")
     completions = np.where(ro.completion_mask, ro.completion_tokens % 2 == 0, False)
     rewards = completions.sum(1) / np.maximum(ro.completion_mask.sum(1), 1)
     lap("reward")
-    scores, stats = ppo.score_rollouts(config, state["params"], reference, ro, cfg, mesh)
+    scores, stats = ppo.score_rollouts(config, state.params, reference, ro, cfg, mesh)
     lap("score")
     batch, adv_stats = ppo.add_advantages(scores, rewards, kl.coef, cfg)
     lap("advantage")
-    rows, steps = batch["tokens"].shape[0], ppo.steps_per_iteration(cfg)
+    rows, steps = batch["tokens"].shape[0], cfg.steps_per_iteration
     for s in range(steps):
-      pick = core.minibatch_rows(rows, cfg.minibatch_size, s, [args.seed, it])
-      state, metrics = update(state, {k: put(v[pick]) for k, v in batch.items()})
+      pick = positions.minibatch_rows(rows, cfg.minibatch_size, s, [args.seed, it])
+      state, metrics = update(state, train.shard_batch({k: v[pick] for k, v in batch.items()},
+                                                       mesh))
     metrics = jax.device_get(metrics)
     lap("train")
-    kl = core.update_kl_controller(kl, adv_stats["kl"], rows, cfg.kl_target, cfg.kl_horizon)
+    kl = rl_math.update_kl_controller(kl, adv_stats["kl"], rows, cfg.kl_target, cfg.kl_horizon)
     times["time_iteration_s"] = sum(times.values())
     records.append(dict(times, reward_mean=float(rewards.mean()), train_steps=steps,
                         loss=float(metrics["loss"]), **stats, **adv_stats))
