@@ -29,7 +29,8 @@ import sys
 DEFAULT_EXPERIMENT = "experiments/quickstart.gin"
 BENCHMARKS = {"train": "rlthink.bench.train", "sample": "rlthink.bench.sample",
               "ei": "rlthink.bench.ei", "ppo": "rlthink.bench.ppo",
-              "check_decode": "rlthink.bench.check_decode"}
+              "check_decode": "rlthink.bench.check_decode", "rollout": "rlthink.bench.rollout",
+              "grpo": "rlthink.bench.grpo"}
 
 
 def _common(p: argparse.ArgumentParser, workdir_required: bool = False) -> None:
