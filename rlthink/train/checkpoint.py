@@ -79,6 +79,9 @@ class Checkpointer:
         self.read_only = True
     self.model_config = model_config
     self._verified: dict[int, bool] = {}  # step -> checksums verified (False: none written)
+    # Steps found corrupt and skipped by a fallback: a caller that needs a stage's final
+    # checkpoint (not just a resumable one) checks this is empty.
+    self.corrupt_steps: list[int] = []
     if self.read_only:
       options = ocp.CheckpointManagerOptions(read_only=True, create=False,
                                              enable_async_checkpointing=False)
@@ -156,6 +159,7 @@ class Checkpointer:
         self.verify(step)
       except CorruptCheckpointError as e:
         problems.append(str(e))
+        self.corrupt_steps.append(step)
         _log.warning("%s; %s", e, "falling back to the previous checkpoint" if step != steps[-1]
                      else "there is no older checkpoint")
         self._set_aside(step)

@@ -121,7 +121,7 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, ca
     fresh.restore(states[1], step=2)  # an explicit step is never swapped for another
   with caplog.at_level(logging.WARNING):
     restored, meta = fresh.restore(states[1])
-  assert meta["position"] == 1
+  assert meta["position"] == 1 and fresh.corrupt_steps == [2]
   np.testing.assert_array_equal(np.asarray(restored.params["w"]), np.asarray(states[1].params["w"]))
   assert f"{ckpt.directory}/2: file state/" in caplog.text
   assert "falling back to the previous checkpoint" in caplog.text
