@@ -22,6 +22,8 @@ class SampleConfig:
     seed: the sampling seed.
     stop_tokens: ids that end a completion; None uses the model's / tokenizer's eos; () none.
     stop_strings: strings that end a completion (text paths only, applied after decoding).
+    max_slots: the most rows decoded at once; fewer than the completions asked for samples them
+      with continuous batching (see `rlthink.sample`). None: one static batch.
   """
 
   max_new_tokens: int = 256
@@ -32,6 +34,7 @@ class SampleConfig:
   seed: int = 0
   stop_tokens: tuple[int, ...] | None = None
   stop_strings: tuple[str, ...] = ()
+  max_slots: int | None = None
 
   def __post_init__(self):
     def need(cond, msg):
@@ -57,9 +60,11 @@ class SampleConfig:
     object.__setattr__(self, "stop_strings", tuple(self.stop_strings))
     need(all(isinstance(s, str) and s for s in self.stop_strings),
          f"stop_strings={self.stop_strings!r} must be non-empty strings")
+    need(self.max_slots is None or (isinstance(self.max_slots, int) and self.max_slots > 0),
+         f"max_slots={self.max_slots!r} must be None or a positive int")
 
   def sample_kwargs(self) -> dict:
     """The keyword arguments of `rlthink.sample` (everything but stop_strings)."""
     return {"max_new_tokens": self.max_new_tokens, "temperature": self.temperature,
             "top_k": self.top_k, "top_p": self.top_p, "num_samples": self.num_samples,
-            "seed": self.seed, "stop_tokens": self.stop_tokens}
+            "seed": self.seed, "stop_tokens": self.stop_tokens, "max_slots": self.max_slots}

@@ -128,6 +128,10 @@ def test_bad_continuous_requests_fail_before_compiling(options, message):
 
 
 def test_slot_options_are_checked():
+  from rlthink.sampling.config import SampleConfig
+  assert SampleConfig(max_slots=4).sample_kwargs()["max_slots"] == 4  # gin-bindable
+  with pytest.raises(ValueError, match="max_slots=0"):
+    SampleConfig(max_slots=0)
   with pytest.raises(ValueError, match="SlotOptions.prefill_chunk=0"):
     SlotOptions(prefill_chunk=0)
   with pytest.raises(TypeError, match="slot_options must be"):
