@@ -128,6 +128,16 @@ def _copy_rows(big, pool, batch_axis: int, rows, entries, start, width: int):
   return big.at[:, rows[:, None], :, cols[None, :], :].set(update.astype(big.dtype), mode="drop")
 
 
+def _cond_update(pred, fn, state: dict, reads: tuple, writes: tuple) -> dict:
+  """`state` with the fields `writes` replaced by fn(sub-state) where pred holds. Only the
+  fields fn reads or writes go through the conditional: a field passed through it unchanged
+  would cost a copy of it every step (its buffer could not be shared with a later in-place
+  update)."""
+  sub = {k: state[k] for k in reads + writes}
+  out = jax.lax.cond(pred, fn, lambda sub: {k: sub[k] for k in writes}, sub)
+  return dict(state, **out)
+
+
 def _generate(params, cache: dict, prompt_tokens: jax.Array, prompt_mask: jax.Array,
               num_requests: jax.Array, row_limits: jax.Array, seed: jax.Array,
               temperature: jax.Array, top_p: jax.Array, stop_tokens: jax.Array, *,
@@ -189,14 +199,16 @@ def _generate(params, cache: dict, prompt_tokens: jax.Array, prompt_mask: jax.Ar
   row_request = jnp.arange(slots, dtype=jnp.int32)
   live = batch(row_request < num_requests)
 
-  def empty_buffer():  # the in-loop prefill buffer / the pool: `g` prompts of `width` columns
-    return decoder.init_cache(config, g, width, per_layer=per_layer)
+  # Two banks of `g` prefilled prompts (`width` columns) in one cache of 2g rows: bank
+  # `pool_bank` is the pool slots copy from, the other the buffer being prefilled. Taking the
+  # buffer as the pool flips the index, so no step copies either bank.
+  banks = decoder.init_cache(config, 2 * g, width, per_layer=per_layer)
 
   out = {"tokens": jnp.full((n, c), pad_id, jnp.int32),
          "logprobs": jnp.zeros((n, c), jnp.float32),
          "sampling_logprobs": jnp.zeros((n, c), jnp.float32)}
   state = dict(
-      cache=cache, pool=empty_buffer(), buffer=empty_buffer(),
+      cache=cache, banks={k: banks[k] for k in ("k", "v", "valid")}, pool_bank=jnp.int32(0),
       # The pool holds prompts [pool_first, pool_first + g); the buffer prefills
       # [buffer_first, ...) (state 0 idle, 1 running, 2 done) at chunk `buffer_chunk`.
       pool_first=jnp.int32(slots // num_samples - g), buffer_first=jnp.int32(slots // num_samples),
@@ -212,9 +224,7 @@ def _generate(params, cache: dict, prompt_tokens: jax.Array, prompt_mask: jax.Ar
     """The pool is used up and the buffer is prefilled: the buffer becomes the pool."""
     used_up = st["next_request"] >= jnp.minimum(num_requests, (st["pool_first"] + g) * num_samples)
     swap = used_up & (st["buffer_state"] == 2)
-    pool = jax.lax.cond(swap, lambda: {k: st["buffer"][k] for k in ("k", "v", "valid")},
-                        lambda: {k: st["pool"][k] for k in ("k", "v", "valid")})
-    return dict(st, pool=dict(st["pool"], **pool),
+    return dict(st, pool_bank=jnp.where(swap, 1 - st["pool_bank"], st["pool_bank"]),
                 pool_first=jnp.where(swap, st["buffer_first"], st["pool_first"]),
                 buffer_first=jnp.where(swap, st["buffer_first"] + g, st["buffer_first"]),
                 buffer_state=jnp.where(swap, 0, st["buffer_state"]))
@@ -224,25 +234,34 @@ def _generate(params, cache: dict, prompt_tokens: jax.Array, prompt_mask: jax.Ar
     start = (st["buffer_state"] == 0) & (st["buffer_first"] < num_prompts)
     longest = jnp.max(jax.lax.dynamic_slice_in_dim(prefix_len, st["buffer_first"], g))
     first_chunk = (width - longest) // lay.chunk
-    buf = st["buffer"]
-    buf = dict(buf, valid=jnp.where(start, jnp.zeros_like(buf["valid"]), buf["valid"]))
+    bank = st["banks"]
+    buffer_rows = (jnp.arange(2 * g) // g) != st["pool_bank"]
+    valid = jnp.where(start & buffer_rows[:, None], False, bank["valid"])
     state_now = jnp.where(first_chunk >= chunks, 2, 1)
-    return dict(st, buffer=buf, buffer_state=jnp.where(start, state_now, st["buffer_state"]),
+    return dict(st, banks=dict(bank, valid=valid),
+                buffer_state=jnp.where(start, state_now, st["buffer_state"]),
                 buffer_chunk=jnp.where(start, first_chunk, st["buffer_chunk"]))
 
   def prefill_chunk(st):
     """One chunk of the running buffer's prompts through the decoder (no logits)."""
     def run(st):
-        buf = dict(st["buffer"], index=st["buffer_chunk"] * lay.chunk)
-        at = (st["buffer_first"], st["buffer_chunk"] * lay.chunk)
-        tokens = jax.lax.dynamic_slice(prefix, at, (g, lay.chunk))
-        mask = jax.lax.dynamic_slice(prefix_mask, at, (g, lay.chunk))
-        _, buf = decoder.forward(config, params, tokens, attention_mask=mask, cache=buf,
-                                 heads=(), mesh=mesh)
-        done = st["buffer_chunk"] + 1 >= chunks
-        return dict(st, buffer=buf, buffer_chunk=st["buffer_chunk"] + 1,
-                    buffer_state=jnp.where(done, 2, 1))
-    return jax.lax.cond(st["buffer_state"] == 1, run, lambda st: st, st)
+      row = (1 - st["pool_bank"]) * g
+      take = lambda x, ax: jax.lax.dynamic_slice_in_dim(x, row, g, axis=ax)
+      buf = dict(_kv_map(take, st["banks"]), valid=take(st["banks"]["valid"], 0),
+                 index=st["buffer_chunk"] * lay.chunk)
+      at = (st["buffer_first"], st["buffer_chunk"] * lay.chunk)
+      tokens = jax.lax.dynamic_slice(prefix, at, (g, lay.chunk))
+      mask = jax.lax.dynamic_slice(prefix_mask, at, (g, lay.chunk))
+      _, buf = decoder.forward(config, params, tokens, attention_mask=mask, cache=buf,
+                               heads=(), mesh=mesh)
+      put = lambda big, small, ax: jax.lax.dynamic_update_slice_in_dim(big, small, row, axis=ax)
+      banks = dict(_kv_map(put, st["banks"], buf),
+                   valid=put(st["banks"]["valid"], buf["valid"], 0))
+      done = st["buffer_chunk"] + 1 >= chunks
+      return dict(banks=banks, buffer_chunk=st["buffer_chunk"] + 1,
+                  buffer_state=jnp.where(done, 2, 1))
+    return _cond_update(st["buffer_state"] == 1, run, st, reads=("pool_bank", "buffer_first"),
+                        writes=("banks", "buffer_chunk", "buffer_state"))
 
   def refill(st):
     """Free slots take the next requests whose prompts the pool holds, in request order."""
@@ -257,22 +276,25 @@ def _generate(params, cache: dict, prompt_tokens: jax.Array, prompt_mask: jax.Ar
       request = st["next_request"] + rank
       entry = jnp.clip(request // num_samples - st["pool_first"], 0, g - 1)
       rows = jnp.nonzero(take, size=f, fill_value=slots)[0]
-      entries = entry[jnp.minimum(rows, slots - 1)]
+      bank_row = st["pool_bank"] * g + entry                      # the slot's prompt's row
+      entries = bank_row[jnp.minimum(rows, slots - 1)]
       start = st["cache"]["index"] - width
       cache = st["cache"]
       kv = _kv_map(lambda big, pool, ax: _copy_rows(big, pool, ax, rows, entries, start, width),
-                   cache, st["pool"])
+                   cache, st["banks"])
       block = jax.lax.dynamic_update_slice(jnp.zeros_like(cache["valid"]),
-                                           st["pool"]["valid"][entry], (0, start))
+                                           st["banks"]["valid"][bank_row], (0, start))
       valid = jnp.where(take[:, None], block, cache["valid"])
-      return dict(st, cache=dict(cache, **kv, valid=valid),
+      return dict(cache=dict(cache, **kv, valid=valid),
                   request=jnp.where(take, request, st["request"]),
                   position=jnp.where(take, 0, st["position"]),
                   token=jnp.where(take, last_token[jnp.clip(request // num_samples, 0,
                                                             last_token.shape[0] - 1)],
                                   st["token"]),
                   live=st["live"] | take, next_request=st["next_request"] + count)
-    return jax.lax.cond(count > 0, run, lambda st: st, st)
+    return _cond_update(count > 0, run, st, reads=("banks", "pool_bank", "pool_first"),
+                        writes=("cache", "request", "position", "token", "live",
+                                "next_request"))
 
   def decode(st):
     """One decode step of every slot; finished requests free their slots."""
@@ -298,7 +320,9 @@ def _generate(params, cache: dict, prompt_tokens: jax.Array, prompt_mask: jax.Ar
     return jnp.any(st["live"]) | (st["next_request"] < num_requests)
 
   def step(st):
-    return prefill_chunk(decode(refill(start_buffer(take_buffer(st)))))
+    # The buffer's prefill writes its bank before the refill reads the pool's: a conditional
+    # reading a buffer that a later one updates in place would copy it every step.
+    return decode(refill(prefill_chunk(start_buffer(take_buffer(st)))))
 
   def shift(st):
     """Every row moves left by `margin` columns; the freed columns at the end are invalid."""
@@ -309,11 +333,11 @@ def _generate(params, cache: dict, prompt_tokens: jax.Array, prompt_mask: jax.Ar
       return jnp.roll(x, -m, axis=ax + 2)
     kv = _kv_map(move, cache)
     valid = jnp.pad(cache["valid"][:, m:], ((0, 0), (0, m)))
-    return dict(st, cache=dict(cache, **kv, valid=valid, index=cache["index"] - m))
+    return dict(cache=dict(cache, **kv, valid=valid, index=cache["index"] - m))
 
   def outer(st):
     st = jax.lax.while_loop(lambda st: (st["cache"]["index"] < s_len) & work_left(st), step, st)
-    return jax.lax.cond(work_left(st), shift, lambda st: st, st)
+    return _cond_update(work_left(st), shift, st, reads=(), writes=("cache",))
 
   state = jax.lax.while_loop(work_left, outer, state)
   result = dict(state["out"], lengths=state["lengths"], stopped=state["stopped"],

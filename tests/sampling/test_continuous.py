@@ -147,3 +147,28 @@ def test_sample_async_returns_the_same_rollouts():
   ro = pending.result()
   assert pending.done() and pending.result() is ro
   _same(ro, rlthink.sample(policy, prompts, **common))
+
+
+def test_decode_loop_copies_no_cache_buffer():
+  """The loop's conditionals (refill, in-loop prefill) keep the KV buffers in place: a buffer
+  passed through a conditional that a later one updates in place would be copied every step.
+  Checked in the compiled HLO: no while-loop body copies an array of a KV buffer's size."""
+  import re
+
+  from rlthink.sampling import sampler
+  policy = sf.tiny_policy("bfloat16")
+  prompts = sf.ragged_prompts(512, (20, 5, 17, 9, 12, 3), seed=0)
+  hlo = sampler.lower_sample(policy, prompts, max_new_tokens=40, num_samples=4, max_slots=16,
+                             stop_tokens=()).compile().as_text()
+  bodies = set(re.findall(r"body=%([\w.\-]+)", hlo))
+  kv = policy.config.num_kv_heads * policy.config.head_dim
+  smallest = 16 * kv * 16  # a prompt bank or cache buffer holds >= 16 rows x 16 columns
+  copied, name = [], None
+  for line in hlo.splitlines():
+    if line and not line.startswith(" ") and "{" in line:
+      name = line.split(" ")[0].lstrip("%")
+    found = re.search(r"= (?:bf16|f32)\[([\d,]+)\]\S* copy\(", line)
+    if name in bodies and found and np.prod([int(d) for d in found.group(1).split(",")]) >= (
+        smallest):
+      copied.append(line.strip()[:120])
+  assert len(bodies) >= 2 and not copied, copied
