@@ -27,8 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rlthink.algorithms import loop, rl_math, scoring, stages
-from rlthink.algorithms.config import IterationConfig, stage_optimizer
-from rlthink.train import make_optimizer
+from rlthink.algorithms.config import IterationConfig
 
 OLD_LOGPROBS = ("forward", "rollout")
 TRAIN_KEYS = ("tokens", "attention_mask", "completion_mask", "old_logprobs", "advantages",
@@ -133,8 +132,6 @@ def run_grpo(policy, task, cfg: GRPOConfig, optimizer_cfg, directory: str, *,
   history: one dict per iteration (reward_mean, drift, losses, times...). The keyword arguments
   are every driver's (`rlthink.algorithms.stages`).
   """
-  optimizer_cfg = stage_optimizer(optimizer_cfg, cfg)
-
   def prepare(it: loop.Iteration):
     rewards = it.rewards.final
     if it.rewards.dense is not None:  # one advantage per completion: its total reward
@@ -142,14 +139,8 @@ def run_grpo(policy, task, cfg: GRPOConfig, optimizer_cfg, directory: str, *,
     return prepare_batch(policy.config, it.tree["state"].params, it.tree.get("reference"),
                          it.scored.rollouts, rewards, cfg, policy.mesh)
 
-  frozen = {}
-  if cfg.kl_coef > 0:
-    frozen["reference"] = scoring.frozen_reference(policy.params, policy.config)
-  update = loop.Update(
-      name="grpo", loss_fn=grpo_loss(policy.config, cfg, policy.mesh),
-      optimizer=make_optimizer(optimizer_cfg, cfg.iterations * cfg.steps_per_iteration),
-      grad_accum_steps=optimizer_cfg.grad_accum_steps, params=policy.params, frozen=frozen,
-      prepare=prepare)
+  update = loop.policy_update("grpo", policy, cfg, optimizer_cfg,
+                              grpo_loss(policy.config, cfg, policy.mesh), prepare)
   return loop.run_iterations(policy, task, cfg, directory, update, examples=examples,
                              evaluate=evaluate, reward_models=reward_models, progress=progress)
 

@@ -23,9 +23,11 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import optax
 
-from rlthink.algorithms import positions, stages
+from rlthink.algorithms import positions, scoring, stages
+from rlthink.algorithms.config import stage_optimizer
 from rlthink.rewards import sources
-from rlthink.train import Checkpointer, MetricsLogger, create_state, make_train_step, run_steps
+from rlthink.train import (Checkpointer, MetricsLogger, create_state, make_optimizer,
+                           make_train_step, run_steps)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +65,19 @@ class Update:
   frozen: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   policy_params: Callable[[Any], Any] = lambda params: params
   after_update: Callable[[dict, dict], dict] | None = None
+
+
+def policy_update(name: str, policy, cfg, optimizer_cfg, loss_fn: Callable,
+                  prepare: Callable[[Iteration], tuple[dict, dict]]) -> Update:
+  """The `Update` of an algorithm that trains the policy's own params with the stage's optimizer
+  (`stage_optimizer`; GRPO, START), keeping a frozen reference policy when cfg.kl_coef > 0."""
+  optimizer_cfg = stage_optimizer(optimizer_cfg, cfg)
+  frozen = {}
+  if cfg.kl_coef > 0:
+    frozen["reference"] = scoring.frozen_reference(policy.params, policy.config)
+  return Update(name=name, loss_fn=loss_fn, prepare=prepare, params=policy.params, frozen=frozen,
+                optimizer=make_optimizer(optimizer_cfg, cfg.iterations * cfg.steps_per_iteration),
+                grad_accum_steps=optimizer_cfg.grad_accum_steps)
 
 
 def run_iterations(policy, task, cfg, directory: str, update: Update, *,

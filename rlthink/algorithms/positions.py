@@ -3,18 +3,7 @@ run sees exactly the questions and minibatches the interrupted one would have.""
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import numpy as np
-
-
-def first_questions(examples: Sequence[dict], num_questions: int | None) -> list[dict]:
-  """The training pool: the first `num_questions` of `examples` (all of them for None)."""
-  count = len(examples) if num_questions is None else min(num_questions, len(examples))
-  if count < 1:
-    raise ValueError(f"no training questions: {len(examples)} examples, "
-                     f"num_questions={num_questions}")
-  return [examples[i] for i in range(count)]
 
 
 def iteration_indices(num_items: int, iteration: int, count: int, seed: int) -> np.ndarray:

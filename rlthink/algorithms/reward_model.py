@@ -18,7 +18,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from rlthink.algorithms import positions, rounds, stages
-from rlthink.algorithms.config import RolloutConfig, fine_tuning_steps
+from rlthink.algorithms.config import RolloutConfig, check_counts, fine_tuning_steps
 from rlthink.algorithms.rl_math import check_choice
 from rlthink.rewards import dense
 from rlthink.rewards import reward_model as rm_lib
@@ -60,10 +60,11 @@ class RewardModelConfig(RolloutConfig):
     check_choice("RewardModelConfig.kind", self.kind, rm_lib.KINDS)
     check_choice("RewardModelConfig.orm_targets", self.orm_targets, rm_lib.ORM_TARGETS)
     check_choice("RewardModelConfig.step_match", self.step_match, dense.MATCH_MODES)
-    if (self.samples_per_question < 1 or self.epochs <= 0 or self.batch_size < 1
-        or not 0 <= self.holdout_fraction < 1 or self.max_length < 2):
-      raise ValueError(f"RewardModelConfig: samples_per_question, batch_size >= 1, epochs > 0, "
-                       f"0 <= holdout_fraction < 1, max_length >= 2 needed: {self}")
+    check_counts(self, ["samples_per_question", "batch_size", "checkpoint_every"] + (
+        ["max_steps"] if self.max_steps is not None else []))
+    if self.epochs <= 0 or not 0 <= self.holdout_fraction < 1 or self.max_length < 2:
+      raise ValueError(f"RewardModelConfig: epochs={self.epochs} (> 0), holdout_fraction="
+                       f"{self.holdout_fraction} (in [0, 1)), max_length={self.max_length} (>= 2)")
 
 
 def holdout_split(num_questions: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

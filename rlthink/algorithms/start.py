@@ -34,9 +34,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from rlthink.algorithms import loop, rl_math, scoring, stages
-from rlthink.algorithms.config import IterationConfig, stage_optimizer
+from rlthink.algorithms.config import IterationConfig
 from rlthink.rewards import dense
-from rlthink.train import make_optimizer
 
 SPANS = ("thinking", "response", "both")
 TRAIN_KEYS = ("tokens", "attention_mask", "train_mask", "old_logprobs", "advantages")
@@ -222,21 +221,13 @@ def run_start(policy, task, cfg: STARTConfig, optimizer_cfg, directory: str, *,
   closed_rate, thinking_fraction, losses...). The keyword arguments are every driver's
   (`rlthink.algorithms.stages`).
   """
-  optimizer_cfg = stage_optimizer(optimizer_cfg, cfg)
-
   def prepare(it: loop.Iteration):
     return iteration_batch(policy.config, it.tree["state"].params, it.tree.get("reference"),
                            it.scored, it.rewards, cfg.span_at(it.index), cfg, task=task,
                            tokenizer=policy.tokenizer, mesh=policy.mesh)
 
-  frozen = {}
-  if cfg.kl_coef > 0:
-    frozen["reference"] = scoring.frozen_reference(policy.params, policy.config)
-  update = loop.Update(
-      name="start", loss_fn=start_loss(policy.config, cfg, policy.mesh),
-      optimizer=make_optimizer(optimizer_cfg, cfg.iterations * cfg.steps_per_iteration),
-      grad_accum_steps=optimizer_cfg.grad_accum_steps, params=policy.params, frozen=frozen,
-      prepare=prepare)
+  update = loop.policy_update("start", policy, cfg, optimizer_cfg,
+                              start_loss(policy.config, cfg, policy.mesh), prepare)
   return loop.run_iterations(policy, task, cfg, directory, update, examples=examples,
                              evaluate=evaluate, reward_models=reward_models, progress=progress)
 

@@ -1,5 +1,5 @@
 """Dense (per-step) rewards: completions cut into steps, steps matched against the task's reference
-steps or scored by a process reward model, and step rewards placed on tokens.
+steps, and step rewards placed on tokens (a process reward model's: `sources.prm_rewards`).
 
 Text and tokens. Every function here works on the decoded completion text (the one the verifier
 reads) and maps text positions back to tokens with `token_char_ends`, so it holds for any
@@ -192,21 +192,6 @@ def step_match_rewards(task, scored, tokenizer, coef: float = 1.0, mode: str = "
     per_row.append([(j, scale) for j, ok in zip(ends, match_steps(steps, references, mode))
                     if ok])
   return place_rewards(ro, per_row)
-
-
-def prm_rewards(reward_model, task, scored, tokenizer, coef: float = 1.0,
-                baseline: float = 0.5, pattern: str = STEP_PATTERN,
-                batch_size: int = 32) -> np.ndarray:
-  """Dense rewards from a process reward model: coef * (p_k - baseline) on the token that ends
-  step k, with p_k the PRM's probability that step k is right. baseline 0.5 rewards the steps the
-  PRM believes and penalizes the others. Returns float32[N, P + C - 1] (token frame)."""
-  from rlthink.rewards import reward_model as rm_lib
-  ro = scored.rollouts
-  ends = [step_tokens(tokenizer, ro.completion(row), text, task.format, pattern)[1]
-          for row, text in enumerate(scored.texts)]
-  probs = rm_lib.score_rollout_tokens(reward_model, ro, ends, batch_size=batch_size)
-  return place_rewards(ro, [[(j, coef * (float(p) - baseline)) for j, p in zip(js, ps)]
-                            for js, ps in zip(ends, probs)])
 
 
 def returns_to_go(rewards: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -197,7 +197,7 @@ def reference_rows(task, examples, tokenizer, kind: str, orm_targets: str = "las
                    step_pattern: str = dense.STEP_PATTERN) -> list[dict]:
   """Rows of the reference solutions: ORM label 1 (on the targets `orm_targets` picks); PRM
   every step (cut by `step_pattern`) 1."""
-  from rlthink.tasks.pipeline import encode_prompt
+  from rlthink.tasks.pipeline import encode_prompt  # grain: not on the GPU images
   rows = []
   for example in examples:
     text = task.reference(example)

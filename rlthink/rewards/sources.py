@@ -8,7 +8,7 @@ Dense rewards, per token in the token frame float32[N, P + C - 1] (`dense_reward
   "step_match"  dense_coef / (reference steps) on the token that ends each step matching the
                 task's reference steps (`dense.step_match_rewards`);
   "prm"         dense_coef * (p - 0.5) on the token that ends each step, p the process reward
-                model's probability that the step is right (`dense.prm_rewards`).
+                model's probability that the step is right (`prm_rewards`).
 How an algorithm uses dense rewards is its choice (PPO: per-token rewards into GAE; GRPO: summed
 into the completion's reward before the group baseline; START: returns-to-go added to the group
 advantage).
@@ -45,6 +45,20 @@ def needed_models(reward_source: str, dense_reward: str | None) -> dict[str, str
   return {name: MODEL_KINDS[name] for name in names}
 
 
+def prm_rewards(reward_model, task, scored, tokenizer, coef: float = 1.0,
+                baseline: float = 0.5, pattern: str = dense.STEP_PATTERN,
+                batch_size: int = 32) -> np.ndarray:
+  """Dense rewards from a process reward model: coef * (p_k - baseline) on the token that ends
+  step k, with p_k the PRM's probability that step k is right. baseline 0.5 rewards the steps the
+  PRM believes and penalizes the others. Returns float32[N, P + C - 1] (token frame)."""
+  ro = scored.rollouts
+  ends = [dense.step_tokens(tokenizer, ro.completion(row), text, task.format, pattern)[1]
+          for row, text in enumerate(scored.texts)]
+  probs = rm_lib.score_rollout_tokens(reward_model, ro, ends, batch_size=batch_size)
+  return dense.place_rewards(ro, [[(j, coef * (float(p) - baseline)) for j, p in zip(js, ps)]
+                                  for js, ps in zip(ends, probs)])
+
+
 def compute_rewards(scored, task, tokenizer, *, reward_source: str = "verifier",
                     dense_reward: str | None = None, dense_coef: float = 0.5,
                     models: Mapping[str, rm_lib.RewardModel] | None = None,
@@ -65,8 +79,8 @@ def compute_rewards(scored, task, tokenizer, *, reward_source: str = "verifier",
   if dense_reward == "step_match":
     per_token = dense.step_match_rewards(task, scored, tokenizer, dense_coef)
   elif dense_reward == "prm":
-    per_token = dense.prm_rewards(models["prm"], task, scored, tokenizer, dense_coef,
-                                  batch_size=batch_size)
+    per_token = prm_rewards(models["prm"], task, scored, tokenizer, dense_coef,
+                            batch_size=batch_size)
   elif dense_reward is not None:
     raise ValueError(f"dense_reward={dense_reward!r} is not one of {(None,) + DENSE_REWARDS}")
   return Rewards(final, per_token)

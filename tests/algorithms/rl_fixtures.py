@@ -1,9 +1,10 @@
 """The tiny RL set-up shared by the algorithm tests: the tiny arithmetic task, a 2-layer model with
 the character tokenizer, and a short SFT start.
 
-`sft_start(base)` runs SFT once per pytest session: its workdir lies under the session's base
-temp dir, and `run_sft` restores a finished phase, so the second test file (or a driver
-subprocess, `driver_script`) gets the same parameters without training again.
+`sft_start(base)` runs SFT once per pytest session: its directory lies under the session's base
+temp dir, and `run_sft` restores a finished run, so the second test file (or a driver
+subprocess, `driver_script`) gets the same parameters without training again. Every driver has
+the signature `run_x(policy, task, cfg, optimizer_cfg, directory, **kwargs) -> (result, history)`.
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ def sft_start(base: str):
   task = tasks.get("arithmetic", data_dir=os.path.join(base, "data"), **TASK_OPTIONS)
   cfg = SFTConfig(steps=SFT_STEPS, batch_size=32, max_length=64, log_every=SFT_STEPS,
                   checkpoint_every=SFT_STEPS)
-  policy = run_sft(tiny_policy(), task, cfg, OptimizerConfig(learning_rate=3e-3, warmup_steps=10),
-                   os.path.join(base, "sft_start"), progress=False)
+  policy, _ = run_sft(tiny_policy(), task, cfg,
+                      OptimizerConfig(learning_rate=3e-3, warmup_steps=10),
+                      os.path.join(base, "sft_start"), progress=False)
   return policy, task
 
 
@@ -49,10 +51,10 @@ def session_base(tmp_path_factory) -> str:
   return str(base)
 
 
-def driver_script(base: str, workdir: str, module: str, runner: str, config_class: str,
+def driver_script(base: str, directory: str, module: str, runner: str, config_class: str,
                   config: dict, optimizer: dict) -> str:
-  """Python source that runs `module.runner(policy, task, config_class(**config), ...)` from the
-  SFT start in `base` (for SIGKILL tests, run in a subprocess)."""
+  """Python source that runs `module.runner(policy, task, config_class(**config), ...)` in
+  `directory` from the SFT start in `base` (for SIGKILL tests, run in a subprocess)."""
   return textwrap.dedent(f"""
       import sys
       sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
@@ -61,7 +63,7 @@ def driver_script(base: str, workdir: str, module: str, runner: str, config_clas
       from rlthink.train import OptimizerConfig
       policy, task = rl_fixtures.sft_start({base!r})
       {runner}(policy, task, {config_class}(**{config!r}), OptimizerConfig(**{optimizer!r}),
-               {workdir!r}, progress=False)
+               {directory!r}, progress=False)
       """)
 
 
@@ -84,10 +86,11 @@ def kill_after_checkpoint(proc: subprocess.Popen, directory: str, timeout: float
   proc.wait()
 
 
-def saved_tree(workdir: str, stage: str, step: int):
-  """The raw checkpointed tree and JSON meta of `<workdir>/<stage>` at `step` (numpy leaves)."""
+def saved_tree(directory: str, step: int):
+  """The raw checkpointed tree and JSON meta of the run in `directory` at `step` (numpy
+  leaves)."""
   import orbax.checkpoint as ocp
-  manager = ocp.CheckpointManager(os.path.join(workdir, stage, "checkpoints"))
+  manager = ocp.CheckpointManager(os.path.join(directory, "checkpoints"))
   out = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
                                                       meta=ocp.args.JsonRestore()))
   manager.close()
@@ -98,7 +101,7 @@ def full_and_killed_runs(tmp_path_factory, stage: str, runner: str, config_class
                          run: dict, optimizer: dict, kill_after: int) -> dict:
   """An uninterrupted run of `rlthink.algorithms.<stage>.<runner>` from the SFT start, and
   (concurrently, in a subprocess) the same run killed (SIGKILL) as soon as its checkpoint
-  `kill_after` is committed; the killed workdir is left for the test to resume.
+  `kill_after` is committed; the killed run's directory is left for the test to resume.
 
   Returns {policy, task, final, history, full_dir, killed_dir, returncode, stderr}.
   """
@@ -110,7 +113,7 @@ def full_and_killed_runs(tmp_path_factory, stage: str, runner: str, config_class
   proc = start_driver(driver_script(base, killed_dir, module.__name__, runner, config_class, run,
                                     optimizer))
   watcher = threading.Thread(target=kill_after_checkpoint, args=(
-      proc, os.path.join(killed_dir, stage, "checkpoints", str(kill_after))))
+      proc, os.path.join(killed_dir, "checkpoints", str(kill_after))))
   watcher.start()
   try:
     final, history = getattr(module, runner)(policy, task, getattr(module, config_class)(**run),

@@ -72,6 +72,7 @@ def test_dataset_accumulates_unique_correct_solutions(tmp_path_factory):
     assert h["train_steps"] == min(math.ceil(4.0 * h["dataset_size"] / 16), 16)
     assert np.isfinite(h["train_loss"])
     assert {"eval_maj@1", "eval_maj@4", "eval_pass@4"} <= set(h)  # per-round evaluation
+    assert h["samples"] == NUM_QUESTIONS * SAMPLES
 
 
 def test_solution_key_modes(tmp_path):
@@ -117,8 +118,10 @@ def test_check_equations_needs_a_task_that_can_check_them(tmp_path):
 def test_ei_config_checks():
   with pytest.raises(ValueError, match="EIConfig.dedup='exact'"):
     EIConfig(dedup="exact")
-  with pytest.raises(ValueError, match="iterations and samples_per_question must be >= 1"):
+  with pytest.raises(ValueError, match=r"EIConfig: iterations=0 \(must be >= 1\)"):
     EIConfig(iterations=0)
+  with pytest.raises(ValueError, match="EIConfig.dense_reward='prm': a round keeps"):
+    EIConfig(dense_reward="prm")
 
 
 def _untrained(tmp_path):
@@ -151,6 +154,7 @@ def test_rounds_of_different_lengths_share_one_compiled_train_step(tmp_path, mon
   import jax
 
   from rlthink.algorithms import expert_iteration as ei
+  from rlthink.algorithms import rounds
   from rlthink.train.optim import ScheduleState
   built = []
 
@@ -164,9 +168,9 @@ def test_rounds_of_different_lengths_share_one_compiled_train_step(tmp_path, mon
                    if isinstance(node, ScheduleState))
     return ei_run_steps(state, *args, **kwargs)
 
-  ei_make_train_step, ei_run_steps, lengths = ei.make_train_step, ei.run_steps, []
-  monkeypatch.setattr(ei, "make_train_step", counting)
-  monkeypatch.setattr(ei, "run_steps", recording)
+  ei_make_train_step, ei_run_steps, lengths = rounds.make_train_step, rounds.run_steps, []
+  monkeypatch.setattr(rounds, "make_train_step", counting)
+  monkeypatch.setattr(rounds, "run_steps", recording)
   # Every sample counts as a solution, so an untrained model's rounds train too.
   monkeypatch.setattr(ei, "is_solution", lambda *args: True)
   policy, task = _untrained(tmp_path)

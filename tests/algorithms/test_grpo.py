@@ -42,7 +42,7 @@ def test_grpo_raises_the_reward_from_sft(runs):
 def test_resume_after_sigkill_is_exact(runs):
   assert runs["returncode"] == -9, runs["stderr"][-3000:]
   killed_dir = runs["killed_dir"]
-  steps = sorted(int(d) for d in os.listdir(os.path.join(killed_dir, "grpo", "checkpoints"))
+  steps = sorted(int(d) for d in os.listdir(os.path.join(killed_dir, "checkpoints"))
                  if d.isdigit())
   assert KILL_AFTER <= steps[-1] < RUN["iterations"], steps
   final, history = run_grpo(runs["policy"], runs["task"], GRPOConfig(**RUN),
@@ -50,8 +50,8 @@ def test_resume_after_sigkill_is_exact(runs):
   strip = lambda hs: [{k: v for k, v in h.items() if not k.startswith("time_")} for h in hs]
   assert strip(history) == strip(runs["history"])
   jax.tree.map(np.testing.assert_array_equal, final.params, runs["final"].params)
-  full, _ = rl_fixtures.saved_tree(runs["full_dir"], "grpo", RUN["iterations"])
-  resumed, _ = rl_fixtures.saved_tree(killed_dir, "grpo", RUN["iterations"])
+  full, _ = rl_fixtures.saved_tree(runs["full_dir"], RUN["iterations"])
+  resumed, _ = rl_fixtures.saved_tree(killed_dir, RUN["iterations"])
   assert set(full) == {"state", "reference"}
   jax.tree.map(np.testing.assert_array_equal, full, resumed)
 
@@ -103,15 +103,15 @@ def test_on_policy_gradient_raises_positive_advantage_completions():
   tokens[1, 6:] += 30
   mask = np.zeros((2, 11), bool)
   mask[:, 5:] = True
-  from rlthink.algorithms import core
-  old = core.score_tokens(policy.config, policy.params, jnp.asarray(tokens),
+  from rlthink.algorithms import scoring
+  old = scoring.score_tokens(policy.config, policy.params, jnp.asarray(tokens),
                           jnp.ones((2, 12), bool))["logprobs"]
   batch = {"tokens": tokens, "attention_mask": np.ones((2, 12), bool), "completion_mask": mask,
            "old_logprobs": np.asarray(old), "advantages": np.array([1.0, -1.0], np.float32)}
   grads = jax.jit(jax.grad(lambda p: grpo.grpo_loss(policy.config, cfg)(p, batch, None)[0]))(
       policy.params)
   params = jax.tree.map(lambda p, g: p - 1e-2 * g, policy.params, grads)
-  new = core.score_tokens(policy.config, params, jnp.asarray(tokens), jnp.ones((2, 12), bool))
+  new = scoring.score_tokens(policy.config, params, jnp.asarray(tokens), jnp.ones((2, 12), bool))
   change = np.asarray((new["logprobs"] - old) * mask).sum(1)
   assert change[0] > 0 > change[1]
 

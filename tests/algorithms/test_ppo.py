@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rlthink.algorithms import core, ppo
+from rlthink.algorithms import ppo, scoring
 from rlthink.algorithms.ppo import PPOConfig, run_ppo
 from rlthink.models import decoder
 from rlthink.train import OptimizerConfig
@@ -51,7 +51,7 @@ def test_rollout_logprobs_match_a_training_forward(runs):
 def test_resume_after_sigkill_is_exact(runs):
   assert runs["returncode"] == -9, runs["stderr"][-3000:]
   killed_dir = runs["killed_dir"]
-  steps = sorted(int(d) for d in os.listdir(os.path.join(killed_dir, "ppo", "checkpoints"))
+  steps = sorted(int(d) for d in os.listdir(os.path.join(killed_dir, "checkpoints"))
                  if d.isdigit())
   assert KILL_AFTER <= steps[-1] < RUN["iterations"], steps  # killed mid-run
   final, history = run_ppo(runs["policy"], runs["task"], PPOConfig(**RUN),
@@ -61,8 +61,8 @@ def test_resume_after_sigkill_is_exact(runs):
   jax.tree.map(np.testing.assert_array_equal, final.params, runs["final"].params)
   # Everything checkpointed: policy and value params, both optimizer states, rng, reference,
   # KL controller.
-  full, meta_full = rl_fixtures.saved_tree(runs["full_dir"], "ppo", RUN["iterations"])
-  resumed, meta_resumed = rl_fixtures.saved_tree(killed_dir, "ppo", RUN["iterations"])
+  full, meta_full = rl_fixtures.saved_tree(runs["full_dir"], RUN["iterations"])
+  resumed, meta_resumed = rl_fixtures.saved_tree(killed_dir, RUN["iterations"])
   assert set(full) == {"state", "reference", "kl"}
   assert set(full["state"]["params"]) == {"policy", "value"}
   assert jax.tree.structure(full) == jax.tree.structure(resumed)
@@ -137,8 +137,8 @@ def test_value_models_start_at_zero_and_keep_the_policy():
   assert float(jnp.abs(separate["value"]["value_head"]).sum()) == 0
   assert "value_head" not in separate["policy"] and "value_head" in shared["policy"]
   assert set(ppo.strip_value_head(shared["policy"])) == set(policy.params)
-  scores = core.score_tokens(policy.config, separate["value"], jnp.ones((2, 5), jnp.int32),
-                             jnp.ones((2, 5), bool), ("value",))
+  scores = scoring.score_tokens(policy.config, separate["value"], jnp.ones((2, 5), jnp.int32),
+                                jnp.ones((2, 5), bool), ("value",))
   assert scores["values"].shape == (2, 4) and float(jnp.abs(scores["values"]).max()) == 0
 
 
@@ -166,6 +166,26 @@ def test_advantages_with_lambda_one_are_reward_to_go():
   to_go = np.cumsum(mask[:, ::-1], axis=1)[:, ::-1] * mask
   np.testing.assert_allclose(np.asarray(ret_kl), np.asarray(ret) - 0.1 * to_go, atol=1e-6)
   assert float(stats["kl"]) == pytest.approx(mask.sum() / 3)
+
+
+def test_dense_rewards_add_to_the_per_token_rewards():
+  # gamma = lam = 1, no KL: each token's return is the final reward plus the dense rewards from
+  # that token on (reward-to-go), numpy reference.
+  rng = np.random.default_rng(1)
+  mask = np.zeros((3, 6), bool)
+  mask[0, 2:] = mask[1, 3:5] = mask[2, 1:4] = True
+  values = rng.normal(size=(3, 6)).astype(np.float32)
+  step = np.where(mask, rng.normal(size=(3, 6)), 0.0).astype(np.float32)
+  final = np.asarray([1.0, 0.0, 0.5], np.float32)
+  batch = {"completion_mask": mask, "old_logprobs": np.zeros((3, 6), np.float32),
+           "ref_logprobs": np.zeros((3, 6), np.float32), "old_values": values}
+  cfg = PPOConfig(gamma=1.0, lam=1.0, whiten_advantages=False, kl_coef=0.0)
+  out, _ = ppo.add_advantages(dict(batch, tokens=None, attention_mask=None), final, 0.0, cfg,
+                              dense_rewards=step)
+  to_go = np.cumsum(step[:, ::-1], axis=1)[:, ::-1]
+  expected = np.where(mask, final[:, None] + to_go, 0.0)
+  np.testing.assert_allclose(out["returns"], expected, atol=1e-5)
+  np.testing.assert_allclose(out["advantages"], np.where(mask, expected - values, 0.0), atol=1e-5)
 
 
 def test_config_errors_name_the_field():

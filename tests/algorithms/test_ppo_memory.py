@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from rlthink import sharding
-from rlthink.algorithms import core, ppo
+from rlthink.algorithms import ppo, scoring
 from rlthink.bench import ppo as bench_ppo
 from rlthink.models import decoder
 from rlthink.models.presets import get_preset
@@ -45,12 +45,12 @@ def _assert_split(tree, devices, what):
 def test_bench_train_state_is_split_over_the_mesh(policy, value_model):
   devices = list(policy.mesh.devices.flat)
   cfg = ppo.PPOConfig(prompts_per_iteration=4, minibatch_size=2, value_model=value_model)
-  state, _ = bench_ppo.init_state(policy, cfg, 1e-6)
-  _assert_split(state["params"], devices, "params")
-  _assert_split(state["opt_state"], devices, "optimizer state")
+  state, _ = bench_ppo.init_training(policy, cfg, 1e-6, policy.mesh)
+  _assert_split(state.params, devices, "params")
+  _assert_split(state.opt_state, devices, "optimizer state")
   # Each moment has its param's sharding (the donated update then keeps them in place).
-  params = jax.tree_util.tree_leaves_with_path(state["params"])
-  for path, x in jax.tree_util.tree_leaves_with_path(state["opt_state"]):
+  params = jax.tree_util.tree_leaves_with_path(state.params)
+  for path, x in jax.tree_util.tree_leaves_with_path(state.opt_state):
     mirror = [p for q, p in params if jax.tree_util.keystr(path).endswith(jax.tree_util.keystr(q))]
     if mirror:
       assert x.sharding.is_equivalent_to(mirror[0].sharding, x.ndim), jax.tree_util.keystr(path)
@@ -58,9 +58,9 @@ def test_bench_train_state_is_split_over_the_mesh(policy, value_model):
 
 def test_reference_and_sampling_params_are_split_over_the_mesh(policy):
   devices = list(policy.mesh.devices.flat)
-  _assert_split(core.frozen_reference(policy.params, CONFIG), devices, "reference")
+  _assert_split(scoring.frozen_reference(policy.params, CONFIG), devices, "reference")
   _assert_split(engine.params_for_sampling(policy.params, CONFIG, True), devices,
                 "sampling params")
   per_device = _bytes_per_device(policy.params, devices)
-  reference = _bytes_per_device(core.frozen_reference(policy.params, CONFIG), devices)
+  reference = _bytes_per_device(scoring.frozen_reference(policy.params, CONFIG), devices)
   np.testing.assert_allclose(reference, np.asarray(per_device) / 2, rtol=0.05)  # bf16 of float32

@@ -12,10 +12,11 @@ import pytest
 
 import rlthink
 from rlthink import gin_utils, tasks
-from rlthink.algorithms import core, rcrl
+from rlthink.algorithms import rcrl, scoring
 from rlthink.algorithms.rcrl import ConditionedTask, RCRLConfig, run_rcrl
 from rlthink.models import tokenizer as tokenizers
-from rlthink.rollout import ScoredRollouts, rollout_examples
+from rlthink.rollout import rollout_examples
+from rlthink.sampling.rollouts import ScoredRollouts
 from rlthink.tasks.base import PromptFormat
 from rlthink.tasks.pipeline import encode_prompt
 from rlthink.train import OptimizerConfig, sft_loss
@@ -84,6 +85,10 @@ def test_label_rollouts_label_by_the_threshold(setup):
     assert prompt[:1] + prompt[2:] == scored.rollouts.prompt(row)  # unlabelled sampling prompt
   data, num_correct = rcrl.label_rollouts(task, scored, tok, RCRLConfig(threshold=0.5))
   assert num_correct == 3
+  # a learned reward (an ORM's probabilities) labels instead of the verifier's when given
+  data, num_correct = rcrl.label_rollouts(task, scored, tok, RCRLConfig(threshold=0.5),
+                                          rewards=np.asarray([0.1, 0.7, 0.2, 0.5], np.float32))
+  assert num_correct == 2 and [d[2] for d in data] == [0, 1, 0, 1]
 
 
 def test_label_weights_balance_the_labels():
@@ -100,8 +105,9 @@ def test_weighted_loss_against_numpy(setup):
   batch = SequenceBatcher(data, 3, 96, 0, weights=weights)(0)
   loss_fn = rcrl.rcrl_loss(policy.config)
   loss = float(loss_fn(policy.params, jax.tree.map(jnp.asarray, batch), None)[0])
-  logp = np.asarray(core.score_tokens(policy.config, policy.params, jnp.asarray(batch["tokens"]),
-                                      jnp.asarray(batch["attention_mask"]))["logprobs"])
+  logp = np.asarray(scoring.score_tokens(policy.config, policy.params,
+                                         jnp.asarray(batch["tokens"]),
+                                         jnp.asarray(batch["attention_mask"]))["logprobs"])
   mask = batch["loss_mask"][:, 1:]
   w = batch["weights"][:, None] * mask
   assert loss == pytest.approx(-(logp * w).sum() / w.sum(), rel=1e-5)
@@ -126,7 +132,8 @@ def test_rcrl_raises_the_reward_from_sft(runs):
   assert np.mean(rewards[-2:]) > rewards[0] + 0.1, rewards
   rows = RUN["num_questions"] * RUN["samples_per_question"]
   for i, h in enumerate(history):
-    assert h["correct"] + h["incorrect"] == rows
+    assert h["correct"] + h["incorrect"] == h["samples"] == rows
+    assert np.isfinite(h["train_loss"]) and h["train_steps"] >= 1
     assert h["correct"] == round(h["reward_mean"] * rows)  # exact-answer rewards are 0 or 1
     assert h["dataset_size"] == rows * (i + 1)  # accumulated: D_i = R_i + D_(i-1)
 
@@ -134,18 +141,18 @@ def test_rcrl_raises_the_reward_from_sft(runs):
 def test_resume_after_sigkill_in_fine_tuning_is_exact(runs):
   assert runs["returncode"] == -9, runs["stderr"][-3000:]
   killed_dir = runs["killed_dir"]
-  latest = max(int(d) for d in os.listdir(os.path.join(killed_dir, "rcrl", "checkpoints"))
+  latest = max(int(d) for d in os.listdir(os.path.join(killed_dir, "checkpoints"))
                if d.isdigit())
-  _, meta = rl_fixtures.saved_tree(killed_dir, "rcrl", latest)
+  _, meta = rl_fixtures.saved_tree(killed_dir, latest)
   assert meta["phase"] == "train" and 0 < meta["position"] < meta["steps"], meta["position"]
   final, history = run_rcrl(runs["policy"], runs["task"], RCRLConfig(**RUN),
                             OptimizerConfig(**OPTIMIZER), killed_dir, progress=False)
   assert history == runs["history"]
   jax.tree.map(np.testing.assert_array_equal, final.params, runs["final"].params)
-  step = max(int(d) for d in os.listdir(os.path.join(runs["full_dir"], "rcrl", "checkpoints"))
+  step = max(int(d) for d in os.listdir(os.path.join(runs["full_dir"], "checkpoints"))
              if d.isdigit())
-  full, full_meta = rl_fixtures.saved_tree(runs["full_dir"], "rcrl", step)
-  resumed, resumed_meta = rl_fixtures.saved_tree(killed_dir, "rcrl", step)
+  full, full_meta = rl_fixtures.saved_tree(runs["full_dir"], step)
+  resumed, resumed_meta = rl_fixtures.saved_tree(killed_dir, step)
   jax.tree.map(np.testing.assert_array_equal, full, resumed)
   assert full_meta["dataset"] == resumed_meta["dataset"]
   labels = {d[0][1] for d in full_meta["dataset"]}  # every prompt: <bos>, then its label
@@ -167,7 +174,7 @@ def test_config_errors_name_the_option(setup):
 def test_gin_files_bind_a_valid_config(path):
   try:
     gin_utils.parse([path], [])
-    cfg = RCRLConfig()  # runs the config's checks on the bound values
+    cfg = gin_utils.configured(RCRLConfig)  # runs the config's checks on the bound values
     assert cfg.correct_label == "<correct>" and cfg.iterations >= 2
   finally:
     gin.clear_config(clear_constants=True)

@@ -35,12 +35,14 @@ def policy():
 
 @pytest.fixture(scope="module")
 def uninterrupted(task, policy, tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp("sft_a"))
-  return workdir, run_sft(policy, task, CFG, OPT, workdir, progress=False)
+  directory = str(tmp_path_factory.mktemp("sft_a"))
+  trained, history = run_sft(policy, task, CFG, OPT, directory, progress=False)
+  assert history == [{"iteration": 1, "train_steps": CFG.steps}]
+  return directory, trained
 
 
-def _logged(workdir):
-  with open(os.path.join(workdir, "sft", "metrics.jsonl")) as f:
+def _logged(directory):
+  with open(os.path.join(directory, "metrics.jsonl")) as f:
     return [json.loads(line) for line in f]
 
 
@@ -82,7 +84,7 @@ def test_crashed_sft_resumes_to_the_same_params_and_metrics(uninterrupted, task,
     run_sft(policy, task, CFG, OPT, workdir, progress=False)
   monkeypatch.undo()
   assert [r["step"] for r in _logged(workdir)] == [1, 2, 3, 4]
-  resumed = run_sft(policy, task, CFG, OPT, workdir, progress=False)
+  resumed, _ = run_sft(policy, task, CFG, OPT, workdir, progress=False)
   _assert_same_params(resumed.params, trained.params)
   # Steps 5 and 6 saw the same batches (restored data iterator) and the same optimizer state.
   strip = lambda rows: [{k: v for k, v in r.items() if k != "time"} for r in rows]
@@ -92,9 +94,12 @@ def test_crashed_sft_resumes_to_the_same_params_and_metrics(uninterrupted, task,
 def test_rerunning_a_finished_phase_restores_it_without_training(uninterrupted, task, policy):
   workdir, trained = uninterrupted
   lines = len(_logged(workdir))
-  again = run_sft(policy, task, CFG, OPT, workdir, progress=False)
+  evaluated = []
+  again, history = run_sft(policy, task, CFG, OPT, workdir, progress=False,
+                           evaluate=lambda p, i, last: evaluated.append((i, last)) or {"acc": 1})
   _assert_same_params(again.params, trained.params)
   assert len(_logged(workdir)) == lines
+  assert evaluated == [(1, True)] and history[0]["eval_acc"] == 1
 
 
 def test_sft_refuses_bad_input(task, policy, tmp_path):
@@ -104,4 +109,4 @@ def test_sft_refuses_bad_input(task, policy, tmp_path):
     run_sft(policy, task, SFTConfig(split="validation"), OPT, str(tmp_path), progress=False)
   with pytest.raises(ValueError, match="steps, batch_size must be >= 1"):
     SFTConfig(steps=0)
-  assert not os.path.exists(os.path.join(tmp_path, "sft", "checkpoints", "1"))
+  assert not os.path.exists(os.path.join(tmp_path, "checkpoints", "1"))

@@ -5,10 +5,9 @@ import pytest
 
 from rlthink import tasks
 from rlthink.models import tokenizer as tokenizers
-from rlthink.rewards import dense
+from rlthink.rewards import dense, sources
 from rlthink.rewards.reward_model import RewardModel
-from rlthink.rollout import ScoredRollouts
-from rlthink.sampling.rollouts import Rollouts
+from rlthink.sampling.rollouts import Rollouts, ScoredRollouts
 from rlthink.tasks.base import PromptFormat
 from rlthink.tasks.pipeline import encode_prompt
 
@@ -144,7 +143,7 @@ def test_prm_rewards_are_coef_times_probability_minus_baseline(arithmetic, tok):
   params["reward_bias"] = jnp.asarray(1.5, jnp.float32)  # zero head + bias: p = sigmoid(1.5)
   rm = RewardModel(policy.config, params, "process")
   scored = _scored(task, examples[:2], tok, [task.reference(ex) for ex in examples[:2]])
-  rewards = dense.prm_rewards(rm, task, scored, tok, coef=2.0, baseline=0.5)
+  rewards = sources.prm_rewards(rm, task, scored, tok, coef=2.0, baseline=0.5)
   expected = 2.0 * (1 / (1 + np.exp(-1.5)) - 0.5)
   for row, ex in enumerate(examples[:2]):
     nonzero = rewards[row][rewards[row] != 0]

@@ -2,7 +2,6 @@
 (better than chance on held-out questions), exact resume after SIGKILL, rerank@k against a brute
 force recomputation, and START using them (reward-model state resumes exactly)."""
 
-import dataclasses
 import os
 import shutil
 import sys
@@ -16,15 +15,15 @@ import pytest
 
 import rlthink
 from rlthink import gin_utils, tasks
+from rlthink.algorithms.reward_model import RewardModelConfig, train_reward_model
 from rlthink.algorithms.start import STARTConfig, run_start
 from rlthink.evaluation.estimators import rerank_at_k
 from rlthink.evaluation.rerank import RerankConfig, evaluate_rerank
 from rlthink.models import tokenizer as tokenizers
 from rlthink.rewards import reward_model as rm_lib
-from rlthink.rewards.reward_model import RewardModelConfig
-from rlthink.rewards.training import load_reward_model, train_reward_model
-from rlthink.rollout import ScoredRollouts, rollout_examples
-from rlthink.sampling.rollouts import Rollouts
+from rlthink.rewards.reward_model import load_reward_model
+from rlthink.rollout import rollout_examples
+from rlthink.sampling.rollouts import Rollouts, ScoredRollouts
 from rlthink.tasks.pipeline import encode_prompt
 from rlthink.train import OptimizerConfig
 
@@ -98,7 +97,7 @@ def test_rows_label_outcomes_and_steps():
   for row, text in zip(process, texts):  # each target is the token that completes its step
     for (j, _), step in zip(row["targets"], text.split("</think>")[0][7:].split("\n")):
       assert tok.decode(row["completion"][:j + 1]).endswith(step)
-  refs = rm_lib.reference_rows(task, [ex], tok, "process", RewardModelConfig())
+  refs = rm_lib.reference_rows(task, [ex], tok, "process")
   assert refs[0]["completion"] == completions[0] and [l for _, l in refs[0]["targets"]] == [1, 1]
 
 
@@ -114,20 +113,22 @@ def trained(tmp_path_factory):
   base = rl_fixtures.session_base(tmp_path_factory)
   policy, task = rl_fixtures.sft_start(base)
   root = tmp_path_factory.mktemp("reward_models")
-  full_dir, killed_dir = str(root / "full"), str(root / "killed")
+  full_dir, killed_dir = str(root / "full"), str(root / "killed" / "orm")
   proc = rl_fixtures.start_driver(rl_fixtures.driver_script(
-      base, killed_dir, "rlthink.rewards.training", "train_reward_model", "RewardModelConfig",
-      ORM, OPTIMIZER))
+      base, killed_dir, "rlthink.algorithms.reward_model", "train_reward_model",
+      "RewardModelConfig", ORM, OPTIMIZER))
   watcher = threading.Thread(target=rl_fixtures.kill_after_checkpoint, args=(
-      proc, os.path.join(killed_dir, "orm", "checkpoints", str(KILL_AFTER))))
+      proc, os.path.join(killed_dir, "checkpoints", str(KILL_AFTER))))
   watcher.start()
   try:
     orm, orm_history = train_reward_model(policy, task, RewardModelConfig(**ORM),
-                                          OptimizerConfig(**OPTIMIZER), full_dir, progress=False)
+                                          OptimizerConfig(**OPTIMIZER),
+                                          os.path.join(full_dir, "orm"), progress=False)
   finally:
     watcher.join()
   prm, prm_history = train_reward_model(policy, task, RewardModelConfig(**PRM),
-                                        OptimizerConfig(**OPTIMIZER), full_dir, progress=False)
+                                        OptimizerConfig(**OPTIMIZER),
+                                        os.path.join(full_dir, "prm"), progress=False)
   stderr = proc.stderr.read()
   proc.stderr.close()
   return dict(policy=policy, task=task, orm=orm, prm=prm, orm_history=orm_history,
@@ -142,6 +143,7 @@ def test_reward_models_learn_their_training_rows(trained):
   for name in ("orm", "prm"):
     record = trained[f"{name}_history"][-1]
     assert record["train_rows"] == 96 and record["holdout_rows"] == 32  # 24 / 8 questions x 4
+    assert record["samples"] == 128
     p = record["fit_positive_rate"]
     base_rate_loss = -(p * np.log(p) + (1 - p) * np.log(1 - p))
     assert record["fit_loss"] < 0.8 * base_rate_loss, (name, record)
@@ -152,8 +154,8 @@ def test_reward_models_learn_their_training_rows(trained):
 def test_reward_model_resume_after_sigkill_is_exact(trained):
   assert trained["returncode"] == -9, trained["stderr"][-3000:]
   killed_dir = trained["killed_dir"]
-  _, meta = rl_fixtures.saved_tree(killed_dir, "orm", max(
-      int(d) for d in os.listdir(os.path.join(killed_dir, "orm", "checkpoints")) if d.isdigit()))
+  _, meta = rl_fixtures.saved_tree(killed_dir, max(
+      int(d) for d in os.listdir(os.path.join(killed_dir, "checkpoints")) if d.isdigit()))
   assert meta["phase"] == "train" and 0 < meta["position"] < meta["steps"]
   model, history = train_reward_model(trained["policy"], trained["task"],
                                       RewardModelConfig(**ORM), OptimizerConfig(**OPTIMIZER),
@@ -187,26 +189,36 @@ def test_start_with_learned_rewards_resumes_exactly(trained, tmp_path):
   cfg = STARTConfig(schedule=(("thinking", 1), ("response", 1)), num_questions=4,
                     prompts_per_iteration=4, samples_per_prompt=4, max_new_tokens=12,
                     minibatch_size=16, reward_source="orm", dense_reward="prm", dense_coef=0.3,
-                    reward_model_dir=trained["full_dir"], log_every=100)
+                    log_every=100)
   opt = OptimizerConfig(learning_rate=5e-4)
-  final, history = run_start(policy, task, cfg, opt, str(tmp_path), progress=False)
+  models = {"orm": trained["orm"], "prm": trained["prm"]}
+  with pytest.raises(ValueError, match="reward_source='orm' needs the outcome reward model"):
+    run_start(policy, task, cfg, opt, str(tmp_path / "none"), progress=False)
+  final, history = run_start(policy, task, cfg, opt, str(tmp_path), reward_models=models,
+                             progress=False)
   assert all(h["train_reward_mean"] != h["reward_mean"] for h in history)  # ORM probabilities
   assert all(h["dense_reward_mean"] != 0 for h in history)
-  tree, _ = rl_fixtures.saved_tree(str(tmp_path), "start", 2)
+  tree, _ = rl_fixtures.saved_tree(str(tmp_path), 2)
   assert set(tree) == {"state", "orm", "prm"}
   jax.tree.map(np.testing.assert_array_equal, tree["orm"], trained["orm"].params)
   jax.tree.map(np.testing.assert_array_equal, tree["prm"], trained["prm"].params)
-  shutil.rmtree(os.path.join(tmp_path, "start", "checkpoints", "2"))
-  moved = str(tmp_path / "moved")  # resuming needs no reward-model directory
-  resumed, again = run_start(policy, task, dataclasses.replace(cfg, reward_model_dir=moved),
-                             opt, str(tmp_path), progress=False)
-  assert again == history
+  shutil.rmtree(os.path.join(tmp_path, "checkpoints", "2"))
+  # resuming needs no reward models: the checkpoint holds them
+  resumed, again = run_start(policy, task, cfg, opt, str(tmp_path), progress=False)
+  strip = lambda hs: [{k: v for k, v in h.items() if not k.startswith("time_")} for h in hs]
+  assert strip(again) == strip(history)
   jax.tree.map(np.testing.assert_array_equal, resumed.params, final.params)
 
 
 def test_loading_a_missing_or_unfinished_model_names_the_directory(trained, tmp_path):
   with pytest.raises(FileNotFoundError, match=f"{tmp_path}/prm"):
-    load_reward_model(str(tmp_path), "process", trained["policy"])
+    load_reward_model(str(tmp_path / "prm"), "process", trained["policy"])
+  half = str(tmp_path / "half")  # the finished run without its last checkpoint
+  shutil.copytree(os.path.join(trained["full_dir"], "orm"), half)
+  last = max(int(d) for d in os.listdir(os.path.join(half, "checkpoints")) if d.isdigit())
+  shutil.rmtree(os.path.join(half, "checkpoints", str(last)))
+  with pytest.raises(FileNotFoundError, match="has not finished training"):
+    load_reward_model(half, "outcome", trained["policy"])
 
 
 @pytest.mark.parametrize("path", ["algorithms/orm.gin", "algorithms/prm.gin",
@@ -216,12 +228,13 @@ def test_gin_files_bind_valid_scoped_configs(path):
     gin_utils.parse([path], [])
     for scope in ("orm", "prm"):
       with gin.config_scope(scope):
-        cfg = RewardModelConfig()
+        cfg = gin_utils.configured(RewardModelConfig)
       assert cfg.max_length >= 64 and cfg.num_questions >= 1
-    assert RerankConfig().k >= 1
+    assert gin_utils.configured(RerankConfig).k >= 1
     if "tiny" in path:
       with gin.config_scope("orm"):
-        assert RewardModelConfig().learning_rate == 1e-3  # the experiment's, not orm.gin's
-      assert STARTConfig().reward_source == "orm"
+        # the experiment's, not orm.gin's
+        assert gin_utils.configured(RewardModelConfig).learning_rate == 1e-3
+      assert gin_utils.configured(STARTConfig).reward_source == "orm"
   finally:
     gin.clear_config(clear_constants=True)

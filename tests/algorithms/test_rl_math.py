@@ -1,4 +1,4 @@
-"""The shared RL math against numpy references and hand-computed values."""
+"""The shared RL math (`rl_math`) against numpy references and hand-computed values."""
 
 import math
 
@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rlthink import init_policy, ops, sample
-from rlthink.algorithms import core
+from rlthink import ops
+from rlthink.algorithms import rl_math
 
 
 def gae_reference(rewards, values, mask, gamma, lam):
@@ -34,7 +34,7 @@ def test_gae_matches_numpy_reference(gamma, lam):
   mask = rng.random((b, t)) < 0.7  # holes inside rows too: masked columns are skipped
   mask[0] = False                  # an empty row
   mask[1] = np.arange(t) >= 4      # a contiguous completion, as rollouts have
-  adv, ret = core.compute_gae(jnp.asarray(rewards), jnp.asarray(values), jnp.asarray(mask),
+  adv, ret = rl_math.compute_gae(jnp.asarray(rewards), jnp.asarray(values), jnp.asarray(mask),
                               gamma, lam)
   ref_adv, ref_ret = gae_reference(rewards, values, mask, gamma, lam)
   np.testing.assert_allclose(np.asarray(adv), ref_adv, rtol=1e-5, atol=1e-5)
@@ -46,7 +46,7 @@ def test_gae_sparse_reward_hand_computed():
   rewards = jnp.asarray([[0.0, 0.0, 0.0, 1.0]])
   values = jnp.asarray([[9.0, 0.5, 0.2, 0.4]])  # column 0 is prompt: ignored
   mask = jnp.asarray([[False, True, True, True]])
-  adv, ret = core.compute_gae(rewards, values, mask, 1.0, 0.5)
+  adv, ret = rl_math.compute_gae(rewards, values, mask, 1.0, 0.5)
   d3 = 1.0 - 0.4
   d2 = 0.0 + 0.4 - 0.2
   d1 = 0.0 + 0.2 - 0.5
@@ -58,37 +58,37 @@ def test_gae_sparse_reward_hand_computed():
 
 def test_gae_is_jittable_with_traced_coefficients():
   x = jnp.ones((2, 5))
-  out = jax.jit(core.compute_gae)(x, x * 0.5, x > 0, 0.9, 0.8)
+  out = jax.jit(rl_math.compute_gae)(x, x * 0.5, x > 0, 0.9, 0.8)
   ref = gae_reference(np.ones((2, 5)), np.full((2, 5), 0.5), np.ones((2, 5), bool), 0.9, 0.8)
   np.testing.assert_allclose(np.asarray(out[0]), ref[0], rtol=1e-5)
 
 
 def test_group_advantages():
   rewards = np.array([1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0.5], np.float32)
-  out = np.asarray(core.group_advantages(rewards, 4, "std", eps=0.0 + 1e-6))
+  out = np.asarray(rl_math.group_advantages(rewards, 4, "std", eps=0.0 + 1e-6))
   g = rewards.reshape(2, 4)
   ref = (g - g.mean(1, keepdims=True)) / (g.std(1, keepdims=True) + 1e-6)
   np.testing.assert_allclose(out, ref.reshape(-1), rtol=1e-5)
   # group 0: mean 0.5, std 0.5 -> +-1
   np.testing.assert_allclose(out[:4], [1, -1, -1, 1], atol=1e-5)
-  centered = np.asarray(core.group_advantages(rewards, 2, "none"))
+  centered = np.asarray(rl_math.group_advantages(rewards, 2, "none"))
   np.testing.assert_allclose(centered, [0.5, -0.5, -0.5, 0.5, 0, 0, -0.25, 0.25], atol=1e-6)
   # an all-equal group gets no signal, not NaN
-  assert np.all(np.asarray(core.group_advantages(np.ones(4), 4)) == 0)
+  assert np.all(np.asarray(rl_math.group_advantages(np.ones(4), 4)) == 0)
   with pytest.raises(ValueError, match="multiple of group_size=3"):
-    core.group_advantages(rewards, 3)
+    rl_math.group_advantages(rewards, 3)
   with pytest.raises(ValueError, match="normalize='mad'"):
-    core.group_advantages(rewards, 4, "mad")
+    rl_math.group_advantages(rewards, 4, "mad")
 
 
 def test_kl_estimators_hand_computed():
   logp, ref = jnp.asarray([-1.0, -2.0]), jnp.asarray([-1.5, -1.0])
   d = np.array([-0.5, 1.0])  # ref - logp
-  np.testing.assert_allclose(core.kl_estimate(logp, ref, "k1"), [0.5, -1.0], atol=1e-6)
-  np.testing.assert_allclose(core.kl_estimate(logp, ref, "k2"), [0.125, 0.5], atol=1e-6)
-  np.testing.assert_allclose(core.kl_estimate(logp, ref, "k3"), np.exp(d) - d - 1, rtol=1e-6)
+  np.testing.assert_allclose(rl_math.kl_estimate(logp, ref, "k1"), [0.5, -1.0], atol=1e-6)
+  np.testing.assert_allclose(rl_math.kl_estimate(logp, ref, "k2"), [0.125, 0.5], atol=1e-6)
+  np.testing.assert_allclose(rl_math.kl_estimate(logp, ref, "k3"), np.exp(d) - d - 1, rtol=1e-6)
   with pytest.raises(ValueError, match="kl_estimator='k4'"):
-    core.kl_estimate(logp, ref, "k4")
+    rl_math.kl_estimate(logp, ref, "k4")
 
 
 def test_kl_estimators_are_unbiased_where_claimed():
@@ -100,7 +100,7 @@ def test_kl_estimators_are_unbiased_where_claimed():
   x = rng.choice(3, size=200_000, p=p)
   logp, logq = jnp.log(p[x]), jnp.log(q[x])
   for est in ("k1", "k3"):
-    assert float(jnp.mean(core.kl_estimate(logp, logq, est))) == pytest.approx(true_kl, abs=3e-3)
+    assert float(jnp.mean(rl_math.kl_estimate(logp, logq, est))) == pytest.approx(true_kl, abs=3e-3)
 
 
 def test_clipped_policy_loss_hand_computed():
@@ -108,33 +108,33 @@ def test_clipped_policy_loss_hand_computed():
   old = jnp.zeros((1, 4))
   adv = jnp.asarray([[1.0, 1.0, -2.0, 5.0]])
   mask = jnp.asarray([[1, 1, 1, 0]])
-  loss, m = core.clipped_policy_loss(logp, old, adv, mask, clip_eps=0.2)
+  loss, m = rl_math.clipped_policy_loss(logp, old, adv, mask, clip_eps=0.2)
   # token 0: r=1.5, A=1: max(-1.5, -1.2) = -1.2 (clipped); token 1: r=.5, A=1: max(-.5, -.8) = -.5
   # token 2: r=1, A=-2: 2; token 3 masked out.
   assert float(loss) == pytest.approx((-1.2 - 0.5 + 2.0) / 3, abs=1e-6)
   assert float(m["clip_frac"]) == pytest.approx(1 / 3)
   # asymmetric clip: upper 0.6 leaves r=1.5 unclipped
-  loss_hi, _ = core.clipped_policy_loss(logp, old, adv, mask, clip_eps=0.2, clip_eps_high=0.6)
+  loss_hi, _ = rl_math.clipped_policy_loss(logp, old, adv, mask, clip_eps=0.2, clip_eps_high=0.6)
   assert float(loss_hi) == pytest.approx((-1.5 - 0.5 + 2.0) / 3, abs=1e-6)
   # per-sequence advantages broadcast over tokens
-  loss_seq, _ = core.clipped_policy_loss(logp, old, jnp.asarray([1.0]), mask, clip_eps=0.2)
+  loss_seq, _ = rl_math.clipped_policy_loss(logp, old, jnp.asarray([1.0]), mask, clip_eps=0.2)
   assert float(loss_seq) == pytest.approx((-1.2 - 0.5 - 1.0) / 3, abs=1e-6)
   # gradient: d/dlogp of -A r is -A r where unclipped, 0 where clipped
-  grad = jax.grad(lambda lp: core.clipped_policy_loss(lp, old, adv, mask, 0.2)[0])(logp)
+  grad = jax.grad(lambda lp: rl_math.clipped_policy_loss(lp, old, adv, mask, 0.2)[0])(logp)
   np.testing.assert_allclose(np.asarray(grad), [[0.0, -0.5 / 3, 2.0 / 3, 0.0]], atol=1e-6)
 
 
 def test_aggregations_hand_computed():
   x = jnp.asarray([[1.0, 2.0, 3.0], [10.0, 0.0, 0.0]])
   mask = jnp.asarray([[1, 1, 1], [1, 0, 0]])
-  assert float(core.aggregate(x, mask, "token_mean")) == pytest.approx(16 / 4)
-  assert float(core.aggregate(x, mask, "sequence_mean")) == pytest.approx((2 + 10) / 2)
-  assert float(core.aggregate(x, mask, "token_sum_norm")) == pytest.approx(16 / 6)
+  assert float(rl_math.aggregate(x, mask, "token_mean")) == pytest.approx(16 / 4)
+  assert float(rl_math.aggregate(x, mask, "sequence_mean")) == pytest.approx((2 + 10) / 2)
+  assert float(rl_math.aggregate(x, mask, "token_sum_norm")) == pytest.approx(16 / 6)
   # rows without tokens do not count in the sequence mean
   empty = jnp.asarray([[1, 1, 1], [0, 0, 0]])
-  assert float(core.aggregate(x, empty, "sequence_mean")) == pytest.approx(2.0)
+  assert float(rl_math.aggregate(x, empty, "sequence_mean")) == pytest.approx(2.0)
   with pytest.raises(ValueError, match="aggregation='mean'"):
-    core.aggregate(x, mask, "mean")
+    rl_math.aggregate(x, mask, "mean")
 
 
 def test_clipped_value_loss_hand_computed():
@@ -142,12 +142,12 @@ def test_clipped_value_loss_hand_computed():
   old = jnp.asarray([[0.5, 0.0, 0.0]])
   returns = jnp.asarray([[0.0, 1.0, 3.0]])
   mask = jnp.ones((1, 3))
-  loss, m = core.clipped_value_loss(values, old, returns, mask, clip_eps=0.2)
+  loss, m = rl_math.clipped_value_loss(values, old, returns, mask, clip_eps=0.2)
   # token 0: plain 1, clipped (0.7 - 0)^2 = .49 -> 1; token 1: 1, 1 -> 1;
   # token 2: plain 1, clipped (0.2 - 3)^2 = 7.84 -> 7.84
   assert float(loss) == pytest.approx(0.5 * (1 + 1 + 7.84) / 3, rel=1e-6)
   assert float(m["value_clip_frac"]) == pytest.approx(1 / 3)
-  plain, _ = core.clipped_value_loss(values, old, returns, mask, clip_eps=None)
+  plain, _ = rl_math.clipped_value_loss(values, old, returns, mask, clip_eps=None)
   assert float(plain) == pytest.approx(0.5 * 3 / 3)
 
 
@@ -158,67 +158,30 @@ def test_entropy_bonus_matches_numpy():
   p = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
   ent = -(p * np.log(p)).sum(-1)
   ref = (ent * mask).sum() / mask.sum()
-  bonus = core.entropy_bonus(ops.entropy(jnp.asarray(logits)), jnp.asarray(mask))
+  bonus = rl_math.entropy_bonus(ops.entropy(jnp.asarray(logits)), jnp.asarray(mask))
   assert float(bonus) == pytest.approx(ref, rel=1e-5)
 
 
 def test_per_token_rewards():
   mask = jnp.asarray([[0, 1, 1, 0], [0, 0, 1, 1], [0, 0, 0, 0]], bool)
   kl = jnp.full((3, 4), 0.5)
-  r = core.per_token_rewards(jnp.asarray([1.0, 2.0, 3.0]), mask, kl, kl_coef=0.1)
+  r = rl_math.per_token_rewards(jnp.asarray([1.0, 2.0, 3.0]), mask, kl, kl_coef=0.1)
   np.testing.assert_allclose(np.asarray(r), [[0, -0.05, 0.95, 0], [0, 0, -0.05, 1.95],
                                              [0, 0, 0, 0]], atol=1e-6)
-  no_kl = core.per_token_rewards(jnp.asarray([1.0, 2.0, 3.0]), mask)
+  no_kl = rl_math.per_token_rewards(jnp.asarray([1.0, 2.0, 3.0]), mask)
   np.testing.assert_allclose(np.asarray(no_kl).sum(1), [1, 2, 0])
 
 
 def test_kl_controller():
-  ctl = core.init_kl_controller(0.1)
-  fixed = core.update_kl_controller(ctl, 100.0, 64, target=None)
+  ctl = rl_math.init_kl_controller(0.1)
+  fixed = rl_math.update_kl_controller(ctl, 100.0, 64, target=None)
   assert float(fixed.coef) == pytest.approx(0.1)
   # KL 3x the target: error clipped at 0.2 -> coef * (1 + 0.2 * 64 / 1000)
-  up = core.update_kl_controller(ctl, 18.0, 64, target=6.0, horizon=1000)
+  up = rl_math.update_kl_controller(ctl, 18.0, 64, target=6.0, horizon=1000)
   assert float(up.coef) == pytest.approx(0.1 * (1 + 0.2 * 0.064), rel=1e-6)
-  down = core.update_kl_controller(ctl, 5.4, 64, target=6.0, horizon=1000)
+  down = rl_math.update_kl_controller(ctl, 5.4, 64, target=6.0, horizon=1000)
   assert float(down.coef) == pytest.approx(0.1 * (1 - 0.1 * 0.064), rel=1e-6)
   # a pytree: jit and tree ops see the coefficient
   assert jax.tree.leaves(jax.jit(lambda c: c)(up))[0].shape == ()
   with pytest.raises(ValueError, match=">= 0"):
-    core.init_kl_controller(-1.0)
-
-
-def test_rollout_batch_aligns_with_next_token_logprobs():
-  policy = init_policy("tiny", seed=0, num_layers=2)
-  prompts = [[1, 5, 7, 9], [1, 4], [1, 8, 8, 8, 8, 8, 2]]
-  ro = sample(policy, prompts, max_new_tokens=6, num_samples=2, seed=3, temperature=1.0)
-  batch = core.rollout_batch(ro)
-  n, t = batch["tokens"].shape
-  assert batch["completion_mask"].shape == batch["old_logprobs"].shape == (n, t - 1)
-  # the mask covers exactly the sampled tokens
-  np.testing.assert_array_equal(batch["completion_mask"].sum(1), ro.lengths)
-  scored = core.score_in_chunks(policy.config, policy.params, batch["tokens"],
-                                batch["attention_mask"], chunk_size=4)
-  drift = core.logprob_drift(scored["logprobs"], batch["old_logprobs"], batch["completion_mask"])
-  assert drift["logprob_drift_max"] < 1e-4
-  # and the gathered tokens are the sampled ones: completion token j of row r at column P-1+j
-  p = ro.prompt_tokens.shape[1]
-  logits = policy.logits(batch["tokens"], batch["attention_mask"])
-  direct = ops.token_logprobs(logits[:, p - 1:-1], jnp.asarray(ro.completion_tokens))
-  np.testing.assert_allclose(np.asarray(direct) * ro.completion_mask,
-                             scored["logprobs"][:, p - 1:] * ro.completion_mask, atol=1e-5)
-
-
-def test_score_in_chunks_values_match_one_forward():
-  policy = init_policy("tiny", seed=0, num_layers=2)
-  from rlthink.models import decoder
-  params = decoder.init_params(policy.config, jax.random.key(0), heads=("logits", "value"))
-  rng = np.random.default_rng(0)
-  tokens = rng.integers(0, 100, size=(5, 9)).astype(np.int32)
-  mask = np.ones((5, 9), bool)
-  mask[2, :3] = False
-  chunked = core.score_in_chunks(policy.config, params, tokens, mask, ("logits", "value"), 2)
-  whole = core.score_tokens(policy.config, params, jnp.asarray(tokens), jnp.asarray(mask),
-                            ("logits", "value"))
-  for k in ("logprobs", "values"):
-    assert chunked[k].shape == (5, 8)
-    np.testing.assert_allclose(chunked[k], np.asarray(whole[k]), atol=1e-5)
+    rl_math.init_kl_controller(-1.0)
