@@ -9,6 +9,7 @@ import pytest
 import sampling_fixtures as sf
 
 import rlthink
+from rlthink import gin_utils
 from rlthink.models import tokenizer as tokenizers
 from rlthink.sampling import SampleConfig, decode_completions, sample_text
 
@@ -59,11 +60,10 @@ def test_stop_strings_cut_text_tokens_and_logprobs(policy):
 
 
 def test_sample_config_is_bound_by_gin_and_checked():
-  gin.clear_config()
   try:
-    gin.parse_config(["SampleConfig.temperature = 0.5", "SampleConfig.stop_tokens = [2, 7]",
-                      "SampleConfig.stop_strings = ['</answer>']"])
-    config = SampleConfig()
+    gin_utils.parse([], ["SampleConfig.temperature = 0.5", "SampleConfig.stop_tokens = [2, 7]",
+                         "SampleConfig.stop_strings = ['</answer>']"])
+    config = gin_utils.configured(SampleConfig)
     assert (config.temperature, config.stop_tokens, config.stop_strings) == (
         0.5, (2, 7), ("</answer>",))
     hash(config)  # frozen and hashable, like every config
