@@ -30,11 +30,11 @@ tests/sampling/test_logprobs.py. Trainers that need exact ratios recompute them 
 training forward.
 """
 
-from rlthink.sampling.continuous import SlotOptions
 from rlthink.sampling.processors import draw, process_logits
 from rlthink.sampling.rollouts import Rollouts
 from rlthink.sampling.sampler import (PendingRollouts, batch_bucket, lower_sample, prompt_bucket,
                                       sample, sample_async)
+from rlthink.sampling.slots import SlotOptions
 
 __all__ = ["PendingRollouts", "Rollouts", "SampleConfig", "SlotOptions", "batch_bucket",
            "decode_completions", "draw", "lower_sample", "process_logits", "prompt_bucket",

@@ -31,9 +31,6 @@ prompt only: not on its slot, the step it started at, the slot count or the mesh
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-
 import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
@@ -42,100 +39,7 @@ from rlthink import sharding
 from rlthink.models import decoder
 from rlthink.models.config import ModelConfig
 from rlthink.sampling import engine
-
-
-@dataclasses.dataclass(frozen=True)
-class SlotOptions:
-  """How the continuous engine schedules its prefills (`rlthink.sample(..., slot_options=)`).
-
-  prefill_prompts: prompts prefilled together inside the loop (one buffer; the pool holds as
-    many).
-  prefill_chunk: prompt tokens of each of them per decode step (a longer prompt takes several
-    steps, each also decoding every slot).
-  refills_per_step: the most slots that take a new request in one step (the rest wait a step).
-  margin: cache columns beyond the longest request (prompt bucket + max_new_tokens), rounded
-    to 16; the rows move left by this much when the write column reaches the end. None: half
-    the longest request.
-  """
-
-  prefill_prompts: int = 16
-  prefill_chunk: int = 256
-  refills_per_step: int = 8
-  margin: int | None = None
-
-  def __post_init__(self):
-    for name in ("prefill_prompts", "prefill_chunk", "refills_per_step"):
-      value = getattr(self, name)
-      if not isinstance(value, int) or value < 1:
-        raise ValueError(f"SlotOptions.{name}={value!r} must be a positive int")
-    if self.margin is not None and (not isinstance(self.margin, int) or self.margin < 1):
-      raise ValueError(f"SlotOptions.margin={self.margin!r} must be None or a positive int")
-
-
-@dataclasses.dataclass(frozen=True)
-class Layout:
-  """Static sizes of one continuous program (from `layout`)."""
-
-  prompt_len: int      # P: prompts left-padded to P columns (all but the last are prefilled)
-  prefix_len: int      # the prefill buffer's columns: P - 1 rounded up to a chunk multiple
-  chunk: int           # prompt columns per in-loop prefill step
-  cache_len: int       # S = prefix_len + max_new_tokens + margin, a multiple of 16
-  margin: int
-
-
-def _round_up(x: int, m: int) -> int:
-  return -(-x // m) * m
-
-
-def layout(prompt_len: int, max_new_tokens: int, options: SlotOptions) -> Layout:
-  """The cache layout of prompts of `prompt_len` columns and `max_new_tokens` new tokens."""
-  prefix = max(prompt_len - 1, 1)
-  chunk = min(options.prefill_chunk, prefix)
-  prefix = _round_up(prefix, chunk)
-  span = prefix + max_new_tokens
-  margin = _round_up(options.margin or max(span // 2, 16), 16)
-  return Layout(prompt_len, prefix, chunk, _round_up(span + margin, 16), margin)
-
-
-def _kv_map(fn, *caches):
-  """fn(*leaves, batch_axis) over the k and v leaves of caches of one layout (per-layer tuples
-  [B, K, S, D] or stacked [L, B, K, S, D]); returns {"k": ..., "v": ...}."""
-  out = {}
-  for name in ("k", "v"):
-    first = caches[0][name]
-    if isinstance(first, tuple):
-      out[name] = tuple(fn(*xs, 0) for xs in zip(*(c[name] for c in caches)))
-    else:
-      out[name] = fn(*(c[name] for c in caches), 1)
-  return out
-
-
-def _place(big, small, batch_axis: int, start):
-  """`small` (its batch rows, all columns) written into `big` at (row 0, column `start`)."""
-  index = [0] * big.ndim
-  index[batch_axis + 2] = start
-  return jax.lax.dynamic_update_slice(big, small.astype(big.dtype), tuple(index))
-
-
-def _copy_rows(big, pool, batch_axis: int, rows, entries, start, width: int):
-  """big[rows[f], :, start + j] = pool[entries[f], :, j] for j < width (rows out of range are
-  dropped): the prefilled prompts of `entries` into the cache rows `rows`."""
-  cols = start + jnp.arange(width)
-  if batch_axis == 0:                                              # [B, K, S, D]
-    update = jnp.transpose(pool[entries], (0, 2, 1, 3))             # [F, W, K, D]
-    return big.at[rows[:, None], :, cols[None, :], :].set(update.astype(big.dtype), mode="drop")
-  update = jnp.transpose(pool[:, entries], (1, 3, 0, 2, 4))         # [F, W, L, K, D]
-  return big.at[:, rows[:, None], :, cols[None, :], :].set(update.astype(big.dtype), mode="drop")
-
-
-def _cond_update(pred, fn, state: dict, reads: tuple, writes: tuple) -> dict:
-  """`state` with the fields `writes` replaced by fn(sub-state) where pred holds. Only the
-  fields fn reads or writes go through the conditional: a field passed through it unchanged
-  would cost a copy of it every step (its buffer could not be shared with a later in-place
-  update)."""
-  sub = {k: state[k] for k in reads + writes}
-  out = jax.lax.cond(pred, fn, lambda sub: {k: sub[k] for k in writes}, sub)
-  return dict(state, **out)
+from rlthink.sampling.slots import Layout, cond_update, copy_rows, kv_map, place
 
 
 def _generate(params, cache: dict, prompt_tokens: jax.Array, prompt_mask: jax.Array,
@@ -190,7 +94,7 @@ def _generate(params, cache: dict, prompt_tokens: jax.Array, prompt_mask: jax.Ar
                                      heads=(), mesh=mesh)
     rows_of = lambda x, axis: jnp.repeat(x, num_samples, axis=axis)[
         (slice(None),) * axis + (slice(0, slots),)]
-    kv = _kv_map(lambda big, small, ax: _place(big, rows_of(small, ax), ax, width - (p - 1)),
+    kv = kv_map(lambda big, small, ax: place(big, rows_of(small, ax), ax, width - (p - 1)),
                  cache, start_cache)
     valid = jax.lax.dynamic_update_slice(cache["valid"], rows_of(start_cache["valid"], 0),
                                          (0, width - (p - 1)))
@@ -247,7 +151,7 @@ def _generate(params, cache: dict, prompt_tokens: jax.Array, prompt_mask: jax.Ar
     def run(st):
       row = (1 - st["pool_bank"]) * g
       take = lambda x, ax: jax.lax.dynamic_slice_in_dim(x, row, g, axis=ax)
-      buf = dict(_kv_map(take, st["banks"]), valid=take(st["banks"]["valid"], 0),
+      buf = dict(kv_map(take, st["banks"]), valid=take(st["banks"]["valid"], 0),
                  index=st["buffer_chunk"] * lay.chunk)
       at = (st["buffer_first"], st["buffer_chunk"] * lay.chunk)
       tokens = jax.lax.dynamic_slice(prefix, at, (g, lay.chunk))
@@ -255,12 +159,12 @@ def _generate(params, cache: dict, prompt_tokens: jax.Array, prompt_mask: jax.Ar
       _, buf = decoder.forward(config, params, tokens, attention_mask=mask, cache=buf,
                                heads=(), mesh=mesh)
       put = lambda big, small, ax: jax.lax.dynamic_update_slice_in_dim(big, small, row, axis=ax)
-      banks = dict(_kv_map(put, st["banks"], buf),
+      banks = dict(kv_map(put, st["banks"], buf),
                    valid=put(st["banks"]["valid"], buf["valid"], 0))
       done = st["buffer_chunk"] + 1 >= chunks
       return dict(banks=banks, buffer_chunk=st["buffer_chunk"] + 1,
                   buffer_state=jnp.where(done, 2, 1))
-    return _cond_update(st["buffer_state"] == 1, run, st, reads=("pool_bank", "buffer_first"),
+    return cond_update(st["buffer_state"] == 1, run, st, reads=("pool_bank", "buffer_first"),
                         writes=("banks", "buffer_chunk", "buffer_state"))
 
   def refill(st):
@@ -280,7 +184,7 @@ def _generate(params, cache: dict, prompt_tokens: jax.Array, prompt_mask: jax.Ar
       entries = bank_row[jnp.minimum(rows, slots - 1)]
       start = st["cache"]["index"] - width
       cache = st["cache"]
-      kv = _kv_map(lambda big, pool, ax: _copy_rows(big, pool, ax, rows, entries, start, width),
+      kv = kv_map(lambda big, pool, ax: copy_rows(big, pool, ax, rows, entries, start, width),
                    cache, st["banks"])
       block = jax.lax.dynamic_update_slice(jnp.zeros_like(cache["valid"]),
                                            st["banks"]["valid"][bank_row], (0, start))
@@ -292,7 +196,7 @@ def _generate(params, cache: dict, prompt_tokens: jax.Array, prompt_mask: jax.Ar
                                                             last_token.shape[0] - 1)],
                                   st["token"]),
                   live=st["live"] | take, next_request=st["next_request"] + count)
-    return _cond_update(count > 0, run, st, reads=("banks", "pool_bank", "pool_first"),
+    return cond_update(count > 0, run, st, reads=("banks", "pool_bank", "pool_first"),
                         writes=("cache", "request", "position", "token", "live",
                                 "next_request"))
 
@@ -331,13 +235,13 @@ def _generate(params, cache: dict, prompt_tokens: jax.Array, prompt_mask: jax.Ar
 
     def move(x, ax):
       return jnp.roll(x, -m, axis=ax + 2)
-    kv = _kv_map(move, cache)
+    kv = kv_map(move, cache)
     valid = jnp.pad(cache["valid"][:, m:], ((0, 0), (0, m)))
     return dict(cache=dict(cache, **kv, valid=valid, index=cache["index"] - m))
 
   def outer(st):
     st = jax.lax.while_loop(lambda st: (st["cache"]["index"] < s_len) & work_left(st), step, st)
-    return _cond_update(work_left(st), shift, st, reads=(), writes=("cache",))
+    return cond_update(work_left(st), shift, st, reads=(), writes=("cache",))
 
   state = jax.lax.while_loop(work_left, outer, state)
   result = dict(state["out"], lengths=state["lengths"], stopped=state["stopped"],

@@ -162,7 +162,8 @@ def kernel_settings() -> tuple:
 
 def _generate(params, cache: dict, prompt_tokens: jax.Array, prompt_mask: jax.Array,
               seed: jax.Array, temperature: jax.Array, top_p: jax.Array, stop_tokens: jax.Array,
-              row_limits: jax.Array, *, config: ModelConfig, mesh: Mesh | None, max_new_tokens: int, num_samples: int,
+              row_limits: jax.Array, *, config: ModelConfig, mesh: Mesh | None,
+              max_new_tokens: int, num_samples: int,
               greedy: bool, use_temperature: bool, top_k: int | None, use_top_p: bool,
               pad_id: int, decode_kernel: bool = False, kernel_settings: tuple = ()):
   """Samples `max_new_tokens` tokens (or until a stop token) for every row.

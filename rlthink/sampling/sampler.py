@@ -20,7 +20,7 @@ import numpy as np
 
 from rlthink import distributed, sharding
 from rlthink.models import decoder
-from rlthink.sampling import checks, continuous, engine
+from rlthink.sampling import checks, continuous, engine, slots as slot_layout
 from rlthink.sampling.rollouts import Rollouts
 
 MIN_PROMPT_BUCKET = 16
@@ -84,19 +84,20 @@ def _request(policy, prompts, max_new_tokens, temperature, top_k, top_p, num_sam
   checks.check_options(config, lengths[longest_index], longest_index, max_new_tokens, temperature,
                  top_k, top_p, num_samples, seed, stop_tokens)
   num_prompts = len(rows)
-  limits = checks.request_limits(max_new_tokens_per_request, num_prompts * num_samples, max_new_tokens)
+  limits = checks.request_limits(max_new_tokens_per_request, num_prompts * num_samples,
+                                 max_new_tokens)
   slots = checks.slots(max_slots, _batch_shards(mesh))
   continuous_mode = slots is not None and num_prompts * num_samples > slots
   if continuous_mode:
-    slot_options = slot_options or continuous.SlotOptions()
-    if not isinstance(slot_options, continuous.SlotOptions):
+    slot_options = slot_options or slot_layout.SlotOptions()
+    if not isinstance(slot_options, slot_layout.SlotOptions):
       raise TypeError(f"slot_options must be a rlthink.sampling.SlotOptions, got "
                       f"{type(slot_options).__name__}")
 
   p = prompt_bucket(max(lengths), max_new_tokens, config.max_seq_len)
   b = batch_bucket(num_prompts, mesh)
   if continuous_mode:  # room for the first slots' prompts and one prefill group past the end
-    lay = continuous.layout(p, max_new_tokens, slot_options)
+    lay = slot_layout.layout(p, max_new_tokens, slot_options)
     b = max(_next_pow2(num_prompts), -(-slots // num_samples)) + slot_options.prefill_prompts
   pad_id = config.pad_token_id if config.pad_token_id is not None else 0
   tokens = np.full((b, p), pad_id, np.int32)
@@ -181,7 +182,7 @@ def sample(policy, prompts, *, max_new_tokens: int, temperature: float = 1.0,
            top_k: int | None = None, top_p: float | None = None, num_samples: int = 1,
            seed: int = 0, stop_tokens: Sequence[int] | None = None,
            unroll_layers: bool = True, decode_attention: str = "auto",
-           max_slots: int | None = None, slot_options: continuous.SlotOptions | None = None,
+           max_slots: int | None = None, slot_options: slot_layout.SlotOptions | None = None,
            max_new_tokens_per_request: Sequence[int] | None = None) -> Rollouts:
   """Samples `num_samples` completions of each prompt with the policy.
 
