@@ -14,6 +14,12 @@ the loop runs data-parallel without per-step all-gathers. See `engine` for the p
 `sampler` for the checks and shape buckets, `processors` for temperature / top-k / top-p,
 `rollouts` for the output layout, `text` for strings and `config` for the gin-bound options.
 
+With more completions than `max_slots`, the continuous engine (`continuous`, laid out by `slots`)
+decodes max_slots rows and gives each finished row the next request at once, so rows of very
+different lengths do not wait for the longest; it returns the same completions as the static
+engine. `sample_async` dispatches and returns, so the host can verify one batch while the
+device samples the next.
+
     ro = rlthink.sample(policy, [[1, 5, 7], [1, 9]], max_new_tokens=64, temperature=0.7,
                         num_samples=4, seed=0)
     ro.tokens, ro.mask          # [N, P + C] prompt | completion, ready for the training forward
