@@ -64,7 +64,7 @@ def run_rounds(policy, cfg, optimizer_cfg, directory: str, round_: Round, *,
   frozen = dict(round_.frozen)
   if isinstance(cfg, RLConfig):
     models = stages.reward_models(cfg, policy, reward_models, resumed)
-    frozen.update({name: m for name, m in models.items()})
+    frozen.update(models)
   tree = lambda s: {"state": s, **{k: getattr(v, "params", v) for k, v in frozen.items()}}
   meta = {"iteration": 0, "phase": "sample", "position": 0, "steps": 0, "dataset": [],
           "history": []}
@@ -76,8 +76,7 @@ def run_rounds(policy, cfg, optimizer_cfg, directory: str, round_: Round, *,
                   else restored[k]) for k, v in frozen.items()}
   logger = MetricsLogger(directory, desc=round_.name, progress=progress)
   save_id = lambda: (ckpt.latest_step() or 0) + 1
-  numbers = lambda record: {k: float(v) for k, v in record.items()
-                            if isinstance(v, (int, float)) and v is not None}
+  numbers = lambda record: {k: float(v) for k, v in record.items() if isinstance(v, (int, float))}
   prefix, step_fn = f"{round_.name}/train_", None
   try:
     while meta["iteration"] < iterations:

@@ -29,7 +29,7 @@ NUM_QUESTIONS, SAMPLES = 96, 8  # as bound in run_fixtures.TINY_PARAMS
 
 def _shared(tmp_path_factory):
   workdir = rf.shared_run(tmp_path_factory)
-  history = rf.read_results(workdir)["history"]["ei"]
+  history = rf.read_results(workdir)["stages"]["ei"]["history"]
   meta = max(rf.checkpoint_metas(os.path.join(workdir, "ei")).items())[1]
   task = tasks.get("arithmetic", size="tiny", seed=0, data_dir=os.path.join(workdir, "data"))
   return workdir, history, meta, task
