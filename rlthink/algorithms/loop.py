@@ -6,7 +6,7 @@
       rewards    <- the config's reward options (verifier / ORM, + dense; `rewards.sources`)
       batch      <- the algorithm's `prepare`: scoring forwards, drift check, advantages
       state      <- epochs of minibatch updates of the algorithm's loss
-      checkpoint (train state + frozen trees + reward models), then evaluate
+      evaluate, then checkpoint (train state + frozen trees + reward models, and the history)
 
 An algorithm is an `Update`: its loss, optimizer and initial params, the trees it keeps frozen
 (reference policy, KL controller), and `prepare`. Data positions are pure functions of (seed,
