@@ -85,11 +85,11 @@ def _worker(args) -> None:
   task = _task(args.data_dir)
   sft_cfg, opt_cfg = _job()
   policy = _policy(mesh)
-  trained = run_sft(policy, task, sft_cfg, opt_cfg, workdir, progress=False)
+  trained, _ = run_sft(policy, task, sft_cfg, opt_cfg, workdir, progress=False)
   outputs = {"params": _flat(distributed.to_host(trained.params))}
 
   # 1 process -> 2 processes: the one-process run's checkpoint on this mesh.
-  restored, meta = Checkpointer(os.path.join(args.reference, "sft"), policy.config).restore(
+  restored, meta = Checkpointer(args.reference, policy.config).restore(
       _fresh_state(policy))
   outputs["restored"] = _flat(distributed.to_host(restored))
   outputs["restored_meta"] = {"position": np.asarray(meta["position"])}
@@ -172,9 +172,9 @@ def test_two_processes_match_one_process_and_checkpoints_cross_restore(tmp_path)
   one_mesh = sharding.make_mesh(MESH_SHAPE, jax.devices()[:4])
   one_dir = tmp_path / "one"
   policy = _policy(one_mesh)
-  trained = run_sft(policy, task, sft_cfg, opt_cfg, str(one_dir), progress=False)
+  trained, _ = run_sft(policy, task, sft_cfg, opt_cfg, str(one_dir), progress=False)
   one_params = _flat(trained.params)
-  one_restored = Checkpointer(str(one_dir / "sft"), policy.config).restore(
+  one_restored = Checkpointer(str(one_dir), policy.config).restore(
       _fresh_state(policy))[0]
   one_state = _flat(one_restored)
 
@@ -190,8 +190,8 @@ def test_two_processes_match_one_process_and_checkpoints_cross_restore(tmp_path)
               for key, value in one_params.items())
   assert moved > 1e-3  # training did change the parameters
   # Only process 0 logged, and it logged what the one-process run did.
-  one_log = _metrics(one_dir / "sft/metrics.jsonl")
-  two_log = _metrics(two_dir / "sft/metrics.jsonl")
+  one_log = _metrics(one_dir / "metrics.jsonl")
+  two_log = _metrics(two_dir / "metrics.jsonl")
   assert [m["step"] for m in two_log] == [m["step"] for m in one_log] == [1, 2, 3, 4]
   np.testing.assert_allclose([m["sft/loss"] for m in two_log], [m["sft/loss"] for m in one_log],
                              rtol=1e-5)
@@ -212,7 +212,7 @@ def test_two_processes_match_one_process_and_checkpoints_cross_restore(tmp_path)
 
   # 2 -> 1 process (on another mesh shape): the 2-process checkpoint restored exactly.
   other_mesh = sharding.make_mesh((1, 4, 2))
-  ckpt = Checkpointer(str(two_dir / "sft"), policy.config)
+  ckpt = Checkpointer(str(two_dir), policy.config)
   assert ckpt.latest_step() == sft_cfg.steps
   state, meta = ckpt.restore(_fresh_state(_policy(other_mesh)))
   assert meta["position"] == sft_cfg.steps

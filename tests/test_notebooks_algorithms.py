@@ -43,7 +43,7 @@ def test_algorithms_notebook_runs_and_compares_the_four_algorithms(tmp_path):
   for name in ALGORITHMS:
     history = results["histories"][name]
     assert [h["iteration"] for h in history] == [1, 2, 3, 4]
-    assert all(0 <= h["maj@1"] <= h["pass@4"] + 1e-9 for h in history)
+    assert all(0 <= h["eval_maj@1"] <= h["eval_pass@4"] + 1e-9 for h in history)
     final = results["final"][name]
     assert f"| {name} | {final['maj@1']:.3f} | {final['maj@4']:.3f} |" in tables[0]
     assert os.path.isdir(workdir / name.lower() / "checkpoints")
