@@ -5,6 +5,7 @@ the character tokenizer, and a short SFT start.
 temp dir, and `run_sft` restores a finished run, so the second test file (or a driver
 subprocess, `driver_script`) gets the same parameters without training again. Every driver has
 the signature `run_x(policy, task, cfg, optimizer_cfg, directory, **kwargs) -> (result, history)`.
+`make_rollouts` lays given token rows out as the sampler would.
 """
 
 from __future__ import annotations
@@ -17,10 +18,13 @@ import textwrap
 import threading
 import time
 
+import numpy as np
+
 import rlthink
 from rlthink import tasks
 from rlthink.algorithms.sft import SFTConfig, run_sft
 from rlthink.models import tokenizer as tokenizers
+from rlthink.sampling.rollouts import Rollouts
 from rlthink.train import OptimizerConfig
 
 TASK_OPTIONS = {"size": "tiny", "seed": 0, "max_steps": 1}
@@ -125,3 +129,20 @@ def full_and_killed_runs(tmp_path_factory, stage: str, runner: str, config_class
   proc.stderr.close()
   return dict(policy=policy, task=task, final=final, history=history, full_dir=full_dir,
               killed_dir=killed_dir, returncode=proc.returncode, stderr=stderr)
+
+
+def make_rollouts(pairs, pad_id=0):
+  """`Rollouts` holding the given (prompt ids, completion ids) rows, laid out like the sampler's."""
+  p = max(len(a) for a, _ in pairs)
+  c = max(len(b) for _, b in pairs)
+  n = len(pairs)
+  prompt, completion = np.full((n, p), pad_id, np.int32), np.full((n, c), pad_id, np.int32)
+  for r, (a, b) in enumerate(pairs):
+    prompt[r, p - len(a):], completion[r, :len(b)] = a, b
+  lengths = np.asarray([len(b) for _, b in pairs], np.int32)
+  return Rollouts(prompt_tokens=prompt, prompt_mask=np.arange(p)[None] >= p - np.asarray(
+      [len(a) for a, _ in pairs])[:, None], completion_tokens=completion,
+      completion_mask=np.arange(c)[None] < lengths[:, None], logprobs=np.zeros((n, c), np.float32),
+      sampling_logprobs=np.zeros((n, c), np.float32), lengths=lengths,
+      stopped=np.ones(n, bool), prompt_index=np.arange(n, dtype=np.int32),
+      decode_steps=np.asarray(c, np.int32))

@@ -13,7 +13,6 @@ from rlthink import gin_utils, tasks
 from rlthink.algorithms import scoring, start
 from rlthink.algorithms.start import STARTConfig, run_start
 from rlthink.models import tokenizer as tokenizers
-from rlthink.sampling.rollouts import Rollouts
 from rlthink.tasks.pipeline import encode_sft
 from rlthink.train import OptimizerConfig
 
@@ -26,25 +25,10 @@ OPTIMIZER = dict(learning_rate=5e-4, warmup_steps=4)  # no sign-like full-size f
 KILL_AFTER = 3
 
 
-def make_rollouts(pairs, pad_id=0):
-  """`Rollouts` holding the given (prompt ids, completion ids) rows, laid out like the sampler's."""
-  p, c, n = max(len(a) for a, _ in pairs), max(len(b) for _, b in pairs), len(pairs)
-  prompt, completion = np.full((n, p), pad_id, np.int32), np.full((n, c), pad_id, np.int32)
-  for r, (a, b) in enumerate(pairs):
-    prompt[r, p - len(a):], completion[r, :len(b)] = a, b
-  lengths = np.asarray([len(b) for _, b in pairs], np.int32)
-  return Rollouts(prompt_tokens=prompt, prompt_mask=np.arange(p)[None] >= p - np.asarray(
-      [len(a) for a, _ in pairs])[:, None], completion_tokens=completion,
-      completion_mask=np.arange(c)[None] < lengths[:, None], logprobs=np.zeros((n, c), np.float32),
-      sampling_logprobs=np.zeros((n, c), np.float32), lengths=lengths,
-      stopped=np.ones(n, bool), prompt_index=np.arange(n, dtype=np.int32),
-      decode_steps=np.asarray(c, np.int32))
-
-
 def sft_rollouts(task, examples, tok):
   """Rollouts of the reference completions, and the SFT masks of their completion tokens."""
   seqs = [encode_sft(task, ex, tok) for ex in examples]
-  ro = make_rollouts([(s["tokens"][~s["loss_mask"]], s["tokens"][s["loss_mask"]]) for s in seqs])
+  ro = rl_fixtures.make_rollouts([(s["tokens"][~s["loss_mask"]], s["tokens"][s["loss_mask"]]) for s in seqs])
   return ro, [s["thinking_mask"][s["loss_mask"]] for s in seqs], [
       s["answer_mask"][s["loss_mask"]] for s in seqs]
 
@@ -84,7 +68,7 @@ def test_unclosed_and_reopened_thinking(tok):
   fmt = tasks.get("arithmetic", size="tiny").format
   texts = ["<think>3+4=7", "<think>a</think>b</think>7", "", "<think>1</think>1<think>2"]
   pairs = [([1, 10], tok.encode(t, add_special_tokens=False) + [tok.eos_token_id]) for t in texts]
-  ro = make_rollouts(pairs)
+  ro = rl_fixtures.make_rollouts(pairs)
   thinking, closed = start.thinking_spans(tok, ro, fmt)
   np.testing.assert_array_equal(closed, [False, True, False, True])
   assert thinking[0, :int(ro.lengths[0])].all()  # never closed: all thinking, eos included

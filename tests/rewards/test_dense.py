@@ -1,5 +1,8 @@
 """Dense rewards: text-to-token alignment, steps, step matching, placement in the token frame."""
 
+import os
+import sys
+
 import numpy as np
 import pytest
 
@@ -7,26 +10,12 @@ from rlthink import tasks
 from rlthink.models import tokenizer as tokenizers
 from rlthink.rewards import dense, sources
 from rlthink.rewards.reward_model import RewardModel
-from rlthink.sampling.rollouts import Rollouts, ScoredRollouts
+from rlthink.sampling.rollouts import ScoredRollouts
 from rlthink.tasks.base import PromptFormat
 from rlthink.tasks.pipeline import encode_prompt
 
-
-def make_rollouts(pairs, pad_id=0):
-  """`Rollouts` holding the given (prompt ids, completion ids) rows, laid out like the sampler's."""
-  p = max(len(a) for a, _ in pairs)
-  c = max(len(b) for _, b in pairs)
-  n = len(pairs)
-  prompt, completion = np.full((n, p), pad_id, np.int32), np.full((n, c), pad_id, np.int32)
-  for r, (a, b) in enumerate(pairs):
-    prompt[r, p - len(a):], completion[r, :len(b)] = a, b
-  lengths = np.asarray([len(b) for _, b in pairs], np.int32)
-  return Rollouts(prompt_tokens=prompt, prompt_mask=np.arange(p)[None] >= p - np.asarray(
-      [len(a) for a, _ in pairs])[:, None], completion_tokens=completion,
-      completion_mask=np.arange(c)[None] < lengths[:, None], logprobs=np.zeros((n, c), np.float32),
-      sampling_logprobs=np.zeros((n, c), np.float32), lengths=lengths,
-      stopped=np.ones(n, bool), prompt_index=np.arange(n, dtype=np.int32),
-      decode_steps=np.asarray(c, np.int32))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "algorithms"))
+import rl_fixtures  # noqa: E402  (the shared test helpers of the RL tests)
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +94,7 @@ def _scored(task, examples, tok, completions):
            for ex, c in zip(examples, completions)]
   return ScoredRollouts(list(examples), 1, list(completions),
                         np.asarray([task.verify(c, ex) for ex, c in zip(examples, completions)],
-                                   np.float32), make_rollouts(pairs))
+                                   np.float32), rl_fixtures.make_rollouts(pairs))
 
 
 def test_step_match_rewards_on_the_tokens_that_end_steps(arithmetic, tok):
@@ -152,7 +141,7 @@ def test_prm_rewards_are_coef_times_probability_minus_baseline(arithmetic, tok):
 
 
 def test_place_rewards_checks_the_row_length(tok):
-  ro = make_rollouts([([1, 9], [5, 6, 2])])
+  ro = rl_fixtures.make_rollouts([([1, 9], [5, 6, 2])])
   out = dense.place_rewards(ro, [[(0, 1.0), (2, 0.5), (2, 0.25)]])
   np.testing.assert_allclose(out[0], [0, 1.0, 0, 0.75])
   with pytest.raises(ValueError, match="completion token 3"):

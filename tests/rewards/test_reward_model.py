@@ -23,7 +23,7 @@ from rlthink.models import tokenizer as tokenizers
 from rlthink.rewards import reward_model as rm_lib
 from rlthink.rewards.reward_model import load_reward_model
 from rlthink.rollout import rollout_examples
-from rlthink.sampling.rollouts import Rollouts, ScoredRollouts
+from rlthink.sampling.rollouts import ScoredRollouts
 from rlthink.tasks.pipeline import encode_prompt
 from rlthink.train import OptimizerConfig
 
@@ -36,21 +36,6 @@ ORM = dict(kind="outcome", num_questions=32, samples_per_question=4, max_new_tok
 PRM = dict(ORM, kind="process")
 OPTIMIZER = dict(learning_rate=1e-3)
 KILL_AFTER = 3  # a checkpoint in the middle of the ORM's training
-
-
-def make_rollouts(pairs, pad_id=0):
-  """`Rollouts` holding the given (prompt ids, completion ids) rows, laid out like the sampler's."""
-  p, c, n = max(len(a) for a, _ in pairs), max(len(b) for _, b in pairs), len(pairs)
-  prompt, completion = np.full((n, p), pad_id, np.int32), np.full((n, c), pad_id, np.int32)
-  for r, (a, b) in enumerate(pairs):
-    prompt[r, p - len(a):], completion[r, :len(b)] = a, b
-  lengths = np.asarray([len(b) for _, b in pairs], np.int32)
-  return Rollouts(prompt_tokens=prompt, prompt_mask=np.arange(p)[None] >= p - np.asarray(
-      [len(a) for a, _ in pairs])[:, None], completion_tokens=completion,
-      completion_mask=np.arange(c)[None] < lengths[:, None], logprobs=np.zeros((n, c), np.float32),
-      sampling_logprobs=np.zeros((n, c), np.float32), lengths=lengths,
-      stopped=np.ones(n, bool), prompt_index=np.arange(n, dtype=np.int32),
-      decode_steps=np.asarray(c, np.int32))
 
 
 def test_loss_is_binary_cross_entropy_of_the_target_logits():
@@ -84,7 +69,7 @@ def test_rows_label_outcomes_and_steps():
            f"<think>{bad}\n{second}</think>1"]
   prompt = encode_prompt(task, ex, tok).tolist()
   completions = [tok.encode(t, add_special_tokens=False) + [2] for t in texts]
-  ro = make_rollouts([(prompt, c) for c in completions])
+  ro = rl_fixtures.make_rollouts([(prompt, c) for c in completions])
   scored = ScoredRollouts([ex], 3, texts, np.asarray([task.verify(t, ex) for t in texts],
                                                      np.float32), ro)
   outcome = rm_lib.outcome_rows(scored)
