@@ -28,7 +28,8 @@ KILL_AFTER = 3
 def sft_rollouts(task, examples, tok):
   """Rollouts of the reference completions, and the SFT masks of their completion tokens."""
   seqs = [encode_sft(task, ex, tok) for ex in examples]
-  ro = rl_fixtures.make_rollouts([(s["tokens"][~s["loss_mask"]], s["tokens"][s["loss_mask"]]) for s in seqs])
+  ro = rl_fixtures.make_rollouts([(s["tokens"][~s["loss_mask"]], s["tokens"][s["loss_mask"]])
+                                  for s in seqs])
   return ro, [s["thinking_mask"][s["loss_mask"]] for s in seqs], [
       s["answer_mask"][s["loss_mask"]] for s in seqs]
 
