@@ -20,7 +20,6 @@ import dataclasses
 import os
 from typing import Any, Sequence
 
-import gin
 import numpy as np
 
 from rlthink.rewards.dense import thinking_bounds
@@ -28,7 +27,6 @@ from rlthink.rewards.dense import thinking_bounds
 UNCLOSED = ("zero", "close")
 
 
-@gin.configurable
 @dataclasses.dataclass(frozen=True)
 class CrossGenConfig:
   """num_samples: completions per question from each policy thinker; temperature /

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Sequence
 
-import gin
 import numpy as np
 
 from rlthink.evaluation import predictions as records
@@ -26,7 +25,6 @@ SAMPLED_METRICS = ("maj@k", "pass@k", "rerank@k")  # those that need the n-sampl
 CONDITIONS = ("rcrl",)
 
 
-@gin.configurable
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
   """Evaluation settings.

@@ -12,7 +12,6 @@ import dataclasses
 import math
 from typing import NamedTuple
 
-import gin
 import jax
 import jax.numpy as jnp
 import optax
@@ -20,7 +19,6 @@ import optax
 SCHEDULES = ("constant", "cosine", "linear")
 
 
-@gin.configurable
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
   """AdamW settings. `grad_accum_steps` splits each batch into that many micro-batches whose
