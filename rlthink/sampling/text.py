@@ -82,7 +82,8 @@ def sample_text(policy, prompts: Sequence[str], config: Any = None,
   Args:
     policy: a `Policy` with a tokenizer attached.
     prompts: the prompt strings.
-    config: a `SampleConfig` (default: `SampleConfig()`, i.e. whatever gin bound).
+    config: a `SampleConfig` (default: `SampleConfig()`; the gin-bound one is
+      `gin_utils.configured(SampleConfig)`).
     overrides: `SampleConfig` fields to replace, e.g. `max_new_tokens=32`.
 
   Returns:
