@@ -1,5 +1,8 @@
 """Stage graphs: the forms a researcher writes, and every malformed graph failing before compute
-with the stage (and the gin file) named."""
+with the stage (and the gin file) named; every shipped experiment file plans."""
+
+import glob
+import os
 
 import pytest
 
@@ -79,3 +82,24 @@ def test_a_bad_graph_in_a_gin_file_names_the_file(tmp_path):
   finally:
     import gin
     gin.clear_config()
+
+
+EXPERIMENT_FILES = sorted(glob.glob(os.path.join(gin_utils.CONFIGS_DIR, "experiments", "*.gin")))
+
+
+@pytest.mark.parametrize("path", EXPERIMENT_FILES, ids=map(os.path.basename, EXPERIMENT_FILES))
+def test_every_experiment_file_plans(path, tmp_path):
+  """Each shipped experiment parses into a stage graph whose configs all build (no compute)."""
+  import gin
+  from rlthink.experiment import Experiment, plan
+  gin_utils.parse([path], [])
+  try:
+    plans = plan(Experiment(), str(tmp_path))
+  finally:
+    gin.clear_config(clear_constants=True)
+  names = [p.stage.name for p in plans]
+  assert all(p.stage.parent is None or names.index(p.stage.parent) < names.index(p.stage.name)
+             for p in plans)
+  if os.path.basename(path) == "orm_tiny.gin":  # both reward models and START start from SFT
+    assert [(p.stage.name, p.stage.parent) for p in plans] == [
+        ("sft", None), ("orm", "sft"), ("prm", "sft"), ("start", "sft")]
