@@ -84,7 +84,7 @@ def test_train_writes_checkpoints_metrics_results_and_plots(tmp_path_factory):
   assert [r["step"] for r in logged] == list(range(1, 41))  # every step, synced every 10
   assert logged[-1]["sft/loss"] < logged[0]["sft/loss"] - 1.0  # SFT learned the format
   ei_meta = max(rf.checkpoint_metas(os.path.join(workdir, "ei")).items())[1]
-  assert (ei_meta["iteration"], ei_meta["phase"]) == (2, "sample")  # both rounds finished
+  assert (ei_meta["iteration"], ei_meta["phase"]) == (2, "done")  # both rounds finished
 
 
 # --- sample -------------------------------------------------------------------------------------
@@ -158,7 +158,7 @@ def test_eval_of_a_stage_reproduces_the_runs_own_evaluation(tmp_path_factory, ca
   assert code == 0, err
   results = json.loads(out)
   # Same checkpoint, same EvalConfig and seeds: exactly what `train` measured after EI.
-  assert results == rf.read_results(workdir)["results"]["ei"]
+  assert results == rf.read_results(workdir)["stages"]["ei"]["results"]
   with open(os.path.join(workdir, "eval", "ei_final.json")) as f:
     assert json.load(f) == results
   with open(os.path.join(workdir, "eval", "ei_final.md")) as f:
@@ -170,7 +170,7 @@ def test_eval_on_a_workdir_alone_reads_the_runs_config(tmp_path_factory, capsys)
   workdir = rf.shared_run(tmp_path_factory)
   code, out, err = _main(["eval", "--workdir", workdir, "--stage", "sft"], capsys)
   assert code == 0, err
-  assert json.loads(out) == rf.read_results(workdir)["results"]["sft"]
+  assert json.loads(out) == rf.read_results(workdir)["stages"]["sft"]["results"]
 
 
 # --- convert ------------------------------------------------------------------------------------
