@@ -39,10 +39,12 @@ def test_quickstart_notebook_runs_and_shows_plots_and_the_results_table(tmp_path
   workdir = tmp_path / "workdir" / "notebook_quickstart"
   with open(workdir / "results.json") as f:
     run = json.load(f)
-  assert [h["iteration"] for h in run["history"]["ei"]] == [1, 2]
+  stages = run["stages"]
+  assert run["order"] == ["sft", "ei"] and stages["ei"]["parent"] == "sft"
+  assert [h["iteration"] for h in stages["ei"]["history"]] == [1, 2]
   for stage in ("sft", "ei"):
-    row = f"| {stage} | test | {run['results'][stage]['test']['maj@1']:.3f} |"
+    row = f"| {stage} | test | {stages[stage]['results']['test']['maj@1']:.3f} |"
     assert row in tables[0]  # the table shows this run's numbers
   # The last cell decodes the same test questions greedily from the saved EI checkpoint.
   greedy = float(text.split("greedy accuracy: ")[1].split()[0])
-  assert greedy == pytest.approx(run["results"]["ei"]["test"]["maj@1"], abs=1e-3)
+  assert greedy == pytest.approx(stages["ei"]["results"]["test"]["maj@1"], abs=1e-3)
