@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -55,10 +56,13 @@ def test_run_killed_mid_iteration_and_resumed_matches_uninterrupted_run(tmp_path
                                                                         tmp_path):
   reference = rf.shared_run(tmp_path_factory)  # uninterrupted, same seed and settings
   workdir = str(tmp_path / "run")
-  # Start from the finished SFT stage of the reference run (SFT restores it, then EI runs here).
+  # Start from the finished SFT stage of the reference run and its config.gin (a workdir with
+  # checkpoints but no config.gin is refused): SFT is not run again, EI runs here from SFT's
+  # final checkpoint.
   os.makedirs(workdir)
   for name in ("sft", "data"):
     shutil.copytree(os.path.join(reference, name), os.path.join(workdir, name))
+  shutil.copy(os.path.join(reference, "config.gin"), workdir)
   log = str(tmp_path / "train.log")
   env, cwd = rf.cli_env(), str(tmp_path)
 
@@ -82,9 +86,9 @@ def test_run_killed_mid_iteration_and_resumed_matches_uninterrupted_run(tmp_path
 
   rf.run_train(workdir, log)  # resume to the end
 
-  got, want = rf.read_results(workdir), rf.read_results(reference)
-  assert got["history"]["ei"] == want["history"]["ei"]  # every round's metrics, exactly
-  assert got["results"] == want["results"]
+  got, want = rf.read_results(workdir)["stages"], rf.read_results(reference)["stages"]
+  assert got["ei"]["history"] == want["ei"]["history"]  # every round's metrics, exactly
+  assert got == want  # each stage's evaluation, history and place in the graph
   policy = _tiny_policy()
   for stage in ("sft", "ei"):
     resumed = load_stage_params(workdir, stage, policy)
@@ -101,7 +105,9 @@ def test_run_killed_mid_iteration_and_resumed_matches_uninterrupted_run(tmp_path
 
 def test_results_table_and_plots_match_results_json(tmp_path_factory):
   workdir = rf.shared_run(tmp_path_factory)
-  results = rf.read_results(workdir)["results"]
+  run = rf.read_results(workdir)
+  assert run["order"] == ["sft", "ei"] and run["stages"]["ei"]["parent"] == "sft"
+  results = {stage: entry["results"] for stage, entry in run["stages"].items()}
   assert sorted(results) == ["ei", "sft"]
   with open(os.path.join(workdir, "results.md")) as f:
     table = f.read()
@@ -115,7 +121,7 @@ def test_results_table_and_plots_match_results_json(tmp_path_factory):
     _assert_png(os.path.join(workdir, name))
   for stage in ("sft", "ei"):  # the evaluation after each stage, kept for a resumed run
     with open(os.path.join(workdir, "eval", f"{stage}.json")) as f:
-      assert json.load(f) == results[stage]
+      assert json.load(f)["results"] == results[stage]
   with open(os.path.join(workdir, "config.gin")) as f:
     assert "EIConfig.iterations = 2" in f.read()
 
@@ -134,7 +140,9 @@ def test_load_stage_params_errors_name_the_stage_and_directory(tmp_path, tmp_pat
   policy = _tiny_policy()
   with pytest.raises(FileNotFoundError, match=r"no checkpoints of stage 'ei' under .*empty"):
     load_stage_params(str(tmp_path / "empty"), "ei", policy)
-  with pytest.raises(ValueError, match="unknown algorithm 'reinforce_xyz'"):
+  absent = re.escape(os.path.join(workdir, "reinforce_xyz"))  # a stage the run does not have
+  with pytest.raises(FileNotFoundError,
+                     match=f"no checkpoints of stage 'reinforce_xyz' under {absent}$"):
     load_stage_params(workdir, "reinforce_xyz", policy)
   other = policy.replace(config=policy.config.replace(num_layers=3))
   with pytest.raises(ValueError, match="num_layers: checkpoint 2 vs run 3"):
@@ -152,31 +160,31 @@ def test_final_model_of_a_stage_is_evaluated_once(tmp_path, monkeypatch):
   """A driver's last per-iteration evaluation is of the stage's final model: the experiment
   reuses those full results for eval/<stage>.json instead of evaluating the same params again;
   a final model the driver did not evaluate is evaluated."""
-  import rlthink.tasks
-  from rlthink import algorithms, experiment
+  from rlthink.algorithms import expert_iteration, sft
+  from rlthink.experiment import runner
 
   gin_utils.parse(["models/tiny.gin"], list(rf.MODEL_PARAMS) + [
       "Experiment.stages = ('sft', 'ei')", "Experiment.tokenizer = 'builtin'"])
   calls = []
 
-  def fake_evaluate(policy, task, cfg):
+  def fake_evaluate(policy, task, cfg, **extras):
     calls.append(policy.params)
-    return {"test": {"maj@1": 0.25 * len(calls), "pass@1": 0.5}}
+    results = {"test": {"maj@1": 0.25 * len(calls), "pass@1": 0.5}}
+    return results, {"test": [{"id": "0", "split": "test", "greedy_correct": True}]}
 
-  def runner(evaluates_final):
-    def run(policy, task, opt_cfg, workdir, *, evaluate_fn=None, progress=True):
+  def driver(evaluates_final):
+    def run_stage(policy, cfg, ctx):
       final = policy.replace(params=jax.tree.map(lambda x: x + 0, policy.params))
-      if evaluates_final:  # as EI's on_iteration after its last round
-        evaluate_fn(final)
-      return final, [{"solve_rate": 0.5}]
-    return run
+      if evaluates_final:  # as EI's evaluation after its last round
+        ctx.evaluate(final, 1, True)
+      return final, [{"iteration": 1, "solve_rate": 0.5}]
+    return run_stage
 
-  monkeypatch.setattr(rlthink.tasks, "get", lambda name, **kw: object())
-  monkeypatch.setattr(experiment, "evaluate", fake_evaluate)
-  monkeypatch.setattr(algorithms, "stage_runner",
-                      lambda stage: runner(evaluates_final=stage == "ei"))
-  monkeypatch.setattr(experiment.report, "plot_pass_curves", lambda *a: None)
-  monkeypatch.setattr(experiment.report, "plot_history", lambda *a: None)
-  results = experiment.run(str(tmp_path), progress=False)
+  monkeypatch.setattr(sft, "run_stage", driver(evaluates_final=False))
+  monkeypatch.setattr(expert_iteration, "run_stage", driver(evaluates_final=True))
+  monkeypatch.setattr(runner, "evaluate_with_predictions", fake_evaluate)
+  monkeypatch.setattr(runner.report, "plot_pass_curves", lambda *a: None)
+  monkeypatch.setattr(runner.report, "plot_history", lambda *a: None)
+  results = runner.run(str(tmp_path), progress=False)
   assert len(calls) == 2  # sft's final model once, ei's final model once (not twice)
   assert results["ei"]["test"]["maj@1"] == 0.5  # the results of ei's in-stage evaluation
