@@ -273,7 +273,7 @@ def _eval_extras(p: _Plan, policy, workdir: str):
   def extras() -> dict:
     out = {"stage_config": p.cfg}
     if cfg.reward_model_stage:
-      from rlthink.rewards.training import load_reward_model  # only rerank@k needs it
+      from rlthink.rewards import load_reward_model  # only rerank@k needs it
       out["reward_model"] = load_reward_model(_stage_directory(workdir, cfg.reward_model_stage),
                                               "outcome", policy)
     if cfg.readers:
