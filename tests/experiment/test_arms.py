@@ -34,6 +34,9 @@ ARMS = list(rf.MODEL_PARAMS) + [
     "EIConfig.iterations = 1", "EIConfig.samples_per_question = 2",
     "EIConfig.num_questions = 16", "EIConfig.max_new_tokens = 16", "EIConfig.batch_size = 8",
     "EIConfig.max_length = 96", "EIConfig.max_steps_per_iteration = 3",
+    # 12 SFT steps rarely solve a question: keep every finished sample (the test is about the
+    # stage graph and resume, not about what EI learns).
+    "EIConfig.min_reward = 0.0",
     "GRPOConfig.iterations = 2", "GRPOConfig.prompts_per_iteration = 4",
     "GRPOConfig.samples_per_prompt = 2", "GRPOConfig.max_new_tokens = 16",
     "RCRLConfig.iterations = 1", "RCRLConfig.samples_per_question = 2",
@@ -69,7 +72,7 @@ def test_parent_trains_once_and_children_start_from_its_final_params(tmp_path, m
   try:
     results = runner.run(str(tmp_path), progress=False)
     assert sorted(starts) == ["ei", "grpo", "rcrl", "sft"]
-    assert _sft_steps_logged(str(tmp_path)) == [3, 6, 9, 12]  # 12 steps, logged every 3, once
+    assert _sft_steps_logged(str(tmp_path)) == list(range(1, 13))  # 12 steps, each once
     policy = runner.attach_tokenizer(runner.build_policy(), "builtin")
     parent = jax.tree.map(np.asarray, load_stage_params(str(tmp_path), "sft", policy))
     for child in ("ei", "grpo", "rcrl"):
@@ -80,7 +83,7 @@ def test_parent_trains_once_and_children_start_from_its_final_params(tmp_path, m
     starts.clear()
     gin_utils.parse(["models/tiny.gin"], ARMS)
     assert runner.run(str(tmp_path), progress=False) == results  # resumed: nothing runs again
-    assert starts == {} and _sft_steps_logged(str(tmp_path)) == [3, 6, 9, 12]
+    assert starts == {} and _sft_steps_logged(str(tmp_path)) == list(range(1, 13))
   finally:
     gin.clear_config()
 
@@ -94,6 +97,11 @@ class _Wrapped:
 
   def runner(self):
     return self._run
+
+
+def _untimed(history):
+  """A stage's history without its wall-clock fields (time_*), which no two runs share."""
+  return [{k: v for k, v in record.items() if not k.startswith("time_")} for record in history]
 
 
 def _kill_when(proc, ready, log, timeout=900):
@@ -142,7 +150,8 @@ def test_kills_during_parent_child_and_checkpoint_write_resume_to_the_same_table
   got, want = rf.read_results(workdir), rf.read_results(reference)
   for stage in ("sft", "ei", "grpo", "rcrl"):
     assert got["stages"][stage]["results"] == want["stages"][stage]["results"], stage
-    assert got["stages"][stage]["history"] == want["stages"][stage]["history"], stage
+    assert _untimed(got["stages"][stage]["history"]) == \
+        _untimed(want["stages"][stage]["history"]), stage
   with open(os.path.join(workdir, "results.md")) as f, \
        open(os.path.join(reference, "results.md")) as g:
     assert f.read() == g.read()
