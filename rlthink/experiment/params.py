@@ -11,6 +11,7 @@ import numpy as np
 
 from rlthink.gin_utils import MeshSpec, ModelSpec
 from rlthink.train import Checkpointer
+from rlthink.train.checkpoint import CorruptCheckpointError
 
 
 def build_policy(seed_offset: int = 0):
@@ -47,12 +48,24 @@ def attach_tokenizer(policy, spec: str | None, tokenizer=None):
 
 def load_stage_params(workdir: str, stage: str, policy):
   """The policy parameters of the latest checkpoint of `stage` in `workdir`, on the policy's
-  devices and shardings. Raises naming the directory when there is none or it does not match."""
+  devices and shardings. Raises naming the directory when there is none or it does not match,
+  and `CorruptCheckpointError` when the newest checkpoint fails its checksums (an older one is
+  not the stage's result; `rlthink train` on the workdir re-runs the stage from it)."""
   directory = os.path.join(workdir, stage)
   if not os.path.isdir(os.path.join(directory, "checkpoints")):
     raise FileNotFoundError(f"no checkpoints of stage {stage!r} under {directory}")
   ckpt = Checkpointer(directory, policy.config)
-  meta = ckpt.read_meta()
+  try:
+    meta = ckpt.read_meta()
+    problem = None
+  except CorruptCheckpointError as e:
+    meta, problem = None, str(e)
+  if ckpt.corrupt_steps:
+    why = problem or "an older checkpoint is not the stage's result"
+    raise CorruptCheckpointError(
+        f"the final checkpoint of stage {stage!r} (step {max(ckpt.corrupt_steps)} under "
+        f"{ckpt.directory}) is corrupt and was moved aside ({why}). Run `rlthink train` on "
+        f"{workdir} again to redo the stage from its last good checkpoint, or from its start.")
   if meta is None:
     raise FileNotFoundError(f"no checkpoints of stage {stage!r} under {directory}")
   ckpt.check_compatible(meta)
@@ -65,6 +78,24 @@ def load_stage_params(workdir: str, stage: str, policy):
   return jax.tree.map(lambda x, s: jax.device_put(np.asarray(x), s), params, shardings)
 
 
+def final_checkpoint_intact(workdir: str, stage: str, model_config) -> bool:
+  """Whether the newest checkpoint of a finished `stage` passes its checksums: no newer step was
+  found corrupt (now or by an earlier run: moved aside as `<step>.corrupt`, see
+  `Checkpointer.good_step`). Re-running the stage then resumes from the newest good one, or from
+  its start when none is left."""
+  directory = os.path.join(workdir, stage)
+  root = os.path.join(directory, "checkpoints")
+  if not os.path.isdir(root):
+    return False
+  try:
+    step = Checkpointer(directory, model_config).good_step()
+  except CorruptCheckpointError:
+    return False
+  set_aside = [int(n.split(".")[0]) for n in os.listdir(root)
+               if ".corrupt" in n and n.split(".")[0].isdigit()]
+  return step is not None and all(s < step for s in set_aside)
+
+
 def check_stage_checkpoints(workdir: str, stages, model_config) -> None:
   """Raises `CheckpointMismatchError` when a stage's checkpoints in `workdir` belong to a model
   other than `model_config` (reads only; nothing is written)."""
@@ -72,6 +103,9 @@ def check_stage_checkpoints(workdir: str, stages, model_config) -> None:
     directory = os.path.join(workdir, stage)
     if os.path.isdir(os.path.join(directory, "checkpoints")):
       ckpt = Checkpointer(directory, model_config)
-      meta = ckpt.read_meta()
+      try:
+        meta = ckpt.read_meta()
+      except CorruptCheckpointError:
+        continue  # nothing left to compare; the stage runs again (`final_checkpoint_intact`)
       if meta is not None:
         ckpt.check_compatible(meta)

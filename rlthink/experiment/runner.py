@@ -29,7 +29,7 @@ from rlthink.experiment.mixture import materialize
 from rlthink.models.tokenizer import experiment_tokenizer
 from rlthink.tasks.pipeline import check_truncation, truncation_stats
 from rlthink.experiment.params import (attach_tokenizer, build_policy, check_stage_checkpoints,
-                                       load_stage_params)
+                                       final_checkpoint_intact, load_stage_params)
 from rlthink.train import OptimizerConfig
 from rlthink.train.checkpoint import ensure_writable
 
@@ -195,6 +195,10 @@ def _run(workdir: str, exp: Experiment, progress: bool, overrides) -> dict:
       changed = fingerprint.check(p.stage.name, p.directory, saved["fingerprint"], p.fingerprint,
                                   overrides)
       saved["done"] = saved.get("done", False) and not changed
+      if saved["done"] and not final_checkpoint_intact(workdir, p.stage.name, policy.config):
+        _log.warning("stage %s: its final checkpoint is corrupt or missing; running the stage "
+                     "again from its last good checkpoint", p.stage.name)
+        saved["done"] = False
     records[p.stage.name] = saved
   for p in plans:
     if p.stage.algorithm == "sft" and not (records[p.stage.name] or {}).get("done"):

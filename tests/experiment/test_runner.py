@@ -3,6 +3,8 @@ from its final params, stage gin scopes, resume never re-runs a finished stage, 
 of a stage is an error naming the binding (unless overridden), seeds offset every stage's seed,
 cached evaluations are keyed by their config."""
 
+import os
+
 import gin
 import jax
 import numpy as np
@@ -11,6 +13,7 @@ import pytest
 import fake_algorithm as fake
 from rlthink import algorithms, gin_utils
 from rlthink.experiment import Experiment, StageChangedError, runner
+from rlthink.train.checkpoint import CorruptCheckpointError
 
 ARMS = ("Experiment.stages = [{'name': 'sft', 'algorithm': 'fake'},"
         " {'name': 'arm_a', 'algorithm': 'fake', 'parent': 'sft'},"
@@ -105,3 +108,35 @@ def test_eval_every_evaluates_every_nth_and_the_last_iteration(tmp_path):
   with open(tmp_path / "results.json") as f:
     history = json.load(f)["stages"]["fake"]["history"]
   assert [h["iteration"] for h in history if "eval_maj@1" in h] == [2, 4, 5]
+
+
+def _damage_newest_checkpoint(stage_directory):
+  """Flips bytes in one file of the stage's newest checkpoint (its checksums then fail)."""
+  root = os.path.join(stage_directory, "checkpoints")
+  step = max(int(n) for n in os.listdir(root) if n.isdigit())
+  for folder, _, names in sorted(os.walk(os.path.join(root, str(step), "state"))):
+    for name in sorted(names):
+      path = os.path.join(folder, name)
+      if os.path.getsize(path) > 16:
+        with open(path, "r+b") as f:
+          data = f.read(16)
+          f.seek(0)
+          f.write(bytes(b ^ 0xFF for b in data))
+        return step
+  raise AssertionError(f"no file to damage under {root}")
+
+
+def test_a_finished_stage_whose_final_checkpoint_is_corrupt_runs_again(tmp_path, _fake):
+  _parse(ARMS)
+  first = runner.run(str(tmp_path), progress=False)
+  step = _damage_newest_checkpoint(str(tmp_path / "arm_b"))
+  policy = runner.attach_tokenizer(runner.build_policy(), "builtin")
+  with pytest.raises(CorruptCheckpointError, match=r"stage 'arm_b'.*rlthink train"):
+    runner.load_stage_params(str(tmp_path), "arm_b", policy)
+  assert os.path.isdir(tmp_path / "arm_b" / "checkpoints" / f"{step}.corrupt")  # kept aside
+
+  _damage_newest_checkpoint(str(tmp_path / "sft"))
+  fake.CALLS.clear()
+  _parse(ARMS)
+  assert runner.run(str(tmp_path), progress=False) == first
+  assert [c["name"] for c in fake.CALLS] == ["sft", "arm_b"]  # only the damaged stages
