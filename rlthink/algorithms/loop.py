@@ -127,7 +127,8 @@ def run_iterations(policy, task, cfg, directory: str, update: Update, *,
                             for k, v in batch.items()}
       state, last = run_steps(tree["state"], step_fn, batch_at, 0, per_iteration,
                               mesh=policy.mesh, logger=logger, log_every=cfg.log_every,
-                              global_offset=i * per_iteration, prefix=train_prefix)
+                              global_offset=i * per_iteration, prefix=train_prefix,
+                              checkpointer=ckpt)
       times["time_train_s"] = time.perf_counter() - clock - sum(times.values())
       record = {"iteration": i + 1, "samples": scored.rollouts.num_rows,
                 "reward_mean": float(np.mean(scored.rewards)),

@@ -104,7 +104,7 @@ def run_rounds(policy, cfg, optimizer_cfg, directory: str, round_: Round, *,
                               meta["steps"], mesh=policy.mesh, logger=logger,
                               log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every,
                               save=save, global_offset=i * 1_000_000, prefix=prefix,
-                              last_checkpoint=lambda: f"{ckpt.directory}/{ckpt.latest_step()}")
+                              checkpointer=ckpt)
       if meta["position"] < meta["steps"]:  # else resumed after this round's training
         record = dict(meta["history"][-1], train_loss=last.get(f"{prefix}loss"),
                       train_steps=meta["steps"])

@@ -86,7 +86,7 @@ def run_sft(policy: Policy, task: Task, cfg: SFTConfig, optimizer_cfg: Optimizer
     state, _ = run_steps(state, step_fn, batch_at, start, cfg.steps, mesh=policy.mesh,
                          logger=logger, log_every=cfg.log_every,
                          checkpoint_every=cfg.checkpoint_every, save=save,
-                         last_checkpoint=lambda: f"{ckpt.directory}/{ckpt.latest_step()}",
+                         checkpointer=ckpt,
                          prefix="sft/")
   finally:
     logger.close()
