@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import sys
 import traceback
 
@@ -50,7 +51,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlthink.bench import common, iteration
+from rlthink import policy as policy_lib
+from rlthink.algorithms import grpo, rl_math, scoring
+from rlthink.bench import common, grpo_tunix, iteration, profile
+from rlthink.models import decoder
+from rlthink.models.presets import get_preset
+from rlthink.sampling import sample_async
+from rlthink.sampling.rollouts import concat_rollouts
+from rlthink.train import OptimizerConfig, create_state, make_optimizer, make_train_step
 
 DEFAULT_MODELS = ("qwen2.5-0.5b", "qwen2.5-1.5b")
 PHASES = ("sample", "verify", "old_logprobs", "prepare", "update")
@@ -75,6 +83,8 @@ def parse_args(argv):
                  default=["rlthink", "tunix"])
   p.add_argument("--lr", type=float, default=1e-6)
   p.add_argument("--dtype", default="bfloat16", help="compute dtype (masters stay float32)")
+  p.add_argument("--profile_dir", help="rlthink: trace the last iteration's update step and write "
+                 "its kernel-time summary (grpo_<model>_update.ops.txt) and trace there")
   p.add_argument("--quick", action="store_true", help="tiny qwen2 shape and sizes, CPU")
   p.add_argument("--out", help="append the JSON lines to this file")
   args = p.parse_args(argv)
@@ -94,8 +104,6 @@ def parse_args(argv):
 def model_config(name: str, args):
   """The preset in the compute dtype with float32 masters; --quick: its architecture at a tiny
   size (2 layers, hidden 64, vocab 1000)."""
-  from rlthink.models.presets import get_preset
-
   config = get_preset(name, dtype=args.dtype, param_dtype="float32")
   if args.quick:
     config = config.replace(vocab_size=1000, hidden_size=64, intermediate_size=128, num_layers=2,
@@ -112,10 +120,6 @@ class RlthinkGRPO:
   """rlthink's GRPO iteration: the pieces `rlthink.algorithms.grpo` runs, timed per phase."""
 
   def __init__(self, config, args):
-    from rlthink.algorithms import grpo
-    from rlthink.models import decoder
-    from rlthink.train import OptimizerConfig, create_state, make_optimizer, make_train_step
-
     self.config, self.args = config, args
     rows = args.prompts * args.group
     self.cfg = grpo.GRPOConfig(prompts_per_iteration=args.prompts, samples_per_prompt=args.group,
@@ -131,12 +135,19 @@ class RlthinkGRPO:
     self.step = make_train_step(grpo.grpo_loss(config, self.cfg), optimizer, self.state,
                                 optimizer_cfg.grad_accum_steps)
 
-  def iteration(self, prompts: np.ndarray, verify, seed: int) -> dict:
-    from rlthink import policy as policy_lib
-    from rlthink.algorithms import rl_math, scoring
-    from rlthink.sampling import sample_async
-    from rlthink.sampling.rollouts import concat_rollouts
+  def _profiled_update(self, batch, name: str):
+    """The update step under `jax.profiler.trace`, its kernel summary written beside the trace."""
+    trace_dir = os.path.join(self.args.profile_dir, name)
+    hlo = self.step.lower(self.state, batch).compile().as_text()
+    with jax.profiler.trace(trace_dir):
+      state, metrics = self.step(self.state, batch)
+      metrics = jax.device_get(metrics)
+    with open(os.path.join(self.args.profile_dir, name + ".ops.txt"), "w") as f:
+      f.write(profile.profile_summary(trace_dir, steps=1, hlo_text=hlo))
+    return state, metrics
 
+  def iteration(self, prompts: np.ndarray, verify, seed: int, profile_as: str | None = None
+                ) -> dict:
     args, config = self.args, self.config
     clock = iteration.PhaseClock()
     current = policy_lib.Policy(config, self.state.params, None)
@@ -169,8 +180,11 @@ class RlthinkGRPO:
     batch = jax.device_put(batch)
     jax.block_until_ready(batch)
     clock.lap("prepare")
-    self.state, metrics = self.step(self.state, batch)
-    metrics = jax.device_get(metrics)
+    if profile_as is None:
+      self.state, metrics = self.step(self.state, batch)
+      metrics = jax.device_get(metrics)
+    else:
+      self.state, metrics = self._profiled_update(batch, profile_as)
     clock.lap("update")
     return dict(clock.times, total_s=clock.total, loss=float(metrics["loss"]),
                 grad_norm=float(metrics["grad_norm"]), reward_mean=float(rewards.mean()),
@@ -180,12 +194,16 @@ class RlthinkGRPO:
 # ------------------------------------------------------------------------------------------------
 
 
-def run_system(name: str, make, prompts, verify, args) -> dict:
+def run_system(name: str, make, prompts, verify, args, model: str = "") -> dict:
   """`iterations` iterations of one system; its last iteration's numbers, prefixed by its name
   (or `<name>_error`)."""
   try:
     system = make()
     results = [system.iteration(prompts, verify, seed=i) for i in range(args.iterations)]
+    if name == "rlthink" and args.profile_dir:  # one more iteration, its update traced
+      os.makedirs(args.profile_dir, exist_ok=True)
+      system.iteration(prompts, verify, seed=args.iterations,
+                       profile_as=f"grpo_{model}_update")
   except Exception as e:  # e.g. out of memory: keep the other system's numbers
     traceback.print_exc()
     return {f"{name}_error": f"{type(e).__name__}: {e}"[-2000:]}
@@ -204,8 +222,6 @@ def main(argv: list[str] | None = None) -> int:
   args = parse_args(argv)
   if args.quick:
     jax.config.update("jax_platforms", "cpu")
-  from rlthink.bench import grpo_tunix
-
   info = common.device_info()
   verify = iteration.make_verifier(args.prompts)
   records = []
@@ -220,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
            "max_slots": args.max_slots, "sample_chunks": args.sample_chunks,
            "dtype": args.dtype, "num_params": config.num_params, **info}
     if "rlthink" in args.systems:
-      rec.update(run_system("rlthink", lambda: RlthinkGRPO(config, args), prompts, verify, args))
+      rec.update(run_system("rlthink", lambda: RlthinkGRPO(config, args), prompts, verify, args,
+                            rec["model"]))
     if "tunix" not in args.systems:
       rec["tunix_skipped"] = "--systems without tunix"
     elif (why := grpo_tunix.unavailable()) is not None:
