@@ -74,11 +74,14 @@ class Policy:
     """Next-token logits float32[batch, time, vocab] of int tokens [batch, time]."""
     return self.apply(tokens, attention_mask, ("logits",))["logits"]
 
-  def save_pretrained(self, out_dir: str, overwrite: bool = False) -> None:
-    """Writes a Hugging Face directory (config.json, model.safetensors, tokenizer files).
-    A non-empty `out_dir` is refused unless `overwrite` (it must then hold an earlier export)."""
-    from rlthink.models import hf
-    hf.save_pretrained(self, out_dir, overwrite=overwrite)
+  def save_pretrained(self, out_dir: str, overwrite: bool = False,
+                      generation_config: dict | None = None) -> None:
+    """Writes a Hugging Face directory (config.json, generation_config.json, model.safetensors,
+    tokenizer files). A non-empty `out_dir` is refused unless `overwrite` (it must then hold an
+    earlier export). generation_config: the source model's, carried over (see
+    `hf.save_pretrained`)."""
+    from rlthink.models import hf  # heavy: transformers loads only for Hugging Face files
+    hf.save_pretrained(self, out_dir, overwrite=overwrite, generation_config=generation_config)
 
 
 def init_policy(model: str | ModelConfig = "tiny", seed: int = 0, mesh: Mesh | None = None,

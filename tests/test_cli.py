@@ -105,7 +105,7 @@ def _greedy_reference(policy, prompt: str, max_new_tokens: int) -> tuple[str, st
     new.append(token)
     tokens[:, n] = token
     n += 1
-    if token == policy.config.eos_token_id:
+    if token in policy.config.eos_token_id:
       return policy.tokenizer.decode(new, skip_special_tokens=True), "stop"
   return policy.tokenizer.decode(new, skip_special_tokens=True), "length"
 

@@ -7,6 +7,7 @@ an immutable value: ints, floats, strings, bools or tuples.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from typing import Any
 
 ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3")
@@ -42,7 +43,10 @@ class ModelConfig:
     scan_unroll: layers per iteration of the scanned layer stack (1: a loop of num_layers
       iterations; 0 or num_layers: fully unrolled, which lets XLA schedule across layers at the
       cost of compile time). Numerics and parameters are the same for every value.
-    bos_token_id / eos_token_id / pad_token_id: special ids carried into Hugging Face exports.
+    bos_token_id / pad_token_id: special ids carried into Hugging Face exports.
+    eos_token_id: every id that ends a completion (a tuple; an int or None is accepted, as in
+      configs and checkpoints written before it became a tuple); sampling stops on any of them and
+      exports write them all.
   """
 
   architecture: str = "llama"
@@ -72,10 +76,11 @@ class ModelConfig:
   remat: bool = False
   scan_unroll: int = 1
   bos_token_id: int | None = None
-  eos_token_id: int | None = None
+  eos_token_id: tuple[int, ...] = ()
   pad_token_id: int | None = None
 
   def __post_init__(self):
+    object.__setattr__(self, "eos_token_id", eos_ids(self.eos_token_id))
     if self.head_dim is None:
       object.__setattr__(self, "head_dim", self.hidden_size // max(self.num_heads, 1))
     self.validate()
@@ -133,3 +138,14 @@ class ModelConfig:
     12 * layers * heads * head_dim * seq_len for attention (not halved for causality)."""
     matmul_params = self.num_layers * self.layer_params + self.vocab_size * self.hidden_size
     return 6.0 * matmul_params + 12.0 * self.num_layers * self.num_heads * self.head_dim * seq_len
+
+
+def eos_ids(value: Any) -> tuple[int, ...]:
+  """`eos_token_id` as a tuple of ids: None -> (), 7 -> (7,), [7, 8] -> (7, 8) (the forms that
+  Hugging Face configs and older rlthink configs and checkpoints hold)."""
+  if value is None:
+    return ()
+  ids = tuple(value) if isinstance(value, (list, tuple)) else (value,)
+  if not all(isinstance(i, numbers.Integral) and not isinstance(i, bool) and i >= 0 for i in ids):
+    raise ValueError(f"ModelConfig: eos_token_id={value!r} must be an id, a list of ids or None")
+  return tuple(int(i) for i in ids)

@@ -30,12 +30,13 @@ from rlthink import distributed
 from rlthink.files import default_mode
 from rlthink.models import decoder
 from rlthink.models import tokenizer as tokenizers_lib
-from rlthink.models.config import ModelConfig
-from rlthink.models.hf_config import config_from_hf, config_to_hf
+from rlthink.models.config import ModelConfig, eos_ids
+from rlthink.models.hf_config import config_from_hf, config_to_hf, hf_eos
+from rlthink.models.hub import resolve_model_dir
 from rlthink.policy import Policy
 
 __all__ = ["check_export_target", "config_from_hf", "config_to_hf", "load_pretrained",
-           "save_pretrained"]
+           "read_config", "read_generation_config", "save_pretrained"]
 _log = logging.getLogger(__name__)
 _FLOAT_DTYPES = {"F64", "F32", "F16", "BF16"}
 _SINGLE, _INDEX = "model.safetensors", "model.safetensors.index.json"
@@ -200,10 +201,22 @@ def _read_json(file: str) -> dict:
     raise ValueError(f"{file} is not valid JSON: {e}") from e
 
 
+def read_generation_config(path: str | os.PathLike) -> dict | None:
+  """The generation_config.json of a model directory (or cached Hub id), None when it has none."""
+  file = os.path.join(resolve_model_dir(path), "generation_config.json")
+  return _read_json(file) if os.path.isfile(file) else None
+
+
 def read_config(path: str | os.PathLike) -> ModelConfig:
-  """The ModelConfig of a local Hugging Face directory, from its config.json alone."""
-  config_file = os.path.join(os.fspath(path), "config.json")
-  return config_from_hf(_read_json(config_file), config_file)
+  """The ModelConfig of a Hugging Face model directory (or a Hub id in the local cache, see
+  `rlthink.models.hub`), from its config.json alone. Its eos ids are those of config.json and
+  generation_config.json together (transformers' generate stops on the latter's)."""
+  path = resolve_model_dir(path)
+  config_file = os.path.join(path, "config.json")
+  config = config_from_hf(_read_json(config_file), config_file)
+  generation = read_generation_config(path) or {}
+  extra = [i for i in eos_ids(generation.get("eos_token_id")) if i not in config.eos_token_id]
+  return config.replace(eos_token_id=config.eos_token_id + tuple(extra)) if extra else config
 
 
 def load_pretrained(path: str | os.PathLike, mesh: jax.sharding.Mesh | None = None,
@@ -213,12 +226,13 @@ def load_pretrained(path: str | os.PathLike, mesh: jax.sharding.Mesh | None = No
 
   Args:
     path: directory with config.json and model.safetensors (or model.safetensors.index.json and its
-      shards), plus tokenizer files, which are attached when present.
+      shards), plus tokenizer files, which are attached when present; or a Hub id already in the
+      local Hugging Face cache (`rlthink.models.hub.resolve_model_dir`).
     dtype: compute dtype (ModelConfig.dtype; default "float32"). Parameters are stored in
       `param_dtype` (default float32) whatever the checkpoint's dtype.
     overrides: other ModelConfig fields to replace (e.g. max_seq_len=4096, remat=True).
   """
-  path = os.fspath(path)
+  path = resolve_model_dir(path)
   config = read_config(path)
   if dtype is not None:
     overrides["dtype"] = dtype
@@ -306,7 +320,8 @@ def check_export_target(out_dir: str | os.PathLike, overwrite: bool = False) -> 
 
 
 def save_pretrained(policy, out_dir: str | os.PathLike, dtype: str | None = None,
-                    max_shard_bytes: int = 5 * 2**30, overwrite: bool = False) -> None:
+                    max_shard_bytes: int = 5 * 2**30, overwrite: bool = False,
+                    generation_config: dict | None = None) -> None:
   """Writes `policy` as a Hugging Face directory that `transformers` loads.
 
   Files: config.json, generation_config.json, model.safetensors (or numbered shards plus
@@ -320,6 +335,8 @@ def save_pretrained(policy, out_dir: str | os.PathLike, dtype: str | None = None
   Args:
     dtype: tensor dtype in the files (e.g. "bfloat16"); default: the params' dtype.
   """
+    generation_config: the source model's generation_config.json (`read_generation_config`),
+      carried over (sampling defaults and all); its bos/eos/pad ids are the config's.
   config = policy.config
   dtype = np.dtype(dtype or config.param_dtype)
   out_dir = check_export_target(out_dir, overwrite)
@@ -361,8 +378,10 @@ def save_pretrained(policy, out_dir: str | os.PathLike, dtype: str | None = None
       _write_json(os.path.join(tmp, _INDEX), {"metadata": {"total_size": total},
                                                "weight_map": weight_map})
     _write_json(os.path.join(tmp, "config.json"), hf_config)
-    generation = {k: getattr(config, k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")
-                  if getattr(config, k) is not None}
+    specials = {"bos_token_id": config.bos_token_id, "eos_token_id": hf_eos(config.eos_token_id),
+                "pad_token_id": config.pad_token_id}
+    generation = dict(generation_config or {})
+    generation.update({k: v for k, v in specials.items() if v is not None})
     _write_json(os.path.join(tmp, "generation_config.json"), generation)
     if policy.tokenizer is not None:
       policy.tokenizer.save_pretrained(tmp)

@@ -11,13 +11,11 @@ transformers' config classes.
 from __future__ import annotations
 
 import json
-import logging
 import os
 
 from rlthink.models.config import ROPE_TYPES, ModelConfig
 
-__all__ = ["config_from_hf", "config_to_hf"]
-_log = logging.getLogger(__name__)
+__all__ = ["config_from_hf", "config_to_hf", "hf_eos"]
 
 _ARCHITECTURES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral",
                   "Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3"}
@@ -73,8 +71,8 @@ def config_from_hf(hf_config: dict, path: str | os.PathLike = "config.json") -> 
 
   Raises ValueError naming `path` and the offending key for anything the decoder cannot run
   exactly: other architectures, a non-SiLU MLP, mlp_bias, RoPE types other than default / linear /
-  llama3, partial rotary, sliding windows in Qwen, quantized weights. A list of eos ids keeps the
-  first.
+  llama3, partial rotary, sliding windows in Qwen, quantized weights. Every eos id of a list is
+  kept.
   """
   def fail(msg: str):
     raise ValueError(f"{os.fspath(path)}: {msg}")
@@ -107,12 +105,6 @@ def config_from_hf(hf_config: dict, path: str | os.PathLike = "config.json") -> 
                                       for i in range(hf["num_hidden_layers"])]
     if "sliding_attention" in types:
       fail(f"use_sliding_window=True: sliding-window layers in {arch} are not supported")
-  eos = hf["eos_token_id"]
-  if isinstance(eos, (list, tuple)):
-    if len(eos) > 1:
-      _log.warning("%s: eos_token_id=%s; ModelConfig keeps the first (pass the others as stop "
-                   "tokens when sampling)", os.fspath(path), eos)
-    eos = eos[0] if eos else None
   rope = _rope_from_hf(hf, fail)
   heads = hf["num_attention_heads"]
   bias = bool(hf["attention_bias"])
@@ -127,7 +119,8 @@ def config_from_hf(hf_config: dict, path: str | os.PathLike = "config.json") -> 
         rms_norm_eps=float(hf["rms_norm_eps"]),
         tie_embeddings=bool(hf["tie_word_embeddings"]), qkv_bias=qkv_bias, o_bias=o_bias,
         qk_norm=arch == "qwen3", sliding_window=window, max_seq_len=hf["max_position_embeddings"],
-        bos_token_id=hf["bos_token_id"], eos_token_id=eos, pad_token_id=hf["pad_token_id"],
+        bos_token_id=hf["bos_token_id"], eos_token_id=hf["eos_token_id"],
+        pad_token_id=hf["pad_token_id"],
         **rope)
   except (ValueError, TypeError) as e:
     fail(str(e))
@@ -165,7 +158,7 @@ def config_to_hf(config: ModelConfig) -> dict:
       num_key_value_heads=config.num_kv_heads, head_dim=config.head_dim, hidden_act="silu",
       max_position_embeddings=config.max_seq_len, rms_norm_eps=config.rms_norm_eps,
       tie_word_embeddings=config.tie_embeddings, bos_token_id=config.bos_token_id,
-      eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id,
+      eos_token_id=hf_eos(config.eos_token_id), pad_token_id=config.pad_token_id,
       attention_dropout=0.0, initializer_range=0.02, use_cache=True,
       # transformers 5 reads rope_parameters; older versions rope_theta + rope_scaling.
       rope_parameters=dict(rope, rope_theta=config.rope_theta), rope_theta=config.rope_theta,
@@ -179,3 +172,8 @@ def config_to_hf(config: ModelConfig) -> dict:
   if arch in ("qwen2", "qwen3"):
     out.update(use_sliding_window=False, sliding_window=None, max_window_layers=config.num_layers)
   return out
+
+
+def hf_eos(ids: tuple[int, ...]) -> int | list[int] | None:
+  """`eos_token_id` as Hugging Face files write it: one id as an int, several as a list."""
+  return None if not ids else ids[0] if len(ids) == 1 else list(ids)

@@ -13,7 +13,7 @@ import numpy as np
 
 def default_stop_tokens(policy) -> tuple[int, ...]:
   """The model's (and the tokenizer's) eos ids."""
-  ids = {policy.config.eos_token_id}
+  ids = set(policy.config.eos_token_id)
   if policy.tokenizer is not None:
     ids.add(getattr(policy.tokenizer, "eos_token_id", None))
   return tuple(sorted(i for i in ids if i is not None))

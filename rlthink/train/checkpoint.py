@@ -25,7 +25,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from rlthink.files import atomic_write_json
-from rlthink.models.config import ModelConfig
+from rlthink.models.config import ModelConfig, eos_ids
 from rlthink.train.step import NonFiniteLossError
 
 _log = logging.getLogger(__name__)
@@ -196,7 +196,9 @@ class Checkpointer:
     return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 
   def check_compatible(self, meta: dict) -> None:
-    saved = meta.get("model_config", {})
+    saved = dict(meta.get("model_config", {}))
+    if "eos_token_id" in saved:  # an int (or None) before it became a tuple; JSON gives lists
+      saved["eos_token_id"] = eos_ids(saved["eos_token_id"])
     current = dataclasses.asdict(self.model_config)
     # dtype/attention/remat/unroll choices do not change the parameters.
     ignore = {"dtype", "attention_impl", "remat", "max_seq_len", "scan_unroll"}

@@ -1,6 +1,7 @@
 """Hugging Face import/export: round trips through transformers, config parsing, and the errors
 a user sees for each broken input."""
 
+import dataclasses
 import json
 import os
 import stat
@@ -147,6 +148,54 @@ def test_tokenizer_travels_with_the_model(tmp_path):
   assert hf_tok.encode(text) == tok.encode(text)
 
 
+def test_every_eos_id_and_the_generation_config_survive_a_round_trip(tmp_path):
+  import torch
+  source = tmp_path / "source"
+  hf_fixtures.save_hf_model("qwen2", source, eos_token_id=[5, 9], pad_token_id=0)
+  with open(source / "generation_config.json") as f:
+    source_generation = json.load(f)
+  source_generation.update(temperature=0.7, top_p=0.8, do_sample=True)
+  (source / "generation_config.json").write_text(json.dumps(source_generation))
+  policy = rlthink.load_pretrained(source)
+  assert policy.config.eos_token_id == (5, 9)
+  policy.save_pretrained(str(tmp_path / "out"),
+                         generation_config=hf.read_generation_config(source))
+  with open(tmp_path / "out" / "config.json") as f:
+    assert json.load(f)["eos_token_id"] == [5, 9]
+  with open(tmp_path / "out" / "generation_config.json") as f:
+    generation = json.load(f)
+  assert (generation["eos_token_id"], generation["temperature"], generation["top_p"]) == (
+      [5, 9], 0.7, 0.8)
+  assert rlthink.load_pretrained(tmp_path / "out").config.eos_token_id == (5, 9)
+  # transformers' generate stops on the second eos id: force it as the first greedy token.
+  model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out",
+                                                            dtype=torch.float32).eval()
+  with torch.no_grad():
+    model.lm_head.weight.zero_()
+    model.lm_head.weight[9, 0] = 1.0  # every logit 0 but id 9's (given a positive hidden[0])
+    model.model.norm.weight.zero_()
+    model.model.norm.weight[0] = 1.0
+    inputs = torch.tensor([[3, 4]])
+    hidden = model.model(inputs).last_hidden_state
+    sign = 1.0 if hidden[0, -1, 0] > 0 else -1.0
+    model.lm_head.weight[9, 0] = sign
+    out = model.generate(inputs, max_new_tokens=8, do_sample=False)
+  assert out[0, 2:].tolist() == [9]
+
+
+def test_checkpoints_of_an_int_eos_id_still_match_the_tuple(tmp_path):
+  from rlthink.train import Checkpointer
+  config = rlthink.ModelConfig(**TINY)
+  assert config.eos_token_id == (2,)
+  meta = {"model_config": dict(dataclasses.asdict(config), eos_token_id=2)}  # written before
+  Checkpointer(str(tmp_path), config).check_compatible(meta)
+  Checkpointer(str(tmp_path), config).check_compatible(
+      {"model_config": dict(meta["model_config"], eos_token_id=[2])})  # JSON of the tuple
+  with pytest.raises(ValueError, match="eos_token_id"):
+    Checkpointer(str(tmp_path), config).check_compatible(
+        {"model_config": dict(meta["model_config"], eos_token_id=3)})
+
+
 def test_load_overrides_and_checkpoint_dtype(tmp_path):
   hf_fixtures.save_hf_model("qwen2", tmp_path, seed=3)
   # The checkpoint as bfloat16: parameters still come back float32.
@@ -183,8 +232,9 @@ def test_old_and_new_rope_config_styles_agree():
   # Both keys present: rope_parameters wins, as in transformers.
   both = hf.config_from_hf(dict(new, rope_theta=1.0, rope_scaling=None), "x")
   assert both == config
-  # A list of eos ids (Llama 3.1 instruct) keeps the first.
-  assert hf.config_from_hf(dict(base, eos_token_id=[7, 8]), "x").eos_token_id == 7
+  # A list of eos ids (Llama 3.1 instruct) is kept whole; one id becomes a 1-tuple.
+  assert hf.config_from_hf(dict(base, eos_token_id=[7, 8]), "x").eos_token_id == (7, 8)
+  assert hf.config_from_hf(dict(base, eos_token_id=7), "x").eos_token_id == (7,)
 
 
 def test_config_to_hf_round_trips_and_matches_transformers():
