@@ -1,4 +1,4 @@
-"""The `rlthink` command line: train | sample | eval | convert | bench | data.
+"""The `rlthink` command line: train | sweep | report | sample | eval | convert | bench | data | list.
 
 Every subcommand but `bench` takes repeatable `--gin_file` / `--gin_param` and `--workdir`; gin
 binds the dataclass configs (ModelSpec, MeshSpec, Experiment, SFTConfig, EIConfig, EvalConfig,
@@ -15,6 +15,11 @@ image).
     rlthink convert --workdir workdir/quickstart --stage ei --out exported_hf_dir
     rlthink bench train --model qwen2.5-0.5b
     rlthink data build arithmetic --option size=tiny
+    rlthink list                                          # experiments, models, tasks, algorithms
+    rlthink --version
+
+Gin file names are looked up in the cwd, then in each `--gin_search_path DIR` (repeatable), then
+in the configs shipped inside the package (`rlthink list` names them).
 """
 
 from __future__ import annotations
@@ -35,7 +40,8 @@ BENCHMARKS = {"train": "rlthink.bench.train", "sample": "rlthink.bench.sample",
 
 def _common(p: argparse.ArgumentParser, workdir_required: bool = False) -> None:
   p.add_argument("--gin_file", action="append", default=[],
-                 help="gin file (repeatable); paths relative to the cwd or to configs/")
+                 help="gin file (repeatable); relative to the cwd, a --gin_search_path or the "
+                 "packaged configs (see `rlthink list`)")
   p.add_argument("--gin_param", action="append", default=[],
                  help="gin binding (repeatable), e.g. \"SFTConfig.steps = 10\"")
   p.add_argument("--workdir", required=workdir_required, help="run directory")
@@ -43,12 +49,19 @@ def _common(p: argparse.ArgumentParser, workdir_required: bool = False) -> None:
   p.add_argument("--num_processes", type=int, help="multi-host: number of processes")
   p.add_argument("--process_id", type=int, help="multi-host: this process's id")
 
+  _search_path(p)
 
 def _override(p: argparse.ArgumentParser) -> None:
   p.add_argument("--override", action="append", default=[], metavar="BINDING",
                  help="a binding (e.g. GRPOConfig.iterations, or rl_comp.GRPOConfig.iterations) "
                  "that may differ from what a stage already in the workdir was run with "
                  "(repeatable); any other difference is an error")
+def _search_path(p: argparse.ArgumentParser) -> None:
+  p.add_argument("--gin_search_path", action="append", default=[], metavar="DIR",
+                 help="a folder to look gin files (and their includes) up in, after the cwd and "
+                 "before the packaged configs (repeatable)")
+
+
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
   p = sub.add_parser("train", help="run an experiment (default: the quickstart)")
   _common(p)
   p.add_argument("--no_progress", action="store_true", help="no progress bars")
+  parser.add_argument("--version", action="version", version=f"rlthink {_version()}")
   _override(p)
 
   p = sub.add_parser("sweep", help="run an experiment once per seed, each in <workdir>/seed_<s>")
@@ -120,6 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument("--debug", action="store_true", help=debug)
   for name, command in sub.choices.items():
     if name != "bench":  # bench passes every argument on to the benchmark
+  _search_path(p)
+
+  p = sub.add_parser("list", help="the experiments and models (packaged gin files), tasks and "
+                     "algorithms")
+  _search_path(p)
       command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug)
   return parser
 
@@ -129,6 +148,16 @@ def run_config(workdir: str | None) -> str | None:
   if not workdir:
     return None
   path = os.path.join(workdir, "config.gin")
+def _version() -> str:
+  """The installed distribution's version (the package's own when run from a bare checkout)."""
+  from importlib import metadata
+  try:
+    return metadata.version("rlthink")
+  except metadata.PackageNotFoundError:
+    from rlthink import __version__
+    return __version__
+
+
   return path if os.path.isfile(path) else None
 
 
@@ -168,7 +197,7 @@ def _setup(args, writable: bool = True) -> None:
   distributed.initialize(coordinator_address=args.coordinator, num_processes=args.num_processes,
                          process_id=args.process_id)
   distributed.configure_logging()
-  gin_utils.parse(args.gin_file, args.gin_param)
+  gin_utils.parse(args.gin_file, args.gin_param, gin_utils.search_path(args.gin_search_path))
   if getattr(args, "workdir", None):
     args.workdir = (distributed.prepare_workdir(args.workdir) if writable
                     else os.path.abspath(args.workdir))
@@ -285,10 +314,10 @@ def cmd_bench(args) -> int:
 
 
 def cmd_data(args) -> int:
-  from rlthink import gin_utils
-  from rlthink.tasks import data_cli
-  gin_utils.parse(args.gin_file, args.gin_param)
-  from rlthink.experiment import Experiment
+  from rlthink import gin_utils  # gin: absent where `rlthink bench` runs
+  from rlthink.tasks import data_cli  # loads TFDS, absent where `rlthink bench` runs
+  gin_utils.parse(args.gin_file, args.gin_param, gin_utils.search_path(args.gin_search_path))
+  from rlthink.experiment import Experiment  # gin, grain: see _policy_with_tokenizer
   options = dict(Experiment().task_options) if (args.gin_file or args.gin_param) else {}
   options.update(data_cli.parse_options(args.option))
   print(data_cli.format_statistics(data_cli.build(args.name, options, args.data_dir)))
@@ -296,7 +325,8 @@ def cmd_data(args) -> int:
 
 
 COMMANDS = {"train": cmd_train, "sweep": cmd_sweep, "report": cmd_report, "sample": cmd_sample,
-            "eval": cmd_eval, "convert": cmd_convert, "bench": cmd_bench, "data": cmd_data}
+            "eval": cmd_eval, "convert": cmd_convert, "bench": cmd_bench, "data": cmd_data,
+            "list": cmd_list}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -304,6 +334,25 @@ def main(argv: list[str] | None = None) -> int:
   bad input, 1 for a failed run or an internal error); --debug or RLTHINK_DEBUG=1 re-raises it
   with its traceback instead."""
   args = build_parser().parse_args(argv)
+def cmd_list(args) -> int:
+  """Prints the gin experiments and models (packaged, and under --gin_search_path), the tasks and
+  the algorithms, each as the name that selects it."""
+  from rlthink import algorithms, gin_utils, tasks  # gin: absent where `rlthink bench` runs
+  roots = gin_utils.search_path(args.gin_search_path)[1:]  # the cwd is no catalogue
+  configs = gin_utils.config_names(roots)
+  sections = [("experiments (--gin_file)", configs.get("experiments", [])),
+              ("models (--gin_file)", configs.get("models", [])),
+              ("tasks (Stage.task, rlthink data build)", tasks.names()),
+              ("algorithms (Stage.algorithm)", sorted(algorithms.ALGORITHMS))]
+  for other in sorted(set(configs) - {"experiments", "models"}):
+    sections.append((f"{other + '/' if other else 'other'} (--gin_file)", configs[other]))
+  for title, names in sections:
+    print(f"{title}:")
+    for name in names:
+      print(f"  {name}")
+  return 0
+
+
   logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
   for noisy in ("absl", "jax._src", "orbax", "tensorflow_datasets"):
     logging.getLogger(noisy).setLevel(logging.WARNING)

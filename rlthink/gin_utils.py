@@ -10,8 +10,9 @@ are then passed as plain values into pure code, and nothing inside jitted code r
 `parse` checks every binding before any compute: an unknown configurable or parameter, a syntax
 error or a missing file raises one `GinConfigError` that names the file and line (or the
 --gin_param) and the binding, and suggests the nearest known name. Files are looked up relative to
-the working directory, then to the repository's `configs/` directory, so `include 'models/tiny.gin'`
-works from any gin file.
+the working directory, then to each extra search path (`--gin_search_path`), then to the configs
+shipped inside the package (`rlthink/configs/`, which the repository's top-level `configs/` links
+to), so `include 'models/tiny.gin'` works from any gin file and any working directory.
 """
 
 from __future__ import annotations
@@ -28,9 +29,12 @@ from typing import Sequence
 
 import gin
 
-from rlthink import algorithms
+from rlthink import algorithms, policy, sharding
+from rlthink.models.config import DTYPES, ModelConfig
+from rlthink.models.presets import PRESETS, get_preset
 
-CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+# The gin files shipped with the package (package data, so a wheel install has them too).
+CONFIGS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 
 # Modules whose classes are `@gin.configurable` themselves (the specs below, the experiment);
 # `register_configurables` imports them before parsing.
@@ -45,6 +49,7 @@ CONFIGURABLE_MODULES: tuple[str, ...] = (
 CONFIG_CLASSES: tuple[str, ...] = (
     "rlthink.sampling.config:SampleConfig",
     "rlthink.train.optim:OptimizerConfig",
+    "rlthink.models.lora:LoRAConfig",
     "rlthink.evaluation.evaluate:EvalConfig",
     "rlthink.evaluation.rerank:RerankConfig",
     "rlthink.evaluation.cross_generation:CrossGenConfig",
@@ -75,9 +80,6 @@ class ModelSpec:
   seed: int = 0
 
   def __post_init__(self):
-    from rlthink.models.config import DTYPES, ModelConfig
-    from rlthink.models.presets import PRESETS
-
     if self.hf_path is None and self.preset not in PRESETS:
       raise ValueError(f"ModelSpec.preset={self.preset!r} is not a known preset; known presets: "
                        f"{sorted(PRESETS)}")
@@ -92,15 +94,13 @@ class ModelSpec:
   def config(self):
     """The ModelConfig this spec builds (with overrides and dtype applied); for an hf_path spec,
     read from its config.json (no weights are read)."""
-    from rlthink.models.presets import get_preset
     if self.hf_path is not None:
-      from rlthink.models import hf
+      from rlthink.models import hf  # heavy: transformers loads only for an hf_path model
       return hf.read_config(self.hf_path).replace(**self._changes())
     return get_preset(self.preset, **self._changes())
 
   def build(self, mesh=None):
     """The `Policy`: `load_pretrained(hf_path)` or `init_policy(preset)`, on `mesh`."""
-    from rlthink import policy
     if self.hf_path is not None:
       return policy.load_pretrained(self.hf_path, mesh=mesh, dtype=self.dtype,
                                     **dict(self.overrides))
@@ -133,12 +133,11 @@ class MeshSpec:
   def build(self, devices=None, config=None):
     """The Mesh over `devices` (default all); `config` (a ModelConfig) picks the automatic shape
     and checks a given one against the model's dimensions."""
-    from rlthink import sharding
     return sharding.make_mesh(self.shape, devices, config=config)
 
 
-# The files and bindings of the last `parse`, for `where_bound`'s messages.
-_PARSED: dict = {"files": (), "params": ()}
+# The files, bindings and search paths of the last `parse`, for `where_bound`'s messages.
+_PARSED: dict = {"files": (), "params": (), "search_paths": (CONFIGS_DIR,)}
 
 # Specs that `parse` instantiates once after parsing, so bad values fail before any compute.
 _SPECS = (ModelSpec, MeshSpec)
@@ -155,11 +154,25 @@ def register_configurables() -> None:
     register_config(getattr(importlib.import_module(module), attr))
 
 
+def search_path(extra: Sequence[str] = ()) -> tuple[str, ...]:
+  """Where relative gin file names are looked up, in order: the working directory, `extra` (the
+  user's `--gin_search_path` folders), then the packaged configs (`CONFIGS_DIR`).
+
+  Raises:
+    GinConfigError: an `extra` folder that does not exist.
+  """
+  for path in extra:
+    if not os.path.isdir(path):
+      raise GinConfigError(f"--gin_search_path {path!r} is not a directory")
+  return (os.getcwd(), *(os.path.abspath(p) for p in extra), CONFIGS_DIR)
+
+
 def parse(gin_files: Sequence[str], gin_params: Sequence[str],
           search_paths: Sequence[str] | None = None) -> None:
   """Parses gin files then bindings (later ones win) and locks the config.
 
-  Any earlier config is cleared first. `search_paths` default to (cwd, the repo's configs/).
+  Any earlier config is cleared first. Relative file names (and `include`s) are looked up in
+  `search_paths`, by default `search_path()`: the cwd, then the packaged configs.
 
   Raises:
     GinConfigError: a file is missing or malformed, or a binding names an unknown configurable or
@@ -167,13 +180,11 @@ def parse(gin_files: Sequence[str], gin_params: Sequence[str],
   """
   register_configurables()
   gin.clear_config(clear_constants=True)
-  _PARSED.update(files=tuple(gin_files), params=tuple(gin_params))
-  for path in (search_paths if search_paths is not None else (os.getcwd(), CONFIGS_DIR)):
-    if path not in getattr(gin.config, "_LOCATION_PREFIXES", ()):
-      gin.add_config_file_search_path(path)
+  paths = tuple(search_paths) if search_paths is not None else search_path()
+  _PARSED.update(files=tuple(gin_files), params=tuple(gin_params), search_paths=paths)
   for path in gin_files:
     try:
-      with _plain_file_lookup():
+      with _plain_file_lookup(paths):
         gin.parse_config_file(path)
     except (OSError, IOError) as e:
       raise GinConfigError(f"{path}: cannot read gin file ({e})") from None
@@ -244,22 +255,44 @@ def operative_config_str() -> str:
 
 
 @contextlib.contextmanager
-def _plain_file_lookup():
-  """Makes gin look files up as plain paths only (each search path + name, then `open`).
+def _plain_file_lookup(search_paths: Sequence[str]):
+  """Makes gin look files up as plain paths only (each of `search_paths` + name, then `open`).
 
-  gin's second reader also treats 'models/tiny.gin' as a file inside a Python package `models`,
-  which crashes when some directory named `models` on sys.path is a namespace package.
+  gin keeps its search paths in a module global that only grows; setting them for the duration of
+  one `parse` keeps an earlier parse's `--gin_search_path` out of the next. gin's second reader
+  also treats 'models/tiny.gin' as a file inside a Python package `models`, which crashes when
+  some directory named `models` on sys.path is a namespace package.
   """
   readers = getattr(gin.config, "_FILE_READERS", None)
-  if not isinstance(readers, list):  # other gin versions: keep their lookup
+  prefixes = getattr(gin.config, "_LOCATION_PREFIXES", None)
+  if not isinstance(readers, list) or not isinstance(prefixes, list):
+    for path in search_paths:  # other gin versions: keep their lookup, add the paths
+      if path not in (prefixes or ()):
+        gin.add_config_file_search_path(path)
     yield
     return
-  saved = list(readers)
+  saved_readers, saved_prefixes = list(readers), list(prefixes)
   readers[:] = [(open, os.path.isfile)]
+  prefixes[:] = ["", *search_paths]
   try:
     yield
   finally:
-    readers[:] = saved
+    readers[:], prefixes[:] = saved_readers, saved_prefixes
+
+
+def config_names(search_paths: Sequence[str] = (CONFIGS_DIR,)) -> dict[str, list[str]]:
+  """The gin files under each folder of `search_paths` by kind (the first-level folder:
+  "experiments", "models", "algorithms", "mesh"), as the names `--gin_file` takes
+  ("experiments/quickstart.gin"); a name found in two paths is listed once."""
+  kinds: dict[str, set[str]] = {}
+  for root in search_paths:
+    for folder, _, names in os.walk(root):
+      for name in names:
+        if name.endswith(".gin"):
+          rel = os.path.relpath(os.path.join(folder, name), root).replace(os.sep, "/")
+          kind = rel.split("/")[0] if "/" in rel else ""
+          kinds.setdefault(kind, set()).add(rel)
+  return {kind: sorted(names) for kind, names in sorted(kinds.items())}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -327,8 +360,9 @@ def _where_bound(configurable: str, gin_files: Sequence[str], gin_params: Sequen
   """'file:line: ' (or "--gin_param '...': ") of the last binding of `configurable`, if found."""
   pattern = re.compile(rf"^\s*([\w./]+/)?(\w+\.)*{configurable}\.\w+\s*=")
   where = ""
+  roots = [""] + [p for p in _PARSED["search_paths"] if p != os.getcwd()]
   for path in gin_files:
-    for candidate in (path, os.path.join(CONFIGS_DIR, path)):
+    for candidate in (os.path.join(root, path) for root in roots):
       if os.path.isfile(candidate):
         with open(candidate, encoding="utf-8") as f:
           for i, line in enumerate(f, 1):

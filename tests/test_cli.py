@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 
 import run_fixtures as rf
-from rlthink import cli, gin_utils
+import rlthink
+from rlthink import cli, gin_utils, tasks
+from rlthink.algorithms import ALGORITHMS
 from rlthink.experiment import Experiment, attach_tokenizer, load_stage_params
 
 SUBCOMMANDS = ("train", "sample", "eval", "convert", "bench", "data")
@@ -65,6 +67,41 @@ def test_help_lists_every_subcommand_and_each_subcommand_has_help(capsys):
     assert out.startswith(f"usage: rlthink {name}")
     if name != "bench":
       assert "--gin_param" in out
+
+
+def test_version_and_list_name_the_packaged_experiments_models_tasks_algorithms(tmp_path,
+                                                                               capsys,
+                                                                               monkeypatch):
+  with pytest.raises(SystemExit) as exit_info:
+    cli.main(["--version"])
+  assert exit_info.value.code == 0
+  assert capsys.readouterr().out.strip() == f"rlthink {rlthink.__version__}"
+  monkeypatch.chdir(tmp_path)  # the packaged configs, from any cwd
+  (tmp_path / "mine" / "experiments").mkdir(parents=True)
+  (tmp_path / "mine" / "experiments" / "my_run.gin").write_text("ModelSpec.seed = 1\n")
+  code, out, _ = _main(["list", "--gin_search_path", tmp_path / "mine"], capsys)
+  assert code == 0
+  sections = {}
+  for line in out.splitlines():
+    if line.startswith("  "):
+      sections[title].append(line.strip())
+    else:
+      title = line.split(" ")[0]
+      sections[title] = []
+  assert {"experiments/quickstart.gin", "experiments/my_run.gin"} <= set(sections["experiments"])
+  assert "models/tiny.gin" in sections["models"]
+  assert sections["tasks"] == sorted(tasks.FAMILIES)
+  assert sections["algorithms"] == sorted(ALGORITHMS)
+
+
+def test_train_resolves_files_through_gin_search_path(tmp_path, capsys, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  (tmp_path / "mine").mkdir()
+  (tmp_path / "mine" / "bad.gin").write_text("include 'models/tiny.gin'\nSFTConfig.stpes = 3\n")
+  code, _, err = _main(["train", "--workdir", tmp_path / "w", "--gin_file", "bad.gin",
+                        "--gin_search_path", tmp_path / "mine"], capsys)
+  # found (and its include in the packaged configs): the error is the binding, not the file
+  assert code == 2 and "bad.gin:2: unknown binding 'SFTConfig.stpes'" in err, err
 
 
 # --- train (the shared run) ---------------------------------------------------------------------

@@ -153,3 +153,32 @@ def test_model_spec_config_of_a_hugging_face_directory(tmp_path):
   assert got.hidden_size == config.hidden_size and got.dtype == "bfloat16"
   with pytest.raises(FileNotFoundError, match="config.json"):
     ModelSpec(hf_path=str(tmp_path / "missing")).config()
+
+
+def test_packaged_configs_are_found_by_name_from_any_cwd(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)  # no configs/ here
+  assert gin_utils.CONFIGS_DIR.startswith(os.path.dirname(gin_utils.__file__))
+  gin_utils.parse(["models/qwen2.5-0.5b.gin"], [])
+  assert ModelSpec().preset == "qwen2.5-0.5b"
+
+
+def test_gin_search_path_adds_user_folders_before_the_packaged_configs(tmp_path, monkeypatch):
+  mine = tmp_path / "mine"
+  (mine / "models").mkdir(parents=True)
+  (mine / "models" / "tiny.gin").write_text("ModelSpec.preset = 'qwen3-0.6b'\n")  # shadows
+  (mine / "exp.gin").write_text("include 'models/tiny.gin'\nModelSpec.seed = 5\n")
+  monkeypatch.chdir(tmp_path / "mine" / "models")
+  gin_utils.parse(["exp.gin"], [], gin_utils.search_path([str(mine)]))
+  assert (ModelSpec().preset, ModelSpec().seed) == ("qwen3-0.6b", 5)
+  assert gin_utils.where_bound("ModelSpec") == "exp.gin:2"
+  # The next parse without the folder no longer sees it.
+  with pytest.raises(GinConfigError, match="exp.gin: cannot read gin file"):
+    gin_utils.parse(["exp.gin"], [])
+  with pytest.raises(GinConfigError, match="--gin_search_path .*nope.* is not a directory"):
+    gin_utils.search_path([str(tmp_path / "nope")])
+
+
+def test_config_names_lists_the_packaged_experiments_and_models():
+  names = gin_utils.config_names()
+  assert "experiments/quickstart.gin" in names["experiments"]
+  assert "models/tiny.gin" in names["models"]
