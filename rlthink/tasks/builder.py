@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import functools
 import json
+import logging
 import os
 import sys
 from typing import Any, Iterator, Sequence
@@ -88,12 +89,36 @@ class TaskBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def _split_generators(self, dl_manager) -> dict:
     del dl_manager  # task families read local files themselves, with their own errors
-    return {split: self._generate_examples(split) for split in self.task_cls.splits}
+    task = self.builder_config.task  # its splits: a family over the user's files has its own
+    return {split: self._generate_examples(split) for split in task.splits}
 
   def _generate_examples(self, split: str) -> Iterator[tuple[str, dict]]:
     task = self.builder_config.task
     for example in task.generate(split):
       yield str(example["id"]), encode_example(example, task.features)
+
+  # TFDS prints a bold "Downloading and preparing dataset ..." banner before and a "... downloaded
+  # and prepared" line after every build; nothing is downloaded here and each run builds several
+  # small datasets, so both go to the debug log instead.
+  def _log_download_bytes(self) -> None:
+    logging.getLogger(__name__).debug("building %s into %s", self.name, self.data_dir)
+
+  def _log_download_done(self) -> None:
+    logging.getLogger(__name__).debug("built %s in %s", self.name, self.data_dir)
+
+
+class _CustomConfigFilter(logging.Filter):
+  """Drops TFDS's "Using custom data configuration" warning (every task option set is a custom
+  config by design, one warning per builder made); every other absl record passes."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("Using custom data configuration")
+
+
+def _quiet_custom_config_warning() -> None:
+  absl = logging.getLogger("absl")  # the logger absl.logging (and so TFDS) writes to
+  if not any(isinstance(f, _CustomConfigFilter) for f in absl.filters):
+    absl.addFilter(_CustomConfigFilter())
 
 
 @functools.cache
@@ -111,6 +136,7 @@ def make_builder(task: Task, data_dir: str | None = None) -> TaskBuilder:
   """The (not yet prepared) builder for `task` under `data_dir` (default: `task.data_dir`...)."""
   config = TaskBuilderConfig(name=task.config_name, version=task.version,
                              description=repr(task.options), task=task)
+  _quiet_custom_config_warning()
   return builder_class(type(task))(config=config, file_format="array_record",
                                    data_dir=default_data_dir(data_dir or task.data_dir))
 
