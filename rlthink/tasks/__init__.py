@@ -21,6 +21,7 @@ FAMILIES: dict[str, str] = {
     "general_qa": "rlthink.tasks.general_qa",
     "complementary_reasoning": "rlthink.tasks.complementary_reasoning",
     "latent_generalization": "rlthink.tasks.latent_generalization",
+    "generic": "rlthink.tasks.generic",
 }
 
 
