@@ -73,7 +73,7 @@ class Options:
 
 
 def split_files(opts: Options) -> dict[str, str]:
-  """{split: file or save_to_disk directory} of the options, splits in order; errors name the path."""
+  """{split: file or save_to_disk directory} of the options, in split order; errors name paths."""
   if opts.path is None:
     files = {name: getattr(opts, name) for name in SPLIT_OPTIONS if getattr(opts, name)}
   elif not os.path.isdir(opts.path):

@@ -8,7 +8,8 @@
   `\\dfrac`/`\\tfrac` are `\\frac`, `\\cdot`/`\\times` are `*`, `\\div` is `/`, `\\%` is `%`;
   thousands separators ("1,000", "1{,}000") go; Unicode digits and U+2212 read as ASCII.
 - Values: the cleaned text after its last "=" ("x = 5" reads 5) is evaluated exactly as a
-  `Fraction` over numbers, + - * /, integer powers, parentheses/braces, `\\frac{a}{b}` (and `\\frac34`)
+  `Fraction` over numbers, + - * /, integer powers, parentheses/braces, `\\frac{a}{b}` (also
+  `\\frac34`)
   and mixed numbers (`2\\frac{1}{2}` is 5/2). Trailing unit words ("12 apples", "5 \\text{cm}") are
   dropped; failing all that, a text holding exactly one number or fraction reads as it ("The
   total is 42 apples."). "p%" reads as both p and p/100 ("50%" matches "50" and "0.5").
@@ -31,7 +32,8 @@ _MAX_PARSE_CHARS = 400  # longer readings are compared as text only
 _MAX_EXPONENT = 64
 _MAX_BITS = 4096  # no value beyond ~1e1233: "10^64^64" is no number
 
-_TEXT_WRAPPERS = re.compile(r"\\(?:text|textbf|textit|mathrm|mathbf|mbox|operatorname)\s*\{([^{}]*)\}")
+_TEXT_WRAPPERS = re.compile(
+    r"\\(?:text|textbf|textit|mathrm|mathbf|mbox|operatorname)\s*\{([^{}]*)\}")
 _DROP = re.compile(r"\\left|\\right|\\[!,;: ]|\\displaystyle|~|\\\$|\$|\^\s*\{?\s*\\circ\s*\}?|°")
 _REPLACE = (("\\dfrac", "\\frac"), ("\\tfrac", "\\frac"), ("\\cdot", "*"), ("\\times", "*"),
             ("\\div", "/"), ("\\%", "%"), ("{,}", ","), ("\\{", "{"), ("\\}", "}"))
@@ -40,9 +42,9 @@ _FRAC_SHORT = (re.compile(r"\\frac\s*([0-9])\s*([0-9])"), re.compile(r"\\frac\s*
 _SINGLE_BRACE = re.compile(r"([\^_])\{\s*(\w)\s*\}")  # "x^{2}" is "x^2"
 _THOUSANDS = re.compile(r"(?<=[0-9]),(?=[0-9]{3}(?![0-9]))")
 _TRAILING_WORDS = re.compile(r"(?<=[0-9)}%])\s+[A-Za-z][A-Za-z .]*$")
-# One number or fraction standing alone in prose ("The total is 42 apples."), not "2x" or "\\sqrt{2}".
-_ATOM = re.compile(r"(?<![\w\\])-?(?:\\frac\{-?[0-9.]+\}\{-?[0-9.]+\}|[0-9]+(?:\.[0-9]+)?(?:/[0-9]+)?%?)"
-                   r"(?![\w\\])")
+# One number or fraction alone in prose ("The total is 42 apples."), not "2x" or "\\sqrt{2}".
+_ATOM = re.compile(r"(?<![\w\\])-?(?:\\frac\{-?[0-9.]+\}\{-?[0-9.]+\}"
+                   r"|[0-9]+(?:\.[0-9]+)?(?:/[0-9]+)?%?)(?![\w\\])")
 _PROSE = re.compile(r"[A-Za-z\s.,:;!?'\"]*")
 _MARKERS = ("answer is", "answer:")
 _TOKEN = re.compile(r"\s*(\\frac|\\[A-Za-z]+|[0-9]+(?:\.[0-9]*)?|\.[0-9]+|[-+*/^(){}])")
@@ -271,7 +273,8 @@ def equivalent(predicted: str, reference: str) -> bool:
   if vp is not None and vr is not None:
     return _same(vp, vr)
   if vr is None and not any(ch.isdigit() for ch in r):
-    return bool(answers.normalize_text(p)) and answers.normalize_text(p) == answers.normalize_text(r)
+    text = answers.normalize_text(p)
+    return bool(text) and text == answers.normalize_text(r)
   return False
 
 
