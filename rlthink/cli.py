@@ -64,6 +64,17 @@ def _search_path(p: argparse.ArgumentParser) -> None:
 
 
 
+def _model(p: argparse.ArgumentParser) -> None:
+  p.add_argument("--model", help="a Hugging Face model: a local directory or a Hub id already in "
+                 "the local Hugging Face cache (sets ModelSpec.hf_path)")
+
+
+def _model_binding(args) -> None:
+  """--model DIR_OR_ID as the binding it stands for, after any other (so it wins)."""
+  if getattr(args, "model", None):
+    args.gin_param = list(args.gin_param) + [f"ModelSpec.hf_path = {args.model!r}"]
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="rlthink", description=__doc__.split("\n")[0])
   sub = parser.add_subparsers(dest="command", required=True)
@@ -97,11 +108,23 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--prompts_file", help="a text file with one prompt per line")
   p.add_argument("--out", help="write JSON lines here instead of stdout")
   p.add_argument("--stage", help="sample from the final checkpoint of this stage of --workdir")
+  _model(p)
+  p.add_argument("--max_new_tokens", type=int, help="the most tokens per completion "
+                 "(SampleConfig.max_new_tokens)")
+  p.add_argument("--temperature", type=float, help="0 for greedy (SampleConfig.temperature)")
+  p.add_argument("--top_p", type=float, help="nucleus sampling (SampleConfig.top_p)")
+  p.add_argument("--top_k", type=int, help="top-k sampling (SampleConfig.top_k)")
+  p.add_argument("-n", "--num_samples", type=int, help="completions per prompt "
+                 "(SampleConfig.num_samples)")
+  p.add_argument("--seed", type=int, help="sampling seed (SampleConfig.seed)")
+  p.add_argument("--chat_template", action="store_true", help="render each prompt as a user "
+                 "message through the tokenizer's chat template (with the generation prompt)")
 
   p = sub.add_parser("eval", help="maj@1 / maj@k / pass@k of a model on the experiment's task")
   _common(p, workdir_required=True)
   p.add_argument("--stage", help="evaluate the final checkpoint of this stage of the workdir's "
                  "run (default: the model that ModelSpec names)")
+  _model(p)
   p.add_argument("--cross_generation", action="store_true", help="cross-generation: each "
                  "--thinkers stage's thinking answered by each --readers stage")
   p.add_argument("--thinkers", default="", help="comma-separated stages whose thinking is read")
@@ -114,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--out", required=True, help="the Hugging Face directory to write (new or empty)")
   p.add_argument("--overwrite", action="store_true", help="replace --out when it holds an earlier "
                  "export (as a whole: other files in it are not kept)")
+  _model(p)
 
   p = sub.add_parser("bench", help="benchmarks: " + ", ".join(BENCHMARKS))
   p.add_argument("name", choices=sorted(BENCHMARKS))
@@ -241,6 +265,7 @@ def cmd_report(args) -> int:
 
 def cmd_sample(args) -> int:
   from rlthink.sampling.text import sample_text
+  _model_binding(args)
   _with_run_config(args, "models/tiny.gin")
   _setup(args, writable=False)
   prompts = list(args.prompt)
@@ -257,7 +282,13 @@ def cmd_sample(args) -> int:
     policy = policy.replace(params=load_stage_params(args.workdir, args.stage, policy))
   from rlthink.gin_utils import configured
   from rlthink.sampling.config import SampleConfig
-  records = sample_text(policy, prompts, configured(SampleConfig))
+  flags = {name: getattr(args, name) for name in ("max_new_tokens", "temperature", "top_p",
+                                                  "top_k", "num_samples", "seed")}
+  texts = _chat_prompts(policy.tokenizer, prompts) if args.chat_template else prompts
+  records = sample_text(policy, texts, configured(SampleConfig),
+                        **{k: v for k, v in flags.items() if v is not None})
+  for record in records:
+    record["prompt"] = prompts[record["prompt_index"]]
   lines = "".join(json.dumps(r) + "\n" for r in records)
   if args.out:
     with open(args.out, "w") as f:
@@ -267,8 +298,23 @@ def cmd_sample(args) -> int:
   return 0
 
 
+def _chat_prompts(tokenizer, prompts: list[str]) -> list[str]:
+  """Each prompt as one user message through the tokenizer's chat template, ready for the
+  assistant's reply; without a <bos> the tokenizer adds again on encoding."""
+  if not getattr(tokenizer, "chat_template", None):
+    raise ValueError("rlthink sample --chat_template: the tokenizer has no chat template")
+  bos = tokenizer.bos_token if tokenizer.bos_token_id in tokenizer("")["input_ids"] else None
+  out = []
+  for p in prompts:
+    text = tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                         add_generation_prompt=True)
+    out.append(text[len(bos):] if bos and text.startswith(bos) else text)
+  return out
+
+
 def cmd_eval(args) -> int:
   from rlthink import experiment
+  _model_binding(args)
   _with_run_config(args, None)
   _setup(args)
   if args.cross_generation:
@@ -291,19 +337,22 @@ def cmd_convert(args) -> int:
   if args.stage and not args.workdir:
     raise ValueError("rlthink convert --stage needs --workdir (the run to export)")
   hf.check_export_target(args.out, args.overwrite)  # before anything is loaded
+  _model_binding(args)
   _with_run_config(args, None)
   _setup(args, writable=False)
-  if not args.stage:
-    from rlthink.gin_utils import ModelSpec
-    if ModelSpec().hf_path is None:
-      raise ValueError("rlthink convert: nothing to export: give --workdir W --stage STAGE (a "
-                       "stage's final checkpoint) or a model to convert (--gin_param "
-                       "\"ModelSpec.hf_path = 'DIR'\"); a preset alone holds random weights")
+  from rlthink.gin_utils import ModelSpec  # gin: absent where `rlthink bench` runs
+  source = ModelSpec().hf_path
+  if not args.stage and source is None:
+    raise ValueError("rlthink convert: nothing to export: give --workdir W --stage STAGE (a "
+                     "stage's final checkpoint) or a model to convert (--model DIR_OR_HUB_ID); "
+                     "a preset alone holds random weights")
   policy = _policy_with_tokenizer()
   if args.stage:
     from rlthink.experiment import load_stage_params
     policy = policy.replace(params=load_stage_params(args.workdir, args.stage, policy))
-  policy.save_pretrained(args.out, overwrite=args.overwrite)
+  # The source's generation_config.json (sampling defaults, every eos id) comes along.
+  policy.save_pretrained(args.out, overwrite=args.overwrite,
+                         generation_config=hf.read_generation_config(source) if source else None)
   print(f"wrote {args.out}")
   return 0
 

@@ -24,26 +24,57 @@ def build_policy(seed_offset: int = 0):
   return spec.build(MeshSpec().build(config=spec.config()))
 
 
+def tokenizer_spec(spec: str | None) -> str | None:
+  """`Experiment.tokenizer` resolved: "auto" is the model directory's own tokenizer (None) when
+  `ModelSpec.hf_path` names one, else "builtin" (presets hold random weights for any tokenizer)."""
+  if spec != "auto":
+    return spec
+  return None if ModelSpec().hf_path is not None else "builtin"
+
+
 def attach_tokenizer(policy, spec: str | None, tokenizer=None):
-  """The policy with its tokenizer ("builtin", a local directory, None: the model's own, or an
-  already built `tokenizer`) and the tokenizer's special ids in its config."""
+  """The policy with its tokenizer ("auto": see `tokenizer_spec`; "builtin"; a local directory;
+  None: the model's own; or an already built `tokenizer`) and the tokenizer's special ids in its
+  config. A tokenizer the model cannot embed (more tokens than vocab_size, or a special id out of
+  range) is an error."""
   from rlthink.models import tokenizer as tok  # transformers loads only when a model needs it
+  own = tokenizer is None and tokenizer_spec(spec) is None
   if tokenizer is None:
+    spec = tokenizer_spec(spec)
     if spec is None:
       if policy.tokenizer is None:
-        raise ValueError("Experiment.tokenizer=None but the model directory has no tokenizer")
+        raise ValueError(f"the model directory {ModelSpec().hf_path} has no tokenizer files; "
+                         "add them, or name one with Experiment.tokenizer")
       tokenizer = policy.tokenizer
     else:
       tokenizer = tok.builtin_tokenizer() if spec == "builtin" else tok.load_tokenizer(spec)
-  if len(tokenizer) > policy.config.vocab_size:
-    raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the model's vocab_size is "
-                     f"{policy.config.vocab_size}")
   config = policy.config
-  if config.pad_token_id is None and tokenizer.pad_token_id is not None:
+  if len(tokenizer) > config.vocab_size:
+    raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the model's vocab_size is "
+                     f"{config.vocab_size}: they do not belong together")
+  if own:  # the model's own tokenizer: the config's ids stand; fill in only what it lacks
+    config = config.replace(
+        pad_token_id=_first(config.pad_token_id, tokenizer.pad_token_id),
+        bos_token_id=_first(config.bos_token_id, tokenizer.bos_token_id),
+        eos_token_id=config.eos_token_id or tokenizer.eos_token_id)
+  elif config.pad_token_id is None and tokenizer.pad_token_id is not None:
     config = config.replace(pad_token_id=tokenizer.pad_token_id,
                             eos_token_id=tokenizer.eos_token_id,
                             bos_token_id=tokenizer.bos_token_id)
+  specials = {f"tokenizer {name}": getattr(tokenizer, f"{name}_id", None)
+              for name in ("pad_token", "bos_token", "eos_token", "unk_token")}
+  specials.update({"ModelConfig.pad_token_id": config.pad_token_id,
+                   "ModelConfig.bos_token_id": config.bos_token_id,
+                   **{f"ModelConfig.eos_token_id {i}": i for i in config.eos_token_id}})
+  bad = {name: i for name, i in specials.items() if i is not None and not 0 <= i < config.vocab_size}
+  if bad:
+    raise ValueError(f"special token ids {bad} are outside the model's vocabulary "
+                     f"[0, {config.vocab_size}): the tokenizer does not belong to this model")
   return policy.replace(tokenizer=tokenizer, config=config)
+
+
+def _first(*values):
+  return next((v for v in values if v is not None), None)
 
 
 def load_stage_params(workdir: str, stage: str, policy):

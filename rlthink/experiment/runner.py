@@ -29,7 +29,8 @@ from rlthink.experiment.mixture import materialize
 from rlthink.models.tokenizer import experiment_tokenizer
 from rlthink.tasks.pipeline import check_truncation, truncation_stats
 from rlthink.experiment.params import (attach_tokenizer, build_policy, check_stage_checkpoints,
-                                       final_checkpoint_intact, load_stage_params)
+                                       final_checkpoint_intact, load_stage_params,
+                                       tokenizer_spec)
 from rlthink.train import OptimizerConfig
 from rlthink.train.checkpoint import ensure_writable
 
@@ -44,10 +45,12 @@ class Experiment:
   name: the experiment's name in reports (default: the task's).
   task / task_options: the default task of every stage (`rlthink.tasks.get(task, **options)`).
   stages: algorithm names (a chain) or stage dicts (a graph of named stages).
-  tokenizer: "builtin" (the character-level tokenizer), "bpe" (a byte-level BPE tokenizer of
-    `tokenizer_vocab_size` tokens trained on the stages' training texts, saved in
+  tokenizer: "auto" (default: the model directory's own tokenizer when `ModelSpec.hf_path` names
+    one, else "builtin"), "builtin" (the character-level tokenizer), "bpe" (a byte-level BPE
+    tokenizer of `tokenizer_vocab_size` tokens trained on the stages' training texts, saved in
     <workdir>/tokenizer and reused on resume), a local tokenizer directory, or None to use the one
-    saved with a Hugging Face model.
+    saved with a Hugging Face model. A tokenizer that does not fit the model (more tokens than
+    its vocab_size, a special id out of range) stops the run.
   max_truncated_fraction: an SFT stage whose data would have more than this share of sequences
     cut at its max_length stops the run before any training, with the numbers (fewer are
     counted and logged).
@@ -62,7 +65,7 @@ class Experiment:
   task: str = "arithmetic"
   task_options: dict = dataclasses.field(default_factory=lambda: {"size": "tiny"})
   stages: tuple = ("sft", "ei")
-  tokenizer: str | None = "builtin"
+  tokenizer: str | None = "auto"
   tokenizer_vocab_size: int | None = None
   seed: int = 0
   evaluate_initial: bool = False
@@ -150,7 +153,7 @@ def plan(exp: Experiment, workdir: str) -> list[_Plan]:
 def _fingerprints(plans: list[_Plan], exp: Experiment) -> None:
   by_name = {p.stage.name: p for p in plans}
   root = {**fingerprint.flat("ModelSpec", gin_utils.ModelSpec()),
-          "Experiment.tokenizer": exp.tokenizer, "Experiment.seed": exp.seed}
+          "Experiment.tokenizer": tokenizer_spec(exp.tokenizer), "Experiment.seed": exp.seed}
   for p in plans:  # parents first
     fp = {**fingerprint.flat("stage", p.stage.to_json()),
           **fingerprint.flat(type(p.cfg).__name__, p.cfg),
