@@ -57,14 +57,33 @@ _EINSUMS = {
 }
 
 
+# x -> x A -> (x A) B of a LoRA adapter on each weight (`rlthink.models.lora`; r: the rank).
+_LORA_EINSUMS = {
+    "q_proj": ("bte,er->btr", "btr,rhd->bthd"),
+    "k_proj": ("bte,er->btr", "btr,rhd->bthd"),
+    "v_proj": ("bte,er->btr", "btr,rhd->bthd"),
+    "o_proj": ("bthd,hdr->btr", "btr,re->bte"),
+    "gate_proj": ("bte,er->btr", "btr,rm->btm"),
+    "up_proj": ("bte,er->btr", "btr,rm->btm"),
+    "down_proj": ("btm,mr->btr", "btr,re->bte"),
+}
+
+
 def _matmul(module: nn.Module, name: str, x, shape, names):
   """x times the weight `name` (created with `shape`/`names`), or its transposed copy `name_t`
-  when the params hold that instead (`decode.transpose_for_decode`)."""
+  when the params hold that instead (`decode.transpose_for_decode`), plus (x A) B when the
+  params hold LoRA adapters `name_lora_a` / `name_lora_b` beside it (B already scaled)."""
   dt = _dtype(module.config.dtype)
   if module.has_variable("params", name + decode.T_SUFFIX):
     weight = module.get_variable("params", name + decode.T_SUFFIX)
     return jnp.einsum(decode.TRANSPOSED[name][0], x, weight.astype(dt))
-  return jnp.einsum(_EINSUMS[name], x, _param(module, name, shape, names).astype(dt))
+  y = jnp.einsum(_EINSUMS[name], x, _param(module, name, shape, names).astype(dt))
+  if module.has_variable("params", name + "_lora_a"):
+    down, up = _LORA_EINSUMS[name]
+    a = module.get_variable("params", name + "_lora_a").astype(dt)
+    b = module.get_variable("params", name + "_lora_b").astype(dt)
+    y = y + jnp.einsum(up, jnp.einsum(down, x, a), b)
+  return y
 
 
 @jax.custom_vjp

@@ -28,7 +28,7 @@ from safetensors.numpy import save_file
 
 from rlthink import distributed
 from rlthink.files import default_mode
-from rlthink.models import decoder
+from rlthink.models import decoder, lora
 from rlthink.models import tokenizer as tokenizers_lib
 from rlthink.models.config import ModelConfig, eos_ids
 from rlthink.models.hf_config import config_from_hf, config_to_hf, hf_eos
@@ -330,7 +330,8 @@ def save_pretrained(policy, out_dir: str | os.PathLike, dtype: str | None = None
   as a whole; a failure leaves `out_dir` as it was. A non-empty `out_dir` is refused unless
   `overwrite` and it holds an earlier export (see `check_export_target`): files in it are not
   kept. The directory and files get the usual permissions (umask). Value/reward heads are not
-  part of a causal LM and are left out (with a warning).
+  part of a causal LM and are left out (with a warning). LoRA adapters are merged into their
+  weights (`rlthink.models.lora.merge`; `lora.save_peft` writes them alone).
 
   Args:
     dtype: tensor dtype in the files (e.g. "bfloat16"); default: the params' dtype.
@@ -340,6 +341,7 @@ def save_pretrained(policy, out_dir: str | os.PathLike, dtype: str | None = None
   config = policy.config
   dtype = np.dtype(dtype or config.param_dtype)
   out_dir = check_export_target(out_dir, overwrite)
+  policy = policy.replace(params=lora.merge(policy.params))  # LoRA adapters folded in
   dropped = sorted(k for k in policy.params if k.startswith(("value_", "reward_")))
   if dropped:
     _log.warning("save_pretrained(%s): not exporting %s (no place in a causal LM)", out_dir,

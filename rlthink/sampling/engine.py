@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from rlthink import ops, sharding
-from rlthink.models import decode, decode_attention, decode_matvec, decoder
+from rlthink.models import decode, decode_attention, decode_matvec, decoder, lora
 from rlthink.models.config import ModelConfig
 from rlthink.sampling import processors
 
@@ -74,10 +74,12 @@ def params_for_sampling(params, config: ModelConfig, unroll: bool = True, fuse: 
   step, not 2); norm scales unchanged (applied in float32). With `unroll`, the stacked layers split
   into per-layer buffers (`decode.unstack_layers`), so no matmul in the loop reads a slice of a
   stacked array, each weight stored input axis minor (`decode.transpose_for_decode`; `fuse`:
-  q/k/v and gate/up concatenated, for a mesh without a tensor axis). A program of its own: inside
+  q/k/v and gate/up concatenated, for a mesh without a tensor axis). LoRA adapters
+  (`rlthink.models.lora`) are merged into their weights. A program of its own: inside
   `generate`, XLA would sink these copies back into the loop body.
   """
   dtype = jnp.dtype(config.dtype)
+  params = lora.merge(params, dtype)
 
   def cast(path, x):
     if getattr(path[-1], "key", None) == "scale" or not jnp.issubdtype(x.dtype, jnp.floating):

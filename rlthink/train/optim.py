@@ -16,13 +16,17 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from rlthink.models.lora import LoRAConfig
+
 SCHEDULES = ("constant", "cosine", "linear")
 
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
   """AdamW settings. `grad_accum_steps` splits each batch into that many micro-batches whose
-  gradients are averaged inside the jitted step (same result as the full batch, less memory)."""
+  gradients are averaged inside the jitted step (same result as the full batch, less memory).
+  `lora`: train low-rank adapters on the frozen weights instead of all of them
+  (`rlthink.models.lora`; SFT, GRPO, START and Expert Iteration); None: full fine-tuning."""
 
   learning_rate: float = 1e-3
   schedule: str = "constant"
@@ -34,6 +38,7 @@ class OptimizerConfig:
   eps: float = 1e-8
   clip_norm: float | None = 1.0
   grad_accum_steps: int = 1
+  lora: LoRAConfig | None = None
 
   def __post_init__(self):
     if self.schedule not in SCHEDULES:
@@ -49,6 +54,9 @@ class OptimizerConfig:
     if self.clip_norm is not None:
       # 0 would scale every update to zero; None is how clipping is turned off.
       _check("clip_norm", self.clip_norm, float, lambda v: v > 0, "> 0 (or None: no clipping)")
+    if self.lora is not None and not isinstance(self.lora, LoRAConfig):
+      raise ValueError(f"OptimizerConfig.lora={self.lora!r}: expected a LoRAConfig "
+                       "(gin: OptimizerConfig.lora = @LoRAConfig()) or None")
 
 
 def _check(name: str, value, kind: type, ok, expected: str) -> None:

@@ -60,27 +60,33 @@ def sft_loss(config: ModelConfig, mesh: Mesh | None = None, chunk_size: int = 25
   return loss_fn
 
 
-def _accumulated_grads(loss_fn: LossFn, params, batch: dict, rng, steps: int):
+def _accumulated_grads(loss_fn: LossFn, params, batch: dict, rng, steps: int, frozen=None):
   """((loss, metrics), grads) averaged over `steps` equal micro-batches, scanned so that memory
-  holds one micro-batch's activations at a time."""
+  holds one micro-batch's activations at a time. `frozen` (when not None) is the loss's 4th
+  argument."""
+  extra = () if frozen is None else (frozen,)
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
   if steps == 1:
-    return grad_fn(params, batch, rng)
+    return grad_fn(params, batch, rng, *extra)
   micro = jax.tree.map(lambda x: x.reshape((steps, x.shape[0] // steps) + x.shape[1:]), batch)
 
   def body(total, xs):
     micro_batch, key = xs
-    return jax.tree.map(jnp.add, total, grad_fn(params, micro_batch, key)), None
+    return jax.tree.map(jnp.add, total, grad_fn(params, micro_batch, key, *extra)), None
 
-  shapes = jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[0], micro), rng)
+  shapes = jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[0], micro), rng, *extra)
   zero = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
   total, _ = jax.lax.scan(body, zero, (micro, jax.random.split(rng, steps)))
   return jax.tree.map(lambda x: x / steps, total)
 
 
 def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, state: TrainState,
-                    grad_accum_steps: int = 1):
+                    grad_accum_steps: int = 1, frozen=None):
   """Returns jitted `step(state, batch) -> (state, metrics)` with the state donated.
+
+  frozen: a pytree of arrays the loss reads but does not train (a LoRA base, see
+  `rlthink.models.lora.Trainable`): an argument of the jitted step that is never donated, passed
+  to the loss as `loss_fn(params, batch, rng, frozen)`.
 
   `state` (a concrete example) fixes the output shardings; put batches on the mesh with
   `shard_batch`. Metrics are device scalars: `loss`, `grad_norm`, plus the loss's own, and
@@ -88,10 +94,10 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, st
   on-device reduction; `run_steps` stops on False before anything is saved).
   """
 
-  def step(state: TrainState, batch: dict):
+  def step(state: TrainState, batch: dict, frozen=None):
     rng, key = jax.random.split(jax.random.wrap_key_data(state.rng))
     (loss, metrics), grads = _accumulated_grads(loss_fn, state.params, batch, key,
-                                                grad_accum_steps)
+                                                grad_accum_steps, frozen)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     grad_norm = _tree_norm(grads)
@@ -102,7 +108,10 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, st
     return new_state, metrics
 
   # Inputs keep the shardings they arrive with (see `shard_batch`); outputs keep the state's.
-  return jax.jit(step, out_shardings=(state_shardings(state), None), donate_argnums=0)
+  jitted = jax.jit(step, out_shardings=(state_shardings(state), None), donate_argnums=0)
+  if frozen is None:
+    return jitted
+  return lambda state, batch: jitted(state, batch, frozen)
 
 
 def all_finite(tree) -> jax.Array:
