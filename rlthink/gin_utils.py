@@ -49,6 +49,7 @@ CONFIGURABLE_MODULES: tuple[str, ...] = (
 CONFIG_CLASSES: tuple[str, ...] = (
     "rlthink.sampling.config:SampleConfig",
     "rlthink.train.optim:OptimizerConfig",
+    "rlthink.train.metrics:LoggingConfig",
     "rlthink.models.lora:LoRAConfig",
     "rlthink.evaluation.evaluate:EvalConfig",
     "rlthink.evaluation.rerank:RerankConfig",

@@ -12,6 +12,7 @@ from rlthink.tasks.pipeline import sft_dataset
 from rlthink.train import (Checkpointer, MetricsLogger, OptimizerConfig, create_state,
                            make_optimizer, make_train_step, run_steps, sft_loss)
 
+from rlthink.train.optim import learning_rate_of
 _BATCH_KEYS = ("tokens", "loss_mask", "attention_mask", "segment_ids", "positions")
 
 
@@ -86,7 +87,7 @@ def run_sft(policy: Policy, task: Task, cfg: SFTConfig, optimizer_cfg: Optimizer
     state, _ = run_steps(state, step_fn, batch_at, start, cfg.steps, mesh=policy.mesh,
                          logger=logger, log_every=cfg.log_every,
                          checkpoint_every=cfg.checkpoint_every, save=save,
-                         checkpointer=ckpt,
+                         checkpointer=ckpt, learning_rate=learning_rate_of(optimizer_cfg),
                          prefix="sft/")
   finally:
     logger.close()

@@ -33,6 +33,7 @@ from rlthink.experiment.params import (attach_tokenizer, build_policy, check_sta
                                        tokenizer_spec)
 from rlthink.train import OptimizerConfig
 from rlthink.train.checkpoint import ensure_writable
+from rlthink.train import metrics
 
 _log = logging.getLogger(__name__)
 
@@ -172,10 +173,12 @@ def run(workdir: str, experiment: Experiment | None = None, progress: bool = Tru
   """
   exp = experiment or Experiment()
   workdir = ensure_writable(workdir)
-  if not distributed.is_main_process():  # hosts of one multi-host run share the workdir
-    return _run(workdir, exp, progress, overrides)
-  with locks.workdir_lock(workdir):  # a second run on the same workdir fails at once
-    return _run(workdir, exp, progress, overrides)
+  # Log lines and W&B (LoggingConfig) for every stage's MetricsLogger.
+  with metrics.using(gin_utils.configured(metrics.LoggingConfig)):
+    if not distributed.is_main_process():  # hosts of one multi-host run share the workdir
+      return _run(workdir, exp, progress, overrides)
+    with locks.workdir_lock(workdir):  # a second run on the same workdir fails at once
+      return _run(workdir, exp, progress, overrides)
 
 
 def _run(workdir: str, exp: Experiment, progress: bool, overrides) -> dict:

@@ -21,7 +21,9 @@ def run_steps(state: TrainState, step_fn, batch_at: Callable[[int], dict], start
               *, mesh: Mesh | None, logger: MetricsLogger, log_every: int = 10,
               checkpoint_every: int = 0, save: Callable[[int, TrainState], None] | None = None,
               last_checkpoint: Callable[[], str | None] | None = None, global_offset: int = 0,
-              prefix: str = "train/", checkpointer=None) -> tuple[TrainState, dict]:
+              prefix: str = "train/", checkpointer=None,
+              learning_rate: Callable[[TrainState], float] | None = None
+              ) -> tuple[TrainState, dict]:
   """Runs steps `start..stop-1` of one phase.
 
   `batch_at(i)` must be a pure function of i (the data position), so a resumed run sees exactly the
@@ -31,7 +33,8 @@ def run_steps(state: TrainState, step_fn, batch_at: Callable[[int], dict], start
   gradient norm or updated parameters are not finite (`make_train_step`'s `finite`) raises
   `NonFiniteLossError` naming that step and the last good checkpoint, always before the state is
   saved. `save(i, state)` is called after step i when `checkpoint_every` divides i and at
-  `stop`. `global_offset + i` is the step logged.
+  `stop`. `global_offset + i` is the step logged; after each sync `logger.report` may print a
+  plain progress line (with `learning_rate(state)`, e.g. `optim.learning_rate_of(cfg)`).
 
   The last good checkpoint is `checkpointer.describe_last_good()` when a `Checkpointer` is given,
   else the path `last_checkpoint()` returns (None, or a path that does not exist: there is none).
@@ -51,6 +54,9 @@ def run_steps(state: TrainState, step_fn, batch_at: Callable[[int], dict], start
             f"{_last_good(checkpointer, last_checkpoint)} Lower the learning rate, set "
             "OptimizerConfig.clip_norm or check the data, then resume.")
       last = logger.log(global_offset + i, values, prefix)
+    if pending:
+      rate = (lambda: learning_rate(state)) if learning_rate is not None else None
+      logger.report(global_offset + pending[-1][0], end=global_offset + stop, learning_rate=rate)
     pending.clear()
 
   for i in range(start, stop):

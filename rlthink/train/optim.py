@@ -140,3 +140,17 @@ def set_total_steps(opt_state, total_steps: int):
   if not any(map(is_schedule, jax.tree.leaves(opt_state, is_leaf=is_schedule))):
     raise ValueError("the optimizer state has no schedule (not from make_optimizer)")
   return jax.tree.map(set_length, opt_state, is_leaf=is_schedule)
+
+
+def learning_rate_of(cfg: OptimizerConfig):
+  """`state -> float`: the learning rate of the last step taken by a TrainState whose optimizer
+  `make_optimizer(cfg, ...)` built (read from its schedule state, on the host; for log lines)."""
+  is_schedule = lambda n: isinstance(n, ScheduleState)
+
+  def rate(state) -> float:
+    schedule = next(n for n in jax.tree.leaves(state.opt_state, is_leaf=is_schedule)
+                    if is_schedule(n))
+    count, total = jax.device_get((schedule.count, schedule.total_steps))
+    return float(learning_rate(cfg, max(int(count) - 1, 0), int(total)))
+
+  return rate
