@@ -335,9 +335,9 @@ def save_pretrained(policy, out_dir: str | os.PathLike, dtype: str | None = None
 
   Args:
     dtype: tensor dtype in the files (e.g. "bfloat16"); default: the params' dtype.
-  """
     generation_config: the source model's generation_config.json (`read_generation_config`),
       carried over (sampling defaults and all); its bos/eos/pad ids are the config's.
+  """
   config = policy.config
   dtype = np.dtype(dtype or config.param_dtype)
   out_dir = check_export_target(out_dir, overwrite)
