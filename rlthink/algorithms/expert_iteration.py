@@ -16,6 +16,7 @@ import numpy as np
 
 from rlthink.algorithms import rounds, stages
 from rlthink.algorithms.config import RoundConfig
+from rlthink.models import lora
 from rlthink.policy import Policy
 from rlthink.rewards import sources
 from rlthink.rollout import rollout_examples
@@ -89,9 +90,10 @@ def run_expert_iteration(policy: Policy, task: Task, cfg: EIConfig,
                      "equations_hold(text) to check the equations of a solution with")
   questions = stages.training_questions(task, cfg, examples)
   pad_id = policy.config.pad_token_id or policy.tokenizer.pad_token_id or 0
+  trainable = lora.trainable(policy, optimizer_cfg.lora)  # all params, or LoRA adapters
 
   def collect(i, state, frozen, meta):
-    params = policy.params if state is None else state.params
+    params = trainable.policy_params(trainable.params if state is None else state.params)
     scored = rollout_examples(policy.replace(params=params), task, questions,
                               num_samples=cfg.samples_per_question,
                               max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
@@ -129,7 +131,7 @@ def run_expert_iteration(policy: Policy, task: Task, cfg: EIConfig,
 
   def start_params(i, state, frozen):
     if state is None or cfg.reset_each_iteration:
-      return frozen.get("init", policy.params)
+      return frozen.get("init", trainable.params)
     return state.params
 
   def batches(meta, i):
@@ -137,16 +139,18 @@ def run_expert_iteration(policy: Policy, task: Task, cfg: EIConfig,
                            pad_id, seed=cfg.seed * 7919 + i)
 
   def finish(i, state, meta, last):
-    return stages.evaluation_record(evaluate, policy.replace(params=state.params), i + 1, last)
+    return stages.evaluation_record(evaluate, policy.replace(
+        params=trainable.policy_params(state.params)), i + 1, last)
 
   round_ = rounds.Round(
-      name="ei", loss_fn=sft_loss(policy.config, policy.mesh), template=policy.params,
-      collect=collect, start_params=start_params, batches=batches, steps=cfg.steps_for,
-      finish=finish, frozen={"init": policy.params} if cfg.reset_each_iteration else {})
+      name="ei", loss_fn=trainable.loss(sft_loss(policy.config, policy.mesh)),
+      template=trainable.params, collect=collect, start_params=start_params, batches=batches,
+      steps=cfg.steps_for, finish=finish, base=trainable.base,
+      frozen={"init": trainable.params} if cfg.reset_each_iteration else {})
   state, history = rounds.run_rounds(policy, cfg, optimizer_cfg, directory, round_,
                                      iterations=cfg.iterations, reward_models=reward_models,
                                      progress=progress)
-  return policy.replace(params=state.params), history
+  return policy.replace(params=trainable.policy_params(state.params)), history
 
 
 def _freeze(x):

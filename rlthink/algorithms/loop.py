@@ -9,9 +9,11 @@
       evaluate, then checkpoint (train state + frozen trees + reward models, and the history)
 
 An algorithm is an `Update`: its loss, optimizer and initial params, the trees it keeps frozen
-(reference policy, KL controller), and `prepare`. Data positions are pure functions of (seed,
-iteration), and the checkpoint after each iteration holds everything that changes, so a run killed
-at any moment and resumed is exactly the uninterrupted one.
+(reference policy, KL controller), and `prepare`. With LoRA (`OptimizerConfig.lora`,
+`policy_update`) the train state holds only the adapters; the frozen base is the reference
+policy, neither copied nor checkpointed (it is the stage's input). Data positions are pure
+functions of (seed, iteration), and the checkpoint after each iteration holds everything that
+changes, so a run killed at any moment and resumed is exactly the uninterrupted one.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import optax
 
 from rlthink.algorithms import positions, scoring, stages
 from rlthink.algorithms.config import stage_optimizer
+from rlthink.models import lora
 from rlthink.rewards import sources
 from rlthink.train import (Checkpointer, MetricsLogger, create_state, make_optimizer,
                            make_train_step, run_steps)
@@ -35,7 +38,9 @@ class Iteration:
   """One iteration's inputs to `Update.prepare`.
 
   index: the 0-based iteration; tree: {"state": TrainState, **frozen trees, **reward models}
-  before the update; scored: the `ScoredRollouts`; rewards: the `sources.Rewards`.
+  before the update; scored: the `ScoredRollouts`; rewards: the `sources.Rewards`. With a LoRA
+  `Update.base`, tree["state"].params are the policy's (base + adapters, `lora.combine`) and
+  tree["reference"] is the base.
   """
 
   index: int
@@ -54,6 +59,8 @@ class Update:
   prepare(Iteration) -> (batch: {key: numpy [rows, ...]}, stats: dict of numbers for the
     history). policy_params(train-state params) -> the policy's params (default: the same).
   after_update(tree, stats) -> tree: e.g. PPO's KL controller (default: none).
+  base: None, or the frozen base params of LoRA training (`lora.Trainable.base`): the train
+    step's non-donated argument and the reference policy; never checkpointed.
   """
 
   name: str
@@ -65,17 +72,22 @@ class Update:
   frozen: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   policy_params: Callable[[Any], Any] = lambda params: params
   after_update: Callable[[dict, dict], dict] | None = None
+  base: Any = None
 
 
 def policy_update(name: str, policy, cfg, optimizer_cfg, loss_fn: Callable,
                   prepare: Callable[[Iteration], tuple[dict, dict]]) -> Update:
   """The `Update` of an algorithm that trains the policy's own params with the stage's optimizer
-  (`stage_optimizer`; GRPO, START), keeping a frozen reference policy when cfg.kl_coef > 0."""
+  (`stage_optimizer`; GRPO, START), keeping a frozen reference policy when cfg.kl_coef > 0: a
+  compute-dtype copy, or under `optimizer_cfg.lora` the frozen base itself (no copy)."""
   optimizer_cfg = stage_optimizer(optimizer_cfg, cfg)
+  trainable = lora.trainable(policy, optimizer_cfg.lora)
   frozen = {}
-  if cfg.kl_coef > 0:
-    frozen["reference"] = scoring.frozen_reference(policy.params, policy.config)
-  return Update(name=name, loss_fn=loss_fn, prepare=prepare, params=policy.params, frozen=frozen,
+  if cfg.kl_coef > 0 and trainable.base is None:
+    frozen["reference"] = scoring.frozen_reference(trainable.params, policy.config)
+  return Update(name=name, loss_fn=trainable.loss(loss_fn), prepare=prepare,
+                params=trainable.params, frozen=frozen, base=trainable.base,
+                policy_params=trainable.policy_params,
                 optimizer=make_optimizer(optimizer_cfg, cfg.iterations * cfg.steps_per_iteration),
                 grad_accum_steps=optimizer_cfg.grad_accum_steps)
 
@@ -100,7 +112,7 @@ def run_iterations(policy, task, cfg, directory: str, update: Update, *,
     tree, meta = ckpt.restore(tree)
   models = {name: dataclasses.replace(m, params=tree[name]) for name, m in models.items()}
   step_fn = make_train_step(update.loss_fn, update.optimizer, tree["state"],
-                            update.grad_accum_steps)
+                            update.grad_accum_steps, frozen=update.base)
   logger = MetricsLogger(directory, total=cfg.iterations * per_iteration,
                          initial=meta["iteration"] * per_iteration, desc=update.name,
                          progress=progress)
@@ -121,7 +133,7 @@ def run_iterations(policy, task, cfg, directory: str, update: Update, *,
           scored, task, policy.tokenizer, reward_source=cfg.reward_source,
           dense_reward=cfg.dense_reward, dense_coef=cfg.dense_coef, models=models,
           batch_size=cfg.score_batch_size)
-      batch, stats = update.prepare(Iteration(i, tree, scored, rewards))
+      batch, stats = update.prepare(Iteration(i, _prepare_view(tree, update), scored, rewards))
       times["time_score_s"] = time.perf_counter() - clock - times["time_rollout_s"]
       batch_at = lambda s: {k: v[positions.minibatch_rows(cfg.rows, minibatch, s, [cfg.seed, i])]
                             for k, v in batch.items()}
@@ -149,3 +161,12 @@ def run_iterations(policy, task, cfg, directory: str, update: Update, *,
   finally:
     logger.close()
   return policy.replace(params=update.policy_params(tree["state"].params)), meta["history"]
+
+
+def _prepare_view(tree: dict, update: Update) -> dict:
+  """The tree `prepare` reads: as it is, or under LoRA with the policy's params in the state and
+  the base as the reference (see `Iteration`)."""
+  if update.base is None:
+    return tree
+  state = tree["state"].replace(params=update.policy_params(tree["state"].params))
+  return dict(tree, state=state, reference=update.base)

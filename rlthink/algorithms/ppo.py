@@ -38,7 +38,7 @@ import optax
 from rlthink import ops
 from rlthink.algorithms import loop, rl_math, scoring, stages
 from rlthink.algorithms.config import IterationConfig, stage_optimizer
-from rlthink.models import decoder
+from rlthink.models import decoder, lora
 from rlthink.train import make_optimizer
 
 VALUE_MODELS = ("separate", "shared")
@@ -270,6 +270,7 @@ def run_ppo(policy, task, cfg: PPOConfig, optimizer_cfg, directory: str, *,
   history: one dict per iteration (reward_mean, kl, kl_coef, logprob drift, losses...). The
   keyword arguments are every driver's (`rlthink.algorithms.stages`).
   """
+  policy = lora.full_finetuning(policy, optimizer_cfg.lora, "PPO")
   optimizer = make_ppo_optimizer(optimizer_cfg, cfg, cfg.iterations * cfg.steps_per_iteration)
 
   def prepare(it: loop.Iteration):

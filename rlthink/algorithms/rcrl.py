@@ -30,6 +30,7 @@ from rlthink import ops
 from rlthink.algorithms import positions, rounds, scoring, stages
 from rlthink.algorithms.config import RoundConfig
 from rlthink.algorithms.rl_math import check_choice
+from rlthink.models import lora
 from rlthink.rewards import sources
 from rlthink.rollout import rollout_examples
 from rlthink.tasks.base import Task
@@ -189,6 +190,7 @@ def run_rcrl(policy, task: Task, cfg: RCRLConfig, optimizer_cfg, directory: str,
   `eval_task(task, cfg)`). The keyword arguments are every driver's (`rlthink.algorithms.stages`).
   """
   stages.check_tokenizer(policy, "RCRL")
+  policy = lora.full_finetuning(policy, optimizer_cfg.lora, "RCRL")
   tokenizer = policy.tokenizer
   check_label(tokenizer, cfg.correct_label), check_label(tokenizer, cfg.incorrect_label)
   questions = stages.training_questions(task, cfg, examples)

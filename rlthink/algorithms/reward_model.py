@@ -20,6 +20,7 @@ import numpy as np
 from rlthink.algorithms import positions, rounds, stages
 from rlthink.algorithms.config import RolloutConfig, check_counts, fine_tuning_steps
 from rlthink.algorithms.rl_math import check_choice
+from rlthink.models import lora
 from rlthink.rewards import dense
 from rlthink.rewards import reward_model as rm_lib
 from rlthink.rollout import rollout_examples
@@ -120,6 +121,7 @@ def train_reward_model(policy, task, cfg: RewardModelConfig, optimizer_cfg, dire
   `evaluate` and `reward_models` are accepted for uniformity and unused (the model is no policy,
   and its labels come from the task)."""
   del evaluate, reward_models
+  policy = lora.full_finetuning(policy, optimizer_cfg.lora, "reward-model training")
   stages.check_tokenizer(policy, "reward-model training")
   questions = stages.training_questions(task, cfg, examples)
   initial = rm_lib.init_reward_model(policy, cfg.kind)

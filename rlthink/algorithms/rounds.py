@@ -38,6 +38,8 @@ class Round:
   steps(num_rows) -> the round's optimizer steps.
   finish(i, state, meta, last) -> metrics added to the round's record (e.g. evaluation).
   frozen: trees checkpointed with the run (e.g. {"init": params}).
+  base: None, or the frozen base params of LoRA training (`lora.Trainable.base`): the train
+    step's non-donated argument (loss_fn then takes it fourth); never checkpointed.
   """
 
   name: str
@@ -49,6 +51,7 @@ class Round:
   steps: Callable[[int], int]
   finish: Callable[[int, Any, dict, bool], dict] | None = None
   frozen: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  base: Any = None
 
 
 def run_rounds(policy, cfg, optimizer_cfg, directory: str, round_: Round, *,
@@ -94,7 +97,7 @@ def run_rounds(policy, cfg, optimizer_cfg, directory: str, round_: Round, *,
       # phase "train": fine-tune on the round's dataset.
       if step_fn is None:
         step_fn = make_train_step(round_.loss_fn, optimizer, state,
-                                  optimizer_cfg.grad_accum_steps)
+                                  optimizer_cfg.grad_accum_steps, frozen=round_.base)
 
       def save(position, s):
         if position < meta["steps"]:  # the round's end is saved below, with its train loss

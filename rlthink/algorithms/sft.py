@@ -6,6 +6,7 @@ import dataclasses
 from typing import Callable, Mapping, Sequence
 
 from rlthink.algorithms import stages
+from rlthink.models import lora
 from rlthink.policy import Policy
 from rlthink.tasks.base import Task
 from rlthink.tasks.pipeline import sft_dataset
@@ -44,7 +45,8 @@ def run_sft(policy: Policy, task: Task, cfg: SFTConfig, optimizer_cfg: Optimizer
   `task`); resumes from `directory`. Returns (policy with the trained parameters, history: one
   record with the evaluation after training). The keyword arguments are every driver's
   (`rlthink.algorithms.stages`); `reward_models` is unused. Re-running a finished run restores
-  its result.
+  its result. With `optimizer_cfg.lora`, only LoRA adapters train (the checkpoints hold them
+  alone) and the returned policy carries them beside the frozen weights (`rlthink.models.lora`).
   """
   del reward_models
   stages.check_tokenizer(policy, "SFT")
@@ -53,7 +55,8 @@ def run_sft(policy: Policy, task: Task, cfg: SFTConfig, optimizer_cfg: Optimizer
     examples = task.examples(cfg.split)
   ckpt = Checkpointer(directory, policy.config)
   optimizer = make_optimizer(optimizer_cfg, cfg.steps)
-  state = create_state(policy.params, optimizer, cfg.seed)
+  trainable = lora.trainable(policy, optimizer_cfg.lora)
+  state = create_state(trainable.params, optimizer, cfg.seed)
   if cfg.num_examples is not None:
     if not 0 < cfg.num_examples <= len(examples):
       raise ValueError(f"SFTConfig.num_examples={cfg.num_examples} must be in [1, {len(examples)}] "
@@ -67,12 +70,13 @@ def run_sft(policy: Policy, task: Task, cfg: SFTConfig, optimizer_cfg: Optimizer
     state, meta = ckpt.restore(state)
     start = meta["position"]
     data.set_state(meta["data_state"])
-  done = lambda: _finished(policy.replace(params=state.params), cfg, evaluate)
+  done = lambda: _finished(policy.replace(params=trainable.policy_params(state.params)), cfg,
+                           evaluate)
   if start >= cfg.steps:
     return done()
 
-  step_fn = make_train_step(sft_loss(policy.config, policy.mesh), optimizer, state,
-                            optimizer_cfg.grad_accum_steps)
+  step_fn = make_train_step(trainable.loss(sft_loss(policy.config, policy.mesh)), optimizer,
+                            state, optimizer_cfg.grad_accum_steps, frozen=trainable.base)
   logger = MetricsLogger(directory, total=cfg.steps, initial=start, desc="sft",
                          progress=progress)
 

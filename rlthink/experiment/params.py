@@ -10,6 +10,7 @@ import jax
 import numpy as np
 
 from rlthink.gin_utils import MeshSpec, ModelSpec
+from rlthink.models import lora
 from rlthink.train import Checkpointer
 from rlthink.train.checkpoint import CorruptCheckpointError
 
@@ -105,6 +106,10 @@ def load_stage_params(workdir: str, stage: str, policy):
   node = tree.get("state", tree) if isinstance(tree, dict) else tree
   node = node.get("policy", node) if isinstance(node, dict) and "params" not in node else node
   params = node["params"]
+  if set(params) == {"layers"} and lora.has_adapters(params):
+    raise ValueError(f"stage {stage!r} under {directory} trained LoRA adapters "
+                     "(OptimizerConfig.lora): its checkpoints hold only them, and reading its "
+                     "result back from them is not supported yet")
   shardings = jax.tree.map(lambda x: x.sharding, policy.params)
   return jax.tree.map(lambda x, s: jax.device_put(np.asarray(x), s), params, shardings)
 
