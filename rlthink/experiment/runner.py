@@ -370,9 +370,13 @@ def _write_results(workdir, exp: Experiment, plans, rows, histories, main: bool)
     if rows:
       report.plot_pass_curves(rows, os.path.join(workdir, "pass_at_k.png"))
     for stage, history in histories.items():
+    parents = {p.stage.name: p.stage.parent for p in plans}
       keys = sorted({k for h in history for k in h if k == "solve_rate" or k.startswith("eval_")})
       if keys:
-        report.plot_history(history, keys, os.path.join(workdir, f"{stage}_history.png"))
+      start = results.get(parents.get(stage) or "init")  # iteration 0: the model it starts from
+      initial = {f"eval_{k}": v for k, v in _headline(start).items()} if start else None
+        report.plot_history(history, keys, os.path.join(workdir, f"{stage}_history.png"),
+                            title=stage, initial=initial)
   print(table, flush=True)
   return results
 

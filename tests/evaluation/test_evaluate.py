@@ -161,3 +161,23 @@ def _assert_png(path):
   image = matplotlib.image.imread(str(path))
   assert image.ndim == 3 and min(image.shape[:2]) > 100
   assert np.ptp(image[..., :3]) > 0  # something was drawn
+
+
+def test_history_plot_reads_at_a_glance(tmp_path):
+  """Integer iterations from 0 (the stage's start), titles, and the loss curve beside."""
+  history = [{"iteration": 1, "solve_rate": 0.2, "eval_maj@1": 0.3, "train_loss": 1.5},
+             {"iteration": 2, "solve_rate": 0.4, "eval_maj@1": 0.5, "train_loss": 1.1}]
+  fig = report.plot_history(history, ["solve_rate", "eval_maj@1"], str(tmp_path / "h.png"),
+                            title="ei", initial={"eval_maj@1": 0.25})
+  accuracy, loss = fig.axes
+  assert accuracy.get_title() == "ei: accuracy" and loss.get_title() == "ei: training loss"
+  lines = {line.get_label(): line.get_xydata().tolist() for line in accuracy.lines}
+  assert lines["solve_rate"] == [[0, 0.2], [1, 0.4]]  # measured on the round's starting model
+  assert lines["eval_maj@1"] == [[0, 0.25], [1, 0.3], [2, 0.5]]
+  assert loss.lines[0].get_xydata().tolist() == [[1, 1.5], [2, 1.1]]
+  for ax in fig.axes:
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert ticks == [0, 1, 2], ticks
+  rows = [("sft", {"test": {"pass_curve": {"1": 0.2, "2": 0.3, "4": 0.5}}})]
+  ax, = report.plot_pass_curves(rows, str(tmp_path / "p.png")).axes
+  assert ax.get_title() == "pass@k" and list(ax.get_xticks()) == [1, 2, 4]
