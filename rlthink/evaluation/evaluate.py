@@ -13,10 +13,13 @@ from typing import Sequence
 
 import numpy as np
 
+from rlthink.evaluation import cross_generation as cg
 from rlthink.evaluation import predictions as records
 from rlthink.evaluation.estimators import maj_at_k, majority_vote, rerank_at_k
 from rlthink.evaluation.predictions import pass_curve_ks, write_predictions  # noqa: F401 (API)
+from rlthink.rewards import reward_model as rm_lib
 from rlthink.rollout import rollout_examples
+from rlthink.sampling import checks
 from rlthink.tasks import answers
 from rlthink.tasks.base import Task
 
@@ -76,6 +79,8 @@ class EvalConfig:
     if unknown or not self.metrics:
       raise ValueError(f"EvalConfig.metrics={self.metrics}: expected a non-empty choice of "
                        f"{METRICS}")
+    checks.check_values(max_new_tokens=self.max_new_tokens, temperature=self.temperature,
+                        top_p=self.top_p, where="EvalConfig.")
     if self.eval_every < 0:
       raise ValueError(f"EvalConfig.eval_every={self.eval_every}: expected >= 0 (0: after the "
                        "last iteration only)")
@@ -163,19 +168,17 @@ def _rerank(reward_model, sampled, rows, correct, cfg: EvalConfig) -> dict:
     raise ValueError("EvalConfig.metrics asks for rerank@k but no reward model was given: set "
                      "EvalConfig.reward_model_stage (in an experiment) or pass "
                      "evaluate(..., reward_model=)")
-  from rlthink.rewards.reward_model import binary_auc, score_rollouts
-  probs = score_rollouts(reward_model, sampled.rollouts, cfg.batch_size)
+  probs = rm_lib.score_rollouts(reward_model, sampled.rollouts, cfg.batch_size)
   for row, scores, good in zip(rows, sampled.per_example(probs), correct):
     row["rerank_correct"] = bool(rerank_at_k(scores, good, cfg.k))
   right = sampled.rewards >= 1.0
   return {"orm_accuracy": float(np.mean((probs >= 0.5) == right)),
-          "orm_auc": binary_auc(probs, right)}
+          "orm_auc": rm_lib.binary_auc(probs, right)}
 
 
 def _cross_generation(policy, task, examples, texts, rows, cfg: EvalConfig, readers) -> float:
   """Fills each row's "read_by" ({reader: its verifier score after this policy's greedy
   thinking}); returns the fraction of closed thinking spans."""
-  from rlthink.evaluation import cross_generation as cg
   thoughts = cg.thoughts_of(texts, 1, task)
   read_cfg = cg.CrossGenConfig(reader_max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
                                batch_size=cfg.batch_size)

@@ -33,7 +33,7 @@ def check_prompts(prompts, vocab_size: int, tokenizer) -> list[np.ndarray]:
     if tokenizer is None:
       raise ValueError("string prompts need a tokenizer: attach one to the policy "
                        "(policy.replace(tokenizer=...)) or pass token ids")
-    from rlthink.sampling import text
+    from rlthink.sampling import text  # cycle: text imports the sampler, which imports this
     prompts = text.encode_prompts(tokenizer, prompts)
   out = []
   for i, p in enumerate(prompts):
@@ -51,29 +51,37 @@ def check_prompts(prompts, vocab_size: int, tokenizer) -> list[np.ndarray]:
   return out
 
 
+def _is_int(x) -> bool:
+  return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def check_values(*, max_new_tokens, temperature, top_p, where: str = "") -> None:
+  """Raises ValueError naming the sampling value out of range (`where`: a prefix such as
+  "EvalConfig." for values read from a config, so bad values stop before any compute)."""
+  if not _is_int(max_new_tokens) or max_new_tokens <= 0:
+    raise ValueError(f"{where}max_new_tokens must be a positive int, got {max_new_tokens!r}")
+  if not isinstance(temperature, (int, float, np.number)) or not (
+      math.isfinite(temperature) and temperature >= 0):
+    raise ValueError(f"{where}temperature must be a finite number >= 0 (0 = greedy), got "
+                     f"{temperature!r}")
+  if top_p is not None and (not isinstance(top_p, (int, float, np.number)) or
+                            not 0 < top_p <= 1):
+    raise ValueError(f"{where}top_p must be None or a number in (0, 1], got {top_p!r}")
+
+
 def check_options(config, longest: int, longest_index: int, max_new_tokens, temperature, top_k,
                    top_p, num_samples, seed, stop_tokens) -> None:
   """Raises ValueError naming the option that is out of range, or the longest prompt when it
   does not fit the model's max_seq_len with max_new_tokens."""
-  def is_int(x):
-    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
-
-  if not is_int(max_new_tokens) or max_new_tokens <= 0:
-    raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
-  if not is_int(num_samples) or num_samples <= 0:
+  check_values(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
+  if not _is_int(num_samples) or num_samples <= 0:
     raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
-  if not is_int(seed) or not 0 <= seed < 2 ** 32:
+  if not _is_int(seed) or not 0 <= seed < 2 ** 32:
     raise ValueError(f"seed must be an int in [0, 2**32), got {seed!r}")
-  if not isinstance(temperature, (int, float, np.number)) or not (
-      math.isfinite(temperature) and temperature >= 0):
-    raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
-  if top_k is not None and (not is_int(top_k) or not 1 <= top_k <= config.vocab_size):
+  if top_k is not None and (not _is_int(top_k) or not 1 <= top_k <= config.vocab_size):
     raise ValueError(f"top_k must be None or an int in [1, {config.vocab_size}], got {top_k!r}")
-  if top_p is not None and (not isinstance(top_p, (int, float, np.number)) or
-                            not 0 < top_p <= 1):
-    raise ValueError(f"top_p must be None or a number in (0, 1], got {top_p!r}")
   for t in stop_tokens:
-    if not is_int(t) or not 0 <= t < config.vocab_size:
+    if not _is_int(t) or not 0 <= t < config.vocab_size:
       raise ValueError(f"stop token {t!r} is not a token id in [0, {config.vocab_size})")
   if longest + max_new_tokens > config.max_seq_len:
     raise ValueError(

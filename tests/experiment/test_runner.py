@@ -140,3 +140,16 @@ def test_a_finished_stage_whose_final_checkpoint_is_corrupt_runs_again(tmp_path,
   _parse(ARMS)
   assert runner.run(str(tmp_path), progress=False) == first
   assert [c["name"] for c in fake.CALLS] == ["sft", "arm_b"]  # only the damaged stages
+
+
+@pytest.mark.parametrize("binding, message", [
+    ("arm_c/EvalConfig.temperature = -1.0", "EvalConfig.temperature must be a finite number"),
+    ("arm_b/EvalConfig.top_p = 0.0", "EvalConfig.top_p must be None or a number in"),
+    ("arm_a/EvalConfig.max_new_tokens = 0", "EvalConfig.max_new_tokens must be a positive int"),
+])
+def test_a_bad_evaluation_value_of_a_late_stage_stops_before_any_stage_runs(tmp_path, _fake,
+                                                                           binding, message):
+  _parse(ARMS, binding)
+  with pytest.raises(ValueError, match=message):
+    runner.run(str(tmp_path), progress=False)
+  assert fake.CALLS == [] and not (tmp_path / "sft").exists()
