@@ -9,8 +9,14 @@
 
 An algorithm is a `Round`. One optimizer and one compiled train step serve every round (a round's
 length is a value of its fresh optimizer state, `set_total_steps`). The checkpoint's JSON meta
-holds the round, the phase, the data position, the dataset (token ids) and the history; its tree
-holds the train state and the algorithm's frozen trees (initial params, reward models).
+holds the round, the phase, the data position, the dataset (token ids), the history and
+`step_offset` (the train steps of the earlier rounds); its tree holds the train state and the
+algorithm's frozen trees (initial params, reward models).
+
+Metrics (TensorBoard, metrics.jsonl) share one step axis: the cumulative train step over all
+rounds (round i's step s is logged at `step_offset + s`, every round trains at least one step).
+A round's sampling record (which carries its `iteration`) is logged at the step the round starts
+from, its evaluation at the step its training ended.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from rlthink.algorithms import stages
 from rlthink.algorithms.config import RLConfig, stage_optimizer
 from rlthink.train import (Checkpointer, MetricsLogger, create_state, make_optimizer,
                            make_train_step, run_steps, set_total_steps)
+from rlthink.train.optim import learning_rate_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,23 +77,24 @@ def run_rounds(policy, cfg, optimizer_cfg, directory: str, round_: Round, *,
     frozen.update(models)
   tree = lambda s: {"state": s, **{k: getattr(v, "params", v) for k, v in frozen.items()}}
   meta = {"iteration": 0, "phase": "sample", "position": 0, "steps": 0, "dataset": [],
-          "history": []}
+          "history": [], "step_offset": 0}
   state = None
   if resumed:
     restored, meta = ckpt.restore(tree(create_state(round_.template, optimizer, cfg.seed)))
     state = restored["state"]
     frozen = {k: (dataclasses.replace(v, params=restored[k]) if hasattr(v, "params")
                   else restored[k]) for k, v in frozen.items()}
+    meta.setdefault("step_offset", _steps_before(meta))
   logger = MetricsLogger(directory, desc=round_.name, progress=progress)
   save_id = lambda: (ckpt.latest_step() or 0) + 1
   numbers = lambda record: {k: float(v) for k, v in record.items() if isinstance(v, (int, float))}
   prefix, step_fn = f"{round_.name}/train_", None
   try:
     while meta["iteration"] < iterations:
-      i = meta["iteration"]
+      i, offset = meta["iteration"], meta["step_offset"]
       if meta["phase"] == "sample":
         record, updates = round_.collect(i, state, frozen, meta)
-        logger.log(i + 1, numbers(record), f"{round_.name}/")
+        logger.log(offset, numbers(record), f"{round_.name}/")
         steps = round_.steps(len(updates["dataset"]))
         state = create_state(round_.start_params(i, state, frozen), optimizer, cfg.seed + i)
         state = state.replace(opt_state=set_total_steps(state.opt_state, steps))
@@ -106,8 +114,8 @@ def run_rounds(policy, cfg, optimizer_cfg, directory: str, round_: Round, *,
       state, last = run_steps(state, step_fn, round_.batches(meta, i), meta["position"],
                               meta["steps"], mesh=policy.mesh, logger=logger,
                               log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every,
-                              save=save, global_offset=i * 1_000_000, prefix=prefix,
-                              checkpointer=ckpt)
+                              save=save, global_offset=offset, prefix=prefix,
+                              checkpointer=ckpt, learning_rate=learning_rate_of(optimizer_cfg))
       if meta["position"] < meta["steps"]:  # else resumed after this round's training
         record = dict(meta["history"][-1], train_loss=last.get(f"{prefix}loss"),
                       train_steps=meta["steps"])
@@ -116,10 +124,18 @@ def run_rounds(policy, cfg, optimizer_cfg, directory: str, round_: Round, *,
       last_round = i + 1 == iterations
       if round_.finish is not None:
         extra = round_.finish(i, state, meta, last_round)
-        logger.log(i + 1, numbers(extra), f"{round_.name}/")
+        logger.log(offset + meta["steps"], numbers(extra), f"{round_.name}/")
         meta = dict(meta, history=meta["history"][:-1] + [dict(meta["history"][-1], **extra)])
-      meta = dict(meta, iteration=i + 1, phase="done" if last_round else "sample", position=0)
+      meta = dict(meta, iteration=i + 1, phase="done" if last_round else "sample", position=0,
+                  step_offset=offset + meta["steps"])
       ckpt.save(save_id(), tree(state), meta)
   finally:
     logger.close()
   return state, meta["history"]
+
+
+def _steps_before(meta: dict) -> int:
+  """The train steps of the rounds before the current one, for a checkpoint written before meta
+  held `step_offset`: each finished round's record holds its `train_steps`."""
+  done = meta["history"][:meta["iteration"]]
+  return sum(int(record.get("train_steps", 0)) for record in done)

@@ -5,6 +5,7 @@ The end-to-end checks read the session's shared tiny run (SFT 40 steps, then 2 E
 questions x 8 samples, continuing from the current model; see tests/run_fixtures.py).
 """
 
+import json
 import math
 import os
 import pathlib
@@ -73,6 +74,19 @@ def test_dataset_accumulates_unique_correct_solutions(tmp_path_factory):
     assert np.isfinite(h["train_loss"])
     assert {"eval_maj@1", "eval_maj@4", "eval_pass@4"} <= set(h)  # per-round evaluation
     assert h["samples"] == NUM_QUESTIONS * SAMPLES
+
+
+def test_rounds_log_one_continuous_train_step_axis(tmp_path_factory):
+  """metrics.jsonl (like TensorBoard) counts train steps across rounds: round 2's first step is
+  round 1's last + 1; a round's sampling record sits at the step its round starts from."""
+  workdir, history, meta, _ = _shared(tmp_path_factory)
+  with open(os.path.join(workdir, "ei", "metrics.jsonl")) as f:
+    records = [json.loads(line) for line in f]
+  total = sum(h["train_steps"] for h in history)
+  assert [r["step"] for r in records if "ei/train_loss" in r] == list(range(1, total + 1))
+  starts = [r["step"] for r in records if "ei/solve_rate" in r]
+  assert starts == [0, history[0]["train_steps"]]
+  assert meta["step_offset"] == total
 
 
 def test_solution_key_modes(tmp_path):

@@ -2,6 +2,7 @@
 numpy reference, a short run from the SFT start that raises the reward, exact resume after SIGKILL
 in the middle of a round's fine-tuning."""
 
+import json
 import os
 
 import gin
@@ -159,6 +160,16 @@ def test_resume_after_sigkill_in_fine_tuning_is_exact(runs):
   tok = runs["policy"].tokenizer
   assert labels == {tok.convert_tokens_to_ids("<correct>"), tok.convert_tokens_to_ids(
       "<incorrect>")}
+  # One step axis: the cumulative train step over the rounds, the same after the kill and resume.
+  total = sum(h["train_steps"] for h in runs["history"])
+  assert resumed_meta["step_offset"] == full_meta["step_offset"] == total
+  for directory in (runs["full_dir"], killed_dir):
+    assert _train_steps(directory) == list(range(1, total + 1)), directory
+
+
+def _train_steps(directory):
+  with open(os.path.join(directory, "metrics.jsonl")) as f:
+    return [r["step"] for r in map(json.loads, f) if "rcrl/train_loss" in r]
 
 
 def test_config_errors_name_the_option(setup):
