@@ -44,24 +44,24 @@ def _common(p: argparse.ArgumentParser, workdir_required: bool = False) -> None:
                  "packaged configs (see `rlthink list`)")
   p.add_argument("--gin_param", action="append", default=[],
                  help="gin binding (repeatable), e.g. \"SFTConfig.steps = 10\"")
+  _search_path(p)
   p.add_argument("--workdir", required=workdir_required, help="run directory")
   p.add_argument("--coordinator", help="multi-host: coordinator address host:port")
   p.add_argument("--num_processes", type=int, help="multi-host: number of processes")
   p.add_argument("--process_id", type=int, help="multi-host: this process's id")
 
-  _search_path(p)
 
-def _override(p: argparse.ArgumentParser) -> None:
-  p.add_argument("--override", action="append", default=[], metavar="BINDING",
-                 help="a binding (e.g. GRPOConfig.iterations, or rl_comp.GRPOConfig.iterations) "
-                 "that may differ from what a stage already in the workdir was run with "
-                 "(repeatable); any other difference is an error")
 def _search_path(p: argparse.ArgumentParser) -> None:
   p.add_argument("--gin_search_path", action="append", default=[], metavar="DIR",
                  help="a folder to look gin files (and their includes) up in, after the cwd and "
                  "before the packaged configs (repeatable)")
 
 
+def _override(p: argparse.ArgumentParser) -> None:
+  p.add_argument("--override", action="append", default=[], metavar="BINDING",
+                 help="a binding (e.g. GRPOConfig.iterations, or rl_comp.GRPOConfig.iterations) "
+                 "that may differ from what a stage already in the workdir was run with "
+                 "(repeatable); any other difference is an error")
 
 
 def _model(p: argparse.ArgumentParser) -> None:
@@ -77,12 +77,12 @@ def _model_binding(args) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="rlthink", description=__doc__.split("\n")[0])
+  parser.add_argument("--version", action="version", version=f"rlthink {_version()}")
   sub = parser.add_subparsers(dest="command", required=True)
 
   p = sub.add_parser("train", help="run an experiment (default: the quickstart)")
   _common(p)
   p.add_argument("--no_progress", action="store_true", help="no progress bars")
-  parser.add_argument("--version", action="version", version=f"rlthink {_version()}")
   _override(p)
 
   p = sub.add_parser("sweep", help="run an experiment once per seed, each in <workdir>/seed_<s>")
@@ -153,25 +153,20 @@ def build_parser() -> argparse.ArgumentParser:
                  help="e.g. \"Experiment.task_options = {'size': 'tiny'}\"")
   p.add_argument("--data_dir", help="where to build (default $RLTHINK_DATA_DIR or "
                  "~/tensorflow_datasets)")
-
-  debug = "on an error, show the traceback (also RLTHINK_DEBUG=1)"
-  parser.add_argument("--debug", action="store_true", help=debug)
-  for name, command in sub.choices.items():
-    if name != "bench":  # bench passes every argument on to the benchmark
   _search_path(p)
 
   p = sub.add_parser("list", help="the experiments and models (packaged gin files), tasks and "
                      "algorithms")
   _search_path(p)
+
+  debug = "on an error, show the traceback (also RLTHINK_DEBUG=1)"
+  parser.add_argument("--debug", action="store_true", help=debug)
+  for name, command in sub.choices.items():
+    if name != "bench":  # bench passes every argument on to the benchmark
       command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug)
   return parser
 
 
-def run_config(workdir: str | None) -> str | None:
-  """<workdir>/config.gin, the bindings a run in `workdir` was started with, if there is one."""
-  if not workdir:
-    return None
-  path = os.path.join(workdir, "config.gin")
 def _version() -> str:
   """The installed distribution's version (the package's own when run from a bare checkout)."""
   from importlib import metadata
@@ -182,6 +177,11 @@ def _version() -> str:
     return __version__
 
 
+def run_config(workdir: str | None) -> str | None:
+  """<workdir>/config.gin, the bindings a run in `workdir` was started with, if there is one."""
+  if not workdir:
+    return None
+  path = os.path.join(workdir, "config.gin")
   return path if os.path.isfile(path) else None
 
 
@@ -373,16 +373,6 @@ def cmd_data(args) -> int:
   return 0
 
 
-COMMANDS = {"train": cmd_train, "sweep": cmd_sweep, "report": cmd_report, "sample": cmd_sample,
-            "eval": cmd_eval, "convert": cmd_convert, "bench": cmd_bench, "data": cmd_data,
-            "list": cmd_list}
-
-
-def main(argv: list[str] | None = None) -> int:
-  """Runs one command. Any error ends it with one line on stderr naming the command (exit 2 for
-  bad input, 1 for a failed run or an internal error); --debug or RLTHINK_DEBUG=1 re-raises it
-  with its traceback instead."""
-  args = build_parser().parse_args(argv)
 def cmd_list(args) -> int:
   """Prints the gin experiments and models (packaged, and under --gin_search_path), the tasks and
   the algorithms, each as the name that selects it."""
@@ -402,6 +392,16 @@ def cmd_list(args) -> int:
   return 0
 
 
+COMMANDS = {"train": cmd_train, "sweep": cmd_sweep, "report": cmd_report, "sample": cmd_sample,
+            "eval": cmd_eval, "convert": cmd_convert, "bench": cmd_bench, "data": cmd_data,
+            "list": cmd_list}
+
+
+def main(argv: list[str] | None = None) -> int:
+  """Runs one command. Any error ends it with one line on stderr naming the command (exit 2 for
+  bad input, 1 for a failed run or an internal error); --debug or RLTHINK_DEBUG=1 re-raises it
+  with its traceback instead."""
+  args = build_parser().parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
   for noisy in ("absl", "jax._src", "orbax", "tensorflow_datasets"):
     logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -12,8 +12,8 @@ from rlthink.tasks.base import Task
 from rlthink.tasks.pipeline import sft_dataset
 from rlthink.train import (Checkpointer, MetricsLogger, OptimizerConfig, create_state,
                            make_optimizer, make_train_step, run_steps, sft_loss)
-
 from rlthink.train.optim import learning_rate_of
+
 _BATCH_KEYS = ("tokens", "loss_mask", "attention_mask", "segment_ids", "positions")
 
 

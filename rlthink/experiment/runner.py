@@ -32,8 +32,8 @@ from rlthink.experiment.params import (attach_tokenizer, build_policy, check_sta
                                        final_checkpoint_intact, load_stage_params,
                                        tokenizer_spec)
 from rlthink.train import OptimizerConfig
-from rlthink.train.checkpoint import ensure_writable
 from rlthink.train import metrics
+from rlthink.train.checkpoint import ensure_writable
 
 _log = logging.getLogger(__name__)
 
@@ -369,12 +369,12 @@ def _write_results(workdir, exp: Experiment, plans, rows, histories, main: bool)
     files.atomic_write_text(os.path.join(workdir, "results.md"), f"# {name}: {chain}\n\n{table}")
     if rows:
       report.plot_pass_curves(rows, os.path.join(workdir, "pass_at_k.png"))
-    for stage, history in histories.items():
     parents = {p.stage.name: p.stage.parent for p in plans}
+    for stage, history in histories.items():
       keys = sorted({k for h in history for k in h if k == "solve_rate" or k.startswith("eval_")})
-      if keys:
       start = results.get(parents.get(stage) or "init")  # iteration 0: the model it starts from
       initial = {f"eval_{k}": v for k, v in _headline(start).items()} if start else None
+      if keys:
         report.plot_history(history, keys, os.path.join(workdir, f"{stage}_history.png"),
                             title=stage, initial=initial)
   print(table, flush=True)
