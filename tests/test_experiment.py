@@ -183,8 +183,8 @@ def test_final_model_of_a_stage_is_evaluated_once(tmp_path, monkeypatch):
   monkeypatch.setattr(sft, "run_stage", driver(evaluates_final=False))
   monkeypatch.setattr(expert_iteration, "run_stage", driver(evaluates_final=True))
   monkeypatch.setattr(runner, "evaluate_with_predictions", fake_evaluate)
-  monkeypatch.setattr(runner.report, "plot_pass_curves", lambda *a: None)
-  monkeypatch.setattr(runner.report, "plot_history", lambda *a: None)
+  monkeypatch.setattr(runner.report, "plot_pass_curves", lambda *a, **k: None)
+  monkeypatch.setattr(runner.report, "plot_history", lambda *a, **k: None)
   results = runner.run(str(tmp_path), progress=False)
   assert len(calls) == 2  # sft's final model once, ei's final model once (not twice)
   assert results["ei"]["test"]["maj@1"] == 0.5  # the results of ei's in-stage evaluation

@@ -22,14 +22,16 @@ import gin
 
 from rlthink import algorithms, distributed, files, gin_utils, locks
 from rlthink.evaluation import EvalConfig, evaluate, evaluate_with_predictions, report
+from rlthink.evaluation import cross_generation as cg
 from rlthink.evaluation.evaluate import should_evaluate
 from rlthink.evaluation.predictions import write_predictions
 from rlthink.experiment import fingerprint, spec as spec_lib
 from rlthink.experiment.mixture import materialize
 from rlthink.models.tokenizer import experiment_tokenizer
+from rlthink.rewards import sources
 from rlthink.tasks.pipeline import check_truncation, truncation_stats
 from rlthink.experiment.params import (attach_tokenizer, build_policy, check_stage_checkpoints,
-                                       final_checkpoint_intact, load_stage_params,
+                                       final_checkpoint_intact, load_stage_params, lora_start,
                                        tokenizer_spec)
 from rlthink.train import OptimizerConfig
 from rlthink.train import metrics
@@ -148,7 +150,37 @@ def plan(exp: Experiment, workdir: str) -> list[_Plan]:
     plans.append(_Plan(stage, cache[key], cfg, optimizer, eval_cfg,
                        os.path.join(workdir, stage.name)))
   spec_lib.check_splits(stages, {p.stage.name: p.task for p in plans}, where)
+  _check_references(plans, where)
   return plans
+
+
+def _references(p: _Plan) -> list[tuple[str, str]]:
+  """(binding, stage) pairs: the other stages whose checkpoints stage `p` reads (its reward
+  models, the ORM of its rerank@k, the readers of its cross-generation)."""
+  cfg, ev, refs = p.cfg, p.eval_cfg, []
+  if hasattr(cfg, "reward_source"):
+    for name in sources.needed_models(cfg.reward_source, cfg.dense_reward):
+      refs.append((f"{type(cfg).__name__}.{name}_stage", getattr(cfg, f"{name}_stage")))
+  if "rerank@k" in ev.metrics and ev.reward_model_stage:
+    refs.append(("EvalConfig.reward_model_stage", ev.reward_model_stage))
+  if "cross_generation" in ev.metrics:
+    refs.extend(("EvalConfig.readers", r) for r in ev.readers)
+  return refs
+
+
+def _check_references(plans: list[_Plan], where: str) -> None:
+  """Raises when a stage reads a stage that is not in the experiment or runs after it."""
+  position = {p.stage.name: i for i, p in enumerate(plans)}
+  for i, p in enumerate(plans):
+    for binding, other in _references(p):
+      if other not in position:
+        raise spec_lib.ExperimentError(
+            f"{where}: stage {p.stage.name!r}: {binding} = {other!r} names no stage of the "
+            f"experiment (stages: {', '.join(position)})")
+      if position[other] >= i:
+        raise spec_lib.ExperimentError(
+            f"{where}: stage {p.stage.name!r}: {binding} = {other!r} names a stage that runs "
+            f"after it; list {other!r} earlier")
 
 
 def _fingerprints(plans: list[_Plan], exp: Experiment) -> None:
@@ -235,28 +267,31 @@ def _run(workdir: str, exp: Experiment, progress: bool, overrides) -> dict:
     else:
       start = init_params if parent is None else finals.get(parent)
       if start is None:
-        start = load_stage_params(workdir, parent, policy)
+        start = load_stage_params(workdir, parent, policy, init_params)
+      # A LoRA stage checkpoints only its adapters: its record says what they apply to.
+      base = lora_start(p.optimizer.lora, parent, exp.seed)
+      extra = {} if base is None else {"lora": base}
       if main:
-        fingerprint.write(p.directory, {"fingerprint": p.fingerprint, "done": False})
+        fingerprint.write(p.directory, {"fingerprint": p.fingerprint, "done": False, **extra})
       current, histories[name] = _run_stage(p, policy.replace(params=start), workdir, evaluator,
                                             progress, exp.seed)
       params = current.params
       if main:
         fingerprint.write(p.directory, {"fingerprint": p.fingerprint, "done": True,
-                                        "history": histories[name]})
+                                        "history": histories[name], **extra})
     if parent is not None:
       pending_children[parent] -= 1
       if pending_children[parent] == 0:
         finals.pop(parent, None)
     if pending_children[name] and params is None:
-      params = load_stage_params(workdir, name, policy)
+      params = load_stage_params(workdir, name, policy, init_params)
     if pending_children[name]:
       finals[name] = params
     if p.stage.evaluate:
       key = {"stage": fingerprint.digest(p.fingerprint), **fingerprint.flat("EvalConfig",
                                                                                p.eval_cfg)}
       load = (lambda n=name, q=params: policy.replace(
-          params=q if q is not None else load_stage_params(workdir, n, policy)))
+          params=q if q is not None else load_stage_params(workdir, n, policy, init_params)))
       rows.append((name, evaluator.final(name, load, p.task, p.eval_cfg, key,
                                          _eval_extras(p, policy, workdir))))
   return _write_results(workdir, exp, plans, rows, histories, main)
@@ -412,7 +447,6 @@ def cross_generation_run(workdir: str, thinkers, readers) -> dict:
   """`rlthink eval --cross_generation`: each thinker stage's thinking read and answered by each
   reader stage, on the first thinker's task (`CrossGenConfig` picks the split and sizes);
   writes eval/cross_generation.{json,md,png}."""
-  from rlthink.evaluation import cross_generation as cg
   exp = Experiment()
   workdir = ensure_writable(workdir)
   plans = {p.stage.name: p for p in plan(exp, workdir)}

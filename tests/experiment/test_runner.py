@@ -12,7 +12,7 @@ import pytest
 
 import fake_algorithm as fake
 from rlthink import algorithms, gin_utils
-from rlthink.experiment import Experiment, StageChangedError, runner
+from rlthink.experiment import Experiment, StageChangedError, runner, spec
 from rlthink.train.checkpoint import CorruptCheckpointError
 
 ARMS = ("Experiment.stages = [{'name': 'sft', 'algorithm': 'fake'},"
@@ -36,8 +36,8 @@ def _fake(monkeypatch):
     return results, {"test": [{"id": "0", "split": "test", "greedy_correct": True}]}
 
   monkeypatch.setattr(runner, "evaluate_with_predictions", fake_evaluate)
-  monkeypatch.setattr(runner.report, "plot_pass_curves", lambda *a: None)
-  monkeypatch.setattr(runner.report, "plot_history", lambda *a: None)
+  monkeypatch.setattr(runner.report, "plot_pass_curves", lambda *a, **k: None)
+  monkeypatch.setattr(runner.report, "plot_history", lambda *a, **k: None)
   yield evaluations
   gin.clear_config()
 
@@ -151,5 +151,20 @@ def test_a_bad_evaluation_value_of_a_late_stage_stops_before_any_stage_runs(tmp_
                                                                            binding, message):
   _parse(ARMS, binding)
   with pytest.raises(ValueError, match=message):
+    runner.run(str(tmp_path), progress=False)
+  assert fake.CALLS == [] and not (tmp_path / "sft").exists()
+
+
+@pytest.mark.parametrize("binding, message", [
+    ("arm_a/EvalConfig.metrics = ('maj@1', 'rerank@k')",
+     "EvalConfig.reward_model_stage = 'arm_b' names a stage that runs after it"),
+    ("arm_a/EvalConfig.metrics = ('maj@1', 'cross_generation')",
+     "EvalConfig.readers = 'nowhere' names no stage of the experiment"),
+])
+def test_a_stage_that_reads_a_later_or_unknown_stage_stops_before_any_stage_runs(
+    tmp_path, _fake, binding, message):
+  _parse(ARMS, binding, "arm_a/EvalConfig.reward_model_stage = 'arm_b'",
+         "arm_a/EvalConfig.readers = ('sft', 'nowhere')")
+  with pytest.raises(spec.ExperimentError, match=message):
     runner.run(str(tmp_path), progress=False)
   assert fake.CALLS == [] and not (tmp_path / "sft").exists()

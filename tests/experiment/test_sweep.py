@@ -29,8 +29,8 @@ def _fake(monkeypatch):
     return {"test": {"maj@1": value, "pass@1": value / 2}}, {"test": []}
 
   monkeypatch.setattr(runner, "evaluate_with_predictions", fake_evaluate)
-  monkeypatch.setattr(runner.report, "plot_pass_curves", lambda *a: None)
-  monkeypatch.setattr(runner.report, "plot_history", lambda *a: None)
+  monkeypatch.setattr(runner.report, "plot_pass_curves", lambda *a, **k: None)
+  monkeypatch.setattr(runner.report, "plot_history", lambda *a, **k: None)
   yield
   gin.clear_config()
 
