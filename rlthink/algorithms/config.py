@@ -112,6 +112,12 @@ class IterationConfig(RLConfig):
     """Optimizer steps per iteration: epochs * ceil(rows / minibatch_size)."""
     return self.epochs * -(-self.rows // (self.minibatch_size or self.rows))
 
+  @property
+  def on_policy(self) -> bool:
+    """One optimizer step per iteration: the params it updates are the ones that sampled the
+    batch, so its ratios are exactly 1 (GRPO and START then skip the old log-probs' forward)."""
+    return self.steps_per_iteration == 1
+
 
 @dataclasses.dataclass(frozen=True)
 class RoundConfig(RLConfig):

@@ -9,8 +9,10 @@ clipped policy loss, optionally plus kl_coef * KL(policy || reference) with a ch
 completion's reward before the group baseline: GRPO has one advantage per completion.
 
 With one epoch and one minibatch (the default) the update is on-policy: the ratio is 1 and the
-loss gradient is the policy gradient. The rollout's log-probs are checked against a forward pass
-of the same params and the drift is logged.
+loss gradient is the policy gradient. Then (old_logprobs "auto", the default) the old log-probs are
+the stop-gradient of the training forward's own, inside the loss: the same loss and gradient as
+with a separate scoring forward, without that forward. The sampler's log-probs are checked against
+a training forward of the same params (the loss's own when on-policy) and the drift is logged.
 
 Resumable: the checkpoint after each iteration holds the train state and, when kl_coef > 0, the
 reference params; the JSON meta holds the iteration and the history.
@@ -29,7 +31,7 @@ import numpy as np
 from rlthink.algorithms import loop, rl_math, scoring, stages
 from rlthink.algorithms.config import IterationConfig
 
-OLD_LOGPROBS = ("forward", "rollout")
+OLD_LOGPROBS = ("auto", "forward", "rollout")
 TRAIN_KEYS = ("tokens", "attention_mask", "completion_mask", "old_logprobs", "advantages",
               "ref_logprobs")
 
@@ -45,7 +47,12 @@ class GRPOConfig(IterationConfig):
   normalize: "std" (divide by the group's std) or "none".
   aggregation: "sequence_mean" (the paper), "token_mean" or "token_sum_norm".
   entropy_coef: weight of an entropy bonus (0: logged only).
-  old_logprobs: "forward" (recompute with a training forward) or "rollout" (the sampler's).
+  old_logprobs: where the ratio's old log-probs come from. "forward": a scoring forward over the
+    batch before the update; "rollout": the sampler's; "auto" (default): when the iteration makes
+    one optimizer step on its batch (`on_policy`: one epoch, one minibatch), the stop-gradient of
+    the training forward's own log-probs inside the loss (ratio exactly 1, the same gradient, no
+    scoring forward; the drift is then a train metric: with gradient accumulation, the mean over
+    the micro-batches of each one's mean and max), else "forward".
   """
 
   clip_eps: float = 0.2
@@ -55,7 +62,7 @@ class GRPOConfig(IterationConfig):
   normalize: str = "std"
   aggregation: str = "sequence_mean"
   entropy_coef: float = 0.0
-  old_logprobs: str = "forward"
+  old_logprobs: str = "auto"
 
   def __post_init__(self):
     super().__post_init__()
@@ -70,6 +77,14 @@ class GRPOConfig(IterationConfig):
       raise ValueError(f"GRPOConfig: clip_eps={self.clip_eps} must be > 0 and kl_coef="
                        f"{self.kl_coef} >= 0")
 
+  @property
+  def old_logprobs_source(self) -> str:
+    """"loss" (auto and on-policy: the stop-gradient of the loss's own forward), "forward" or
+    "rollout"."""
+    if self.old_logprobs == "auto":
+      return "loss" if self.on_policy else "forward"
+    return self.old_logprobs
+
 
 def grpo_loss(config, cfg: GRPOConfig, mesh=None):
   """loss_fn(params, batch, rng) -> (loss, metrics) for `rlthink.train.make_train_step`.
@@ -77,7 +92,10 @@ def grpo_loss(config, cfg: GRPOConfig, mesh=None):
   batch (token frame, see `rl_math`): tokens, attention_mask [B, T]; completion_mask,
   old_logprobs [B, T-1]; advantages float[B]; ref_logprobs [B, T-1] when cfg.kl_coef > 0.
   loss = clipped policy loss + kl_coef * KL - entropy_coef * entropy.
+  When `cfg.old_logprobs_source` is "loss", the batch's old_logprobs are the sampler's: the ratio
+  takes the stop-gradient of this forward's log-probs instead, and the metrics add the drift.
   """
+  on_policy = cfg.old_logprobs_source == "loss"
 
   def loss_fn(params, batch, rng):
     del rng
@@ -85,10 +103,13 @@ def grpo_loss(config, cfg: GRPOConfig, mesh=None):
     scores = scoring.forward_scores(config, params, tokens, batch["attention_mask"],
                                     with_entropy=True, mesh=mesh)
     logprobs = scores["logprobs"]
-    loss, metrics = rl_math.clipped_policy_loss(logprobs, batch["old_logprobs"],
-                                                batch["advantages"], mask, cfg.clip_eps,
-                                                cfg.clip_eps_high, cfg.aggregation)
+    # On-policy, the params that sampled are these: ratio exactly 1, gradient grad log pi.
+    old = jax.lax.stop_gradient(logprobs) if on_policy else batch["old_logprobs"]
+    loss, metrics = rl_math.clipped_policy_loss(logprobs, old, batch["advantages"], mask,
+                                                cfg.clip_eps, cfg.clip_eps_high, cfg.aggregation)
     metrics["policy_loss"] = loss
+    if on_policy:
+      metrics.update(scoring.logprob_drift_metrics(logprobs, batch["old_logprobs"], mask))
     if cfg.kl_coef > 0:
       kl = rl_math.aggregate(rl_math.kl_estimate(logprobs, batch["ref_logprobs"],
                                                  cfg.kl_estimator), mask, cfg.aggregation)
@@ -106,15 +127,21 @@ def grpo_loss(config, cfg: GRPOConfig, mesh=None):
 def prepare_batch(config, params, reference, rollouts, rewards: np.ndarray, cfg: GRPOConfig,
                   mesh=None) -> tuple[dict, dict]:
   """The training batch (`TRAIN_KEYS`, numpy) of one rollout batch and its rewards float[N],
-  with its stats (drift, the fraction of zero advantages)."""
+  with its stats (the fraction of zero advantages; the drift, unless the loss logs it).
+
+  old_logprobs: the sampler's, or ("forward") a scoring forward's of `params`. On-policy
+  (`cfg.old_logprobs_source` "loss") nothing is scored here but the reference's log-probs.
+  """
   batch = rollouts.train_arrays()
   score = functools.partial(scoring.score_in_chunks, config, tokens=batch["tokens"],
                             attention_mask=batch["attention_mask"],
                             chunk_size=cfg.score_batch_size, mesh=mesh)
-  logprobs = score(params)["logprobs"]
-  stats = scoring.logprob_drift(logprobs, batch["old_logprobs"], batch["completion_mask"])
-  if cfg.old_logprobs == "forward":
-    batch["old_logprobs"] = logprobs
+  stats = {}
+  if cfg.old_logprobs_source != "loss":
+    logprobs = score(params)["logprobs"]
+    stats = scoring.logprob_drift(logprobs, batch["old_logprobs"], batch["completion_mask"])
+    if cfg.old_logprobs_source == "forward":
+      batch["old_logprobs"] = logprobs
   if cfg.kl_coef > 0:
     batch["ref_logprobs"] = score(reference)["logprobs"]
   advantages = rl_math.group_advantages(jnp.asarray(rewards), cfg.samples_per_prompt,

@@ -80,6 +80,17 @@ def score_in_chunks(config, params, tokens: np.ndarray, attention_mask: np.ndarr
   return {k: np.concatenate(v) for k, v in parts.items()}
 
 
+def logprob_drift_metrics(logprobs: jax.Array, sampler_logprobs: jax.Array,
+                          mask: jax.Array) -> dict[str, jax.Array]:
+  """`logprob_drift` inside a jitted loss: mean and max |logprobs - sampler_logprobs| over the
+  masked tokens (float32[B, T-1] each; no gradient), for a loss that runs the forward itself."""
+  mask = mask.astype(bool)
+  diff = jnp.where(mask, jnp.abs(jax.lax.stop_gradient(logprobs).astype(jnp.float32)
+                                 - sampler_logprobs.astype(jnp.float32)), 0.0)
+  return {"logprob_drift_mean": ops.masked_mean(diff, mask),
+          "logprob_drift_max": jnp.max(diff, initial=0.0)}
+
+
 def logprob_drift(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> dict[str, float]:
   """Mean and max |a - b| over the masked tokens: the sampler's log-probs vs a training forward."""
   diff = np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))[np.asarray(mask, bool)]

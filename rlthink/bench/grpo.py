@@ -18,7 +18,8 @@ device sync:
                 times, from the trained model itself (tunix's colocated default).
   verify        the verifier over every row (host).
   old_logprobs  rlthink with --old_logprobs forward: the scoring forward the GRPO driver runs
-                today (`scoring.score_in_chunks`); skipped (0) when on-policy (default): the
+                with old_logprobs "forward" or an update of several steps
+                (`scoring.score_in_chunks`); skipped (0) when on-policy (default): the
                 sampler's log-probs stand in (ratio 1 up to bf16 rounding); tunix with
                 num_iterations=1 skips it too (its loss takes the stop-gradient of the
                 training forward).

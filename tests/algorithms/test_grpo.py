@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rlthink.algorithms import grpo
+from rlthink.algorithms import grpo, scoring
 from rlthink.algorithms.grpo import GRPOConfig, run_grpo
 from rlthink.train import OptimizerConfig
 
@@ -61,7 +61,7 @@ def test_resume_after_sigkill_is_exact(runs):
 def test_grpo_loss_matches_numpy(estimator, aggregation):
   policy = rl_fixtures.tiny_policy()
   cfg = GRPOConfig(clip_eps=0.2, clip_eps_high=0.28, kl_coef=0.1, kl_estimator=estimator,
-                   aggregation=aggregation, entropy_coef=0.01)
+                   aggregation=aggregation, entropy_coef=0.01, old_logprobs="forward")
   rng = np.random.default_rng(0)
   b, t = 4, 9
   tokens = rng.integers(4, 100, size=(b, t)).astype(np.int32)
@@ -96,14 +96,14 @@ def test_grpo_loss_matches_numpy(estimator, aggregation):
 
 
 def test_on_policy_gradient_raises_positive_advantage_completions():
-  # One on-policy step (ratio 1): log-probs of the completion with A > 0 rise, A < 0 fall.
+  # One on-policy step (ratio 1; "auto": the loss's own log-probs under a stop-gradient):
+  # log-probs of the completion with A > 0 rise, A < 0 fall.
   policy = rl_fixtures.tiny_policy()
   cfg = GRPOConfig(aggregation="sequence_mean")
   tokens = np.tile(np.arange(10, 22, dtype=np.int32), (2, 1))
   tokens[1, 6:] += 30
   mask = np.zeros((2, 11), bool)
   mask[:, 5:] = True
-  from rlthink.algorithms import scoring
   old = scoring.score_tokens(policy.config, policy.params, jnp.asarray(tokens),
                           jnp.ones((2, 12), bool))["logprobs"]
   batch = {"tokens": tokens, "attention_mask": np.ones((2, 12), bool), "completion_mask": mask,
@@ -114,6 +114,97 @@ def test_on_policy_gradient_raises_positive_advantage_completions():
   new = scoring.score_tokens(policy.config, params, jnp.asarray(tokens), jnp.ones((2, 12), bool))
   change = np.asarray((new["logprobs"] - old) * mask).sum(1)
   assert change[0] > 0 > change[1]
+
+
+ON_POLICY = dict(iterations=1, num_questions=4, prompts_per_iteration=4, samples_per_prompt=8,
+                 max_new_tokens=12, epochs=1, minibatch_size=None, log_every=100)
+# eps >> |gradient|: the Adam step is ~ lr * gradient, so the updated params compare the gradients;
+# two micro-batches: one optimizer step (still on-policy) over accumulated gradients.
+ON_POLICY_OPTIMIZER = dict(learning_rate=1e-2, eps=1.0, grad_accum_steps=2)
+
+
+def _count_scoring(monkeypatch) -> list:
+  """Counts the calls of the scoring forward (`scoring.score_in_chunks`)."""
+  calls, real = [], scoring.score_in_chunks
+  monkeypatch.setattr(scoring, "score_in_chunks",
+                      lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs))
+  return calls
+
+
+def test_on_policy_auto_update_equals_forward_without_the_scoring_forward(
+    tmp_path_factory, monkeypatch):
+  # One on-policy iteration: "auto" takes the old log-probs as the stop-gradient of the loss's
+  # own forward; "forward" scores the batch first. Same samples, loss and updated params; the
+  # drift is logged either way (a train metric in auto).
+  policy, task = rl_fixtures.sft_start(rl_fixtures.session_base(tmp_path_factory))
+  runs = {}
+  for mode in ("auto", "forward"):
+    cfg = GRPOConfig(old_logprobs=mode, **ON_POLICY)
+    assert cfg.old_logprobs_source == ("loss" if mode == "auto" else "forward")
+    calls = _count_scoring(monkeypatch)
+    final, history = run_grpo(policy, task, cfg, OptimizerConfig(**ON_POLICY_OPTIMIZER),
+                              str(tmp_path_factory.mktemp(f"grpo_{mode}")), progress=False)
+    runs[mode] = (final, history[0], len(calls))
+  (auto, a, auto_calls), (forward, f, forward_calls) = runs["auto"], runs["forward"]
+  assert (auto_calls, forward_calls) == (0, 1)
+  assert a["reward_mean"] == f["reward_mean"] and f["grad_norm"] > 0
+  for key in ("loss", "policy_loss", "entropy"):
+    assert a[key] == pytest.approx(f[key], rel=1e-5, abs=1e-7), key
+  assert a["grad_norm"] == pytest.approx(f["grad_norm"], rel=1e-4)
+  assert a["ratio_mean"] == 1.0 and a["clip_frac"] == 0.0
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-8),
+               auto.params, forward.params)
+  moved = max(float(np.max(np.abs(np.asarray(x) - np.asarray(y)))) for x, y in zip(
+      jax.tree.leaves(auto.params), jax.tree.leaves(policy.params)))
+  assert moved > 1e-5  # the tolerance above is well below the update
+  for key in ("logprob_drift_mean", "logprob_drift_max"):
+    assert 0 <= a[key] < 1e-4 and a[key] == pytest.approx(f[key], abs=1e-5), key
+
+
+def test_auto_loss_ignores_the_sampler_logprobs_but_logs_their_drift():
+  policy = rl_fixtures.tiny_policy()
+  cfg = GRPOConfig(kl_coef=0.1)
+  assert cfg.old_logprobs_source == "loss"
+  tokens = np.tile(np.arange(10, 22, dtype=np.int32), (2, 1))
+  mask = np.zeros((2, 11), bool)
+  mask[:, 5:] = True
+  logprobs = scoring.score_tokens(policy.config, policy.params, jnp.asarray(tokens),
+                                  jnp.ones((2, 12), bool))["logprobs"]
+  batch = {"tokens": tokens, "attention_mask": np.ones((2, 12), bool), "completion_mask": mask,
+           "old_logprobs": np.asarray(logprobs), "ref_logprobs": np.asarray(logprobs) - 0.1,
+           "advantages": np.array([1.0, -1.0], np.float32)}
+  loss_fn = jax.jit(grpo.grpo_loss(policy.config, cfg))
+  loss, metrics = loss_fn(policy.params, batch, None)
+  assert float(metrics["logprob_drift_max"]) < 1e-5
+  shifted = dict(batch, old_logprobs=np.where(mask, logprobs - 0.5, 7.0).astype(np.float32))
+  loss2, metrics2 = loss_fn(policy.params, shifted, None)
+  assert float(loss2) == float(loss)
+  assert float(metrics2["logprob_drift_mean"]) == pytest.approx(0.5, abs=1e-5)
+  assert float(metrics2["logprob_drift_max"]) == pytest.approx(0.5, abs=1e-5)
+
+
+@pytest.mark.parametrize("options,forwards", [
+    (dict(), 0),                                          # on-policy: no scoring forward
+    (dict(kl_coef=0.1), 1),                               # ... but the reference's
+    (dict(minibatch_size=4), 1),                          # two steps: the old log-probs'
+    (dict(epochs=2, kl_coef=0.1), 2),                     # two epochs: both
+    (dict(old_logprobs="forward"), 1),
+    (dict(old_logprobs="rollout"), 1),                    # the drift check's
+])
+def test_prepare_batch_scores_only_what_the_update_needs(options, forwards, monkeypatch):
+  policy = rl_fixtures.tiny_policy()
+  cfg = GRPOConfig(prompts_per_iteration=2, samples_per_prompt=4, **options)
+  pairs = [([1, 10 + r], [20 + r, 30, 2]) for r in range(8)]
+  rollouts = rl_fixtures.make_rollouts(pairs)
+  calls = _count_scoring(monkeypatch)
+  batch, stats = grpo.prepare_batch(policy.config, policy.params, policy.params, rollouts,
+                                    np.arange(8, dtype=np.float32), cfg)
+  assert len(calls) == forwards
+  assert ("logprob_drift_max" in stats) == (cfg.old_logprobs_source != "loss")
+  sampler = rollouts.train_arrays()["old_logprobs"]
+  same = np.array_equal(batch["old_logprobs"], sampler)
+  assert same == (cfg.old_logprobs_source in ("loss", "rollout"))
+  assert ("ref_logprobs" in batch) == (cfg.kl_coef > 0)
 
 
 def test_config_errors_name_the_field():
