@@ -16,7 +16,9 @@ ORM; `rlthink.rewards.sources`), take group-baselined advantages (`rl_math.group
 optionally add per-step dense rewards as returns-to-go (step matching or a PRM), then run `epochs`
 passes of the clipped policy loss (+ KL to the initial policy) over the tokens of the stage's
 span. Columns outside the span are replaced by their old log-probs before the loss, so they carry
-exactly zero gradient whatever values they hold.
+exactly zero gradient whatever values they hold. The old log-probs come from a scoring forward
+before the update, or, when the iteration makes one optimizer step (`on_policy`), from the loss's
+own forward under a stop-gradient (ratio exactly 1, the same gradient, one forward less).
 
 Resumable: after each iteration the checkpoint holds the train state (params, optimizer, rng),
 the reference params (when kl_coef > 0) and the frozen reward models it uses; the JSON meta holds
@@ -38,6 +40,7 @@ from rlthink.algorithms.config import IterationConfig
 from rlthink.rewards import dense
 
 SPANS = ("thinking", "response", "both")
+OLD_LOGPROBS = ("auto", "forward")
 TRAIN_KEYS = ("tokens", "attention_mask", "train_mask", "old_logprobs", "advantages")
 
 
@@ -52,6 +55,9 @@ class STARTConfig(IterationConfig):
   kl_coef, kl_estimator: KL(pi || initial policy) penalty in the loss, over the trained span.
   advantage_normalize: "std" (GRPO) or "none" (Dr. GRPO) group normalization.
   Dense rewards (`dense_reward`) are added to the advantages as returns-to-go.
+  old_logprobs: "forward" (a scoring forward over the batch before the update) or "auto"
+    (default): on-policy (`on_policy`), the stop-gradient of the loss's own log-probs (no scoring
+    forward; the drift from the sampler's is then a train metric), else "forward".
   """
 
   schedule: tuple = (("thinking", 4), ("response", 2))
@@ -65,6 +71,7 @@ class STARTConfig(IterationConfig):
   kl_estimator: str = "k3"
   advantage_normalize: str = "std"
   aggregation: str = "token_mean"
+  old_logprobs: str = "auto"
 
   def __post_init__(self):
     schedule = tuple((str(span), int(n)) for span, n in self.schedule)
@@ -81,12 +88,18 @@ class STARTConfig(IterationConfig):
     rl_math.check_choice("STARTConfig.aggregation", self.aggregation, rl_math.AGGREGATIONS)
     rl_math.check_choice("STARTConfig.advantage_normalize", self.advantage_normalize,
                          rl_math.GROUP_NORMALIZATIONS)
+    rl_math.check_choice("STARTConfig.old_logprobs", self.old_logprobs, OLD_LOGPROBS)
     if self.samples_per_prompt < 2:
       raise ValueError(f"STARTConfig: samples_per_prompt={self.samples_per_prompt} (a group needs "
                        ">= 2)")
     if self.clip_eps <= 0 or self.kl_coef < 0:
       raise ValueError(f"STARTConfig: clip_eps={self.clip_eps} must be > 0 and kl_coef="
                        f"{self.kl_coef} >= 0")
+
+  @property
+  def old_logprobs_in_loss(self) -> bool:
+    """Whether the loss takes its old log-probs from its own forward (auto and on-policy)."""
+    return self.old_logprobs == "auto" and self.on_policy
 
   def span_at(self, iteration: int) -> str:
     """The span trained at 0-based `iteration`."""
@@ -154,13 +167,27 @@ def start_token_loss(logprobs: jax.Array, batch: dict, cfg: STARTConfig) -> tupl
 
 
 def start_loss(config, cfg: STARTConfig, mesh=None):
-  """loss_fn(params, batch, rng) -> (loss, metrics) for `rlthink.train.make_train_step`."""
+  """loss_fn(params, batch, rng) -> (loss, metrics) for `rlthink.train.make_train_step`.
+
+  With `cfg.old_logprobs_in_loss` the batch's old_logprobs are the sampler's (and it holds
+  completion_mask): the loss takes the stop-gradient of its own log-probs as the old ones and adds
+  the drift to its metrics.
+  """
+  in_loss = cfg.old_logprobs_in_loss
 
   def loss_fn(params, batch, rng):
     del rng
     scores = scoring.forward_scores(config, params, batch["tokens"], batch["attention_mask"],
                                  mesh=mesh)
-    return start_token_loss(scores["logprobs"], batch, cfg)
+    logprobs = scores["logprobs"]
+    if not in_loss:
+      return start_token_loss(logprobs, batch, cfg)
+    drift = scoring.logprob_drift_metrics(logprobs, batch["old_logprobs"],
+                                          batch["completion_mask"])
+    # On-policy, the params that sampled are these: ratio exactly 1, gradient grad log pi.
+    loss, metrics = start_token_loss(
+        logprobs, dict(batch, old_logprobs=jax.lax.stop_gradient(logprobs)), cfg)
+    return loss, dict(metrics, **drift)
 
   return loss_fn
 
@@ -175,7 +202,8 @@ def iteration_batch(config, params, reference, scored, rewards, span: str, cfg: 
 
   rewards: the `sources.Rewards` of `scored`: final float[N] (verifier or ORM) and optional dense
   per-token rewards. Old log-probs are recomputed with a training forward (exact ratios; the drift
-  from the sampler's is logged).
+  from the sampler's is logged), unless the loss takes them (`cfg.old_logprobs_in_loss`: the
+  batch keeps the sampler's and completion_mask, for the loss's drift metrics).
   """
   ro = scored.rollouts
   batch = ro.train_arrays()
@@ -185,9 +213,11 @@ def iteration_batch(config, params, reference, scored, rewards, span: str, cfg: 
   score = functools.partial(scoring.score_in_chunks, config, tokens=batch["tokens"],
                             attention_mask=batch["attention_mask"],
                             chunk_size=cfg.score_batch_size, mesh=mesh)
-  logprobs = score(params)["logprobs"]
-  stats = {"span": span, **scoring.logprob_drift(logprobs, batch["old_logprobs"], completion)}
-  batch["old_logprobs"] = logprobs
+  stats = {"span": span}
+  if not cfg.old_logprobs_in_loss:
+    logprobs = score(params)["logprobs"]
+    stats.update(scoring.logprob_drift(logprobs, batch["old_logprobs"], completion))
+    batch["old_logprobs"] = logprobs
   if cfg.kl_coef > 0:
     batch["ref_logprobs"] = score(reference)["logprobs"]
   group = np.asarray(rl_math.group_advantages(rewards.final, cfg.samples_per_prompt,
@@ -204,7 +234,8 @@ def iteration_batch(config, params, reference, scored, rewards, span: str, cfg: 
   stats.update(closed_rate=float(np.mean(closed)),
                thinking_fraction=float(np.mean(np.sum(thinking, 1) / lengths)),
                span_tokens_per_row=float(np.mean(np.sum(batch["train_mask"], 1))))
-  keys = TRAIN_KEYS + (("ref_logprobs",) if cfg.kl_coef > 0 else ())
+  keys = TRAIN_KEYS + (("ref_logprobs",) if cfg.kl_coef > 0 else ()) + (
+      ("completion_mask",) if cfg.old_logprobs_in_loss else ())
   return {k: batch[k] for k in keys}, stats
 
 

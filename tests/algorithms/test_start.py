@@ -197,6 +197,40 @@ def test_resume_after_sigkill_is_exact(runs):
   jax.tree.map(np.testing.assert_array_equal, full, resumed)
 
 
+def test_on_policy_auto_update_equals_forward_without_the_scoring_forward(
+    tmp_path_factory, monkeypatch):
+  # One on-policy iteration (one optimizer step): "auto" takes the old log-probs as the
+  # stop-gradient of the loss's own forward, "forward" scores the batch first. Same loss and
+  # updated params; the drift is logged either way (a train metric in auto).
+  policy, task = rl_fixtures.sft_start(rl_fixtures.session_base(tmp_path_factory))
+  run = dict(RUN, schedule=(("thinking", 1),), samples_per_prompt=8, minibatch_size=None)
+  calls, real = [], scoring.score_in_chunks
+  monkeypatch.setattr(scoring, "score_in_chunks",
+                      lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs))
+  out = {}
+  for mode in ("auto", "forward"):
+    cfg = STARTConfig(old_logprobs=mode, **run)
+    assert cfg.old_logprobs_in_loss == (mode == "auto")
+    calls.clear()
+    final, history = run_start(policy, task, cfg,
+                               OptimizerConfig(learning_rate=1e-2, eps=1.0),  # step ~ lr * grad
+                               str(tmp_path_factory.mktemp(f"start_{mode}")), progress=False)
+    out[mode] = (final, history[0], len(calls))
+  (auto, a, auto_calls), (forward, f, forward_calls) = out["auto"], out["forward"]
+  assert (auto_calls, forward_calls) == (1, 2)  # the reference's forward (kl_coef > 0) stays
+  assert f["grad_norm"] > 0
+  for key in ("loss", "policy_loss", "kl", "grad_norm"):
+    assert a[key] == pytest.approx(f[key], rel=1e-5, abs=1e-7), key
+  assert a["ratio_mean"] == 1.0
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-8),
+               auto.params, forward.params)
+  moved = max(float(np.max(np.abs(np.asarray(x) - np.asarray(y)))) for x, y in zip(
+      jax.tree.leaves(auto.params), jax.tree.leaves(policy.params)))
+  assert moved > 1e-5  # the tolerance above is well below the update
+  for key in ("logprob_drift_mean", "logprob_drift_max"):
+    assert 0 <= a[key] < 1e-3 and a[key] == pytest.approx(f[key], abs=1e-5), key
+
+
 def test_config_errors_name_the_option():
   with pytest.raises(ValueError, match="schedule span"):
     STARTConfig(schedule=(("answer", 2),))
@@ -208,6 +242,8 @@ def test_config_errors_name_the_option():
     STARTConfig(dense_reward="always")
   with pytest.raises(TypeError, match="iterations"):  # derived from the schedule
     STARTConfig(iterations=3)
+  with pytest.raises(ValueError, match="old_logprobs='rollout'"):
+    STARTConfig(old_logprobs="rollout")
   cfg = STARTConfig(schedule=[["thinking", 2], ["both", 1]])
   assert cfg.iterations == 3 and [cfg.span_at(i) for i in range(3)] == [
       "thinking", "thinking", "both"]
