@@ -247,7 +247,7 @@ class PendingRollouts:
     """The `Rollouts` (numpy), waiting for the device if needed; the same object every call."""
     if self._rollouts is None:  # gathers rows held by other hosts
       self._rollouts = _to_rollouts(distributed.to_host(self._out), self._req)
-      self._out = None
+      self._out = self._req = None  # frees the call's weight copy before a next call makes one
     return self._rollouts
 
 
