@@ -1,8 +1,9 @@
 """Sampling and scoring completions of a task's examples: what evaluation and every RL driver share.
 
 `rollout_examples` turns examples into prompts (the task's prompt format and tokenizer), samples
-`num_samples` completions per prompt with `rlthink.sample` in chunks of `batch_size` prompts,
-decodes them and scores each with the task's verifier. The result is a
+`num_samples` completions per prompt in chunks of `batch_size` prompts, decodes them and scores
+each with the task's verifier. The chunks are dispatched ahead (`rlthink.sampling.sample_async`):
+the device samples chunk k + 1 while the host decodes and verifies chunk k. The result is a
 `rlthink.sampling.rollouts.ScoredRollouts`, the one home of the rollout types.
 """
 
@@ -12,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from rlthink.sampling import sample
+from rlthink.sampling import sample_async
 from rlthink.sampling.rollouts import ScoredRollouts, concat_rollouts
 from rlthink.sampling.text import decode_completions
 from rlthink.tasks.base import Task
@@ -42,13 +43,22 @@ def rollout_examples(policy, task: Task, examples: Sequence[dict], *, num_sample
           tokenizer.bos_token_id is not None and len(ids) and ids[0] == tokenizer.bos_token_id
       ) else np.concatenate([prefix, ids])
     prompts.append([int(t) for t in ids])
-  parts = []
-  for chunk, start in enumerate(range(0, len(prompts), batch_size)):
-    parts.append(sample(policy, prompts[start:start + batch_size], max_new_tokens=max_new_tokens,
-                        temperature=temperature, top_k=top_k, top_p=top_p,
-                        num_samples=num_samples, seed=seed + chunk))
-  rollouts = concat_rollouts(parts)
-  texts = decode_completions(tokenizer, rollouts)
-  rewards = np.asarray([task.verify(text, examples[i // num_samples])
-                        for i, text in enumerate(texts)], np.float32)
-  return ScoredRollouts(examples, num_samples, texts, rewards, rollouts)
+  starts = range(0, len(prompts), batch_size)
+  launch = lambda chunk: sample_async(
+      policy, prompts[starts[chunk]:starts[chunk] + batch_size], max_new_tokens=max_new_tokens,
+      temperature=temperature, top_k=top_k, top_p=top_p, num_samples=num_samples,
+      seed=seed + chunk)
+  pending = launch(0) if starts else None
+  parts, texts, rewards = [], [], []
+  for chunk, start in enumerate(starts):
+    rollouts = pending.result()
+    # Dispatched once chunk k is back (one chunk's sampling buffers on the device at a time),
+    # chunk k + 1 samples while the host decodes and verifies chunk k.
+    pending = launch(chunk + 1) if chunk + 1 < len(starts) else None
+    chunk_texts = decode_completions(tokenizer, rollouts)
+    rewards += [task.verify(text, examples[start + i // num_samples])
+                for i, text in enumerate(chunk_texts)]
+    parts.append(rollouts)
+    texts += chunk_texts
+  return ScoredRollouts(examples, num_samples, texts, np.asarray(rewards, np.float32),
+                        concat_rollouts(parts))

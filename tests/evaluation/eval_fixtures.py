@@ -11,7 +11,8 @@ from rlthink.tasks.pipeline import encode_prompt
 
 
 class FakeSampler:
-  """Stands in for `rlthink.sample`: returns the planned completions of each prompt.
+  """Stands in for `rlthink.sample` (call it) or `rlthink.sampling.sample_async` (`dispatch`):
+  returns the planned completions of each prompt.
 
   prompt_to_texts: {prompt ids tuple: (greedy text, [sampled texts])}; `calls` records each call.
   """
@@ -47,15 +48,32 @@ class FakeSampler:
                     np.ones(n, bool), np.asarray([i for i, _ in prompt_rows], np.int32),
                     np.asarray(lengths.max(), np.int32))
 
+  def dispatch(self, policy, prompts, **options) -> "DoneRollouts":
+    """`sample_async`: the call's rollouts, already done."""
+    return DoneRollouts(self(policy, prompts, **options))
+
+
+class DoneRollouts:
+  """A `rlthink.sampling.PendingRollouts` whose rollouts are ready."""
+
+  def __init__(self, rollouts: Rollouts):
+    self.rollouts = rollouts
+
+  def done(self) -> bool:
+    return True
+
+  def result(self) -> Rollouts:
+    return self.rollouts
+
 
 def install_sampler(monkeypatch, task, tokenizer, examples, plan) -> FakeSampler:
-  """Replaces `rlthink.rollout.sample` with a FakeSampler of `plan` ({i: (greedy, sampled)} for
-  examples[i])."""
+  """Replaces the sampler of `rlthink.rollout` (`sample_async`) with a FakeSampler of `plan`
+  ({i: (greedy, sampled)} for examples[i])."""
   import rlthink.rollout
   prompt_to_texts = {tuple(int(t) for t in encode_prompt(task, ex, tokenizer)): plan[i]
                      for i, ex in enumerate(examples)}
   fake = FakeSampler(tokenizer, prompt_to_texts)
-  monkeypatch.setattr(rlthink.rollout, "sample", fake)
+  monkeypatch.setattr(rlthink.rollout, "sample_async", fake.dispatch)
   return fake
 
 

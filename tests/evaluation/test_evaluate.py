@@ -1,7 +1,7 @@
 """`rlthink.evaluate` on completions the test controls: maj@1, maj@k, pass@k, the pass@k curve,
 and the markdown table / PNG plots of `rlthink.evaluation.report`.
 
-`rlthink.rollout.sample` is replaced by a fake that returns chosen completion texts
+`rlthink.rollout.sample_async` is replaced by a fake that returns chosen completion texts
 (`eval_fixtures.FakeSampler`), so decoding, the task's verifier, voting and the estimators all run
 for real.
 """
