@@ -22,6 +22,7 @@ import importlib.util
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from rlthink.bench import iteration
 
@@ -55,10 +56,10 @@ def tunix_model(config, seed: int = 0):
   from flax import nnx  # tunix's module system
 
   if config.architecture == "qwen2":
-    from tunix.models.qwen2 import model as mod
+    from tunix.models.qwen2 import model as mod  # optional: tunix
     cls = mod.Qwen2
   elif config.architecture == "qwen3":
-    from tunix.models.qwen3 import model as mod
+    from tunix.models.qwen3 import model as mod  # optional: tunix
     cls = mod.Qwen3
   else:
     raise ValueError(f"no tunix model mapped for architecture {config.architecture!r}")
@@ -113,12 +114,11 @@ class TunixGRPO:
   """tunix's GRPO iteration on `config`'s shape (see the module docstring)."""
 
   def __init__(self, config, args):
-    import optax
-    from tunix.rl import algo_core
-    from tunix.rl import trainer as rl_trainer
-    from tunix.rl.grpo import grpo_learner
-    from tunix.rl.rollout import base_rollout, vanilla_rollout
-    from tunix.sft import peft_trainer
+    from tunix.rl import algo_core  # optional: tunix
+    from tunix.rl import trainer as rl_trainer  # optional: tunix
+    from tunix.rl.grpo import grpo_learner  # optional: tunix
+    from tunix.rl.rollout import base_rollout, vanilla_rollout  # optional: tunix
+    from tunix.sft import peft_trainer  # optional: tunix
 
     self.args = args
     rows = args.prompts * args.group
@@ -155,7 +155,7 @@ class TunixGRPO:
     self.advantages = algo_core.compute_advantages
 
   def iteration(self, prompts: np.ndarray, verify, seed: int) -> dict:
-    from flax import nnx
+    from flax import nnx  # tunix's module system: loads only when tunix runs
 
     args = self.args
     clock = iteration.PhaseClock()

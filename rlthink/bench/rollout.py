@@ -35,14 +35,19 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import math
 import sys
 import time
+from statistics import NormalDist
 
 import jax
 import numpy as np
 
+import rlthink
 from rlthink.bench import common
+from rlthink.models.presets import get_preset
+from rlthink.sampling import SlotOptions, sample, sample_async
 
 DEFAULT_MODELS = ("qwen2.5-0.5b", "qwen2.5-1.5b")
 
@@ -102,7 +107,6 @@ def _clipped_mean(mu: float, sigma: float, cap: int, z: np.ndarray) -> float:
 def length_distribution_mu(cap: int, mean_frac: float, sigma: float) -> float:
   """mu of the log-normal whose lengths, rounded and clipped to [1, cap], average mean_frac * cap
   (by bisection over a fixed grid of normal quantiles: deterministic)."""
-  from statistics import NormalDist
   z = np.asarray([NormalDist().inv_cdf((i + 0.5) / 20000) for i in range(20000)])
   lo, hi = -5.0, math.log(cap) + 5 * sigma
   for _ in range(60):
@@ -139,8 +143,6 @@ def _check(ro, lengths: np.ndarray, what: str) -> None:
 
 
 def run_continuous(policy, work: Workload, slots: int, args) -> dict:
-  from rlthink.sampling import SlotOptions, sample
-
   options = SlotOptions(prefill_prompts=args.prefill_prompts, prefill_chunk=args.prefill_chunk,
                         refills_per_step=args.refills_per_step)
   call = lambda lengths: sample(
@@ -162,8 +164,6 @@ def run_continuous(policy, work: Workload, slots: int, args) -> dict:
 
 
 def run_static(policy, work: Workload, slots: int, args) -> dict:
-  from rlthink.sampling import sample, sample_async
-
   per_call = slots // work.samples
   calls = len(work.prompts) // per_call
   options = dict(max_new_tokens=args.max_new_tokens, num_samples=work.samples, temperature=1.0,
@@ -197,7 +197,6 @@ def run_static(policy, work: Workload, slots: int, args) -> dict:
 
 
 def run_torch(config, slots: int, args) -> dict:
-  import importlib.util
   if "torch" not in args.systems:
     return {}
   if importlib.util.find_spec("torch") is None or importlib.util.find_spec("transformers") is None:
@@ -219,8 +218,6 @@ def run_torch(config, slots: int, args) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
   args = parse_args(argv)
-  from rlthink.models.presets import get_preset
-
   configs = {}
   for m in args.model:
     config = get_preset(m, dtype=args.dtype, param_dtype="float32")
@@ -228,8 +225,6 @@ def main(argv: list[str] | None = None) -> int:
     configs[m] = config if config.max_seq_len >= need else config.replace(max_seq_len=need)
   # PyTorch first: this process has not started its JAX backend yet, so the GPU is all torch's.
   torch_results = {(m, s): run_torch(configs[m], s, args) for m in args.model for s in args.slots}
-
-  import rlthink
 
   device = jax.devices("cpu")[0] if args.quick else jax.devices()[0]
   records = []
