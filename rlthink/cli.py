@@ -30,6 +30,12 @@ import json
 import logging
 import os
 import sys
+from importlib import metadata
+
+from rlthink import __version__, distributed
+from rlthink.locks import LockHeldError
+from rlthink.sampling.config import SampleConfig
+from rlthink.sampling.text import sample_text
 
 DEFAULT_EXPERIMENT = "experiments/quickstart.gin"
 BENCHMARKS = {"train": "rlthink.bench.train", "sample": "rlthink.bench.sample",
@@ -169,11 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _version() -> str:
   """The installed distribution's version (the package's own when run from a bare checkout)."""
-  from importlib import metadata
   try:
     return metadata.version("rlthink")
   except metadata.PackageNotFoundError:
-    from rlthink import __version__
     return __version__
 
 
@@ -217,7 +221,8 @@ def _with_run_config(args, default: str | None) -> None:
 def _setup(args, writable: bool = True) -> None:
   """Multi-host init, then gin: everything is checked before any compute. writable=False: the
   command only reads --workdir (sample, convert), which may then be read-only."""
-  from rlthink import distributed, gin_utils
+  # gin loads only for commands that parse a config: `rlthink bench` runs without it
+  from rlthink import gin_utils
   distributed.initialize(coordinator_address=args.coordinator, num_processes=args.num_processes,
                          process_id=args.process_id)
   distributed.configure_logging()
@@ -228,11 +233,13 @@ def _setup(args, writable: bool = True) -> None:
 
 
 def _policy_with_tokenizer():
+  # rlthink.experiment loads gin, grain and transformers: `rlthink bench` runs without them
   from rlthink.experiment import Experiment, attach_tokenizer, build_policy
   return attach_tokenizer(build_policy(), Experiment().tokenizer)
 
 
 def cmd_train(args) -> int:
+  # rlthink.experiment loads gin, grain and transformers: `rlthink bench` runs without them
   from rlthink import experiment
   args.workdir = args.workdir or "workdir/quickstart"
   _with_run_config(args, DEFAULT_EXPERIMENT)
@@ -242,6 +249,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_sweep(args) -> int:
+  # rlthink.experiment loads gin, grain and transformers: `rlthink bench` runs without them
   from rlthink.experiment import sweep
   saved = os.path.join(args.workdir, sweep.CONFIG)
   if os.path.isfile(saved):
@@ -253,18 +261,17 @@ def cmd_sweep(args) -> int:
   sweep.run_sweep(args.workdir, args.seeds, processes=args.processes, devices=devices,
                   progress=not args.no_progress, overrides=args.override)
   if not args.no_report:
-    from rlthink.evaluation import tables
+    from rlthink.evaluation import tables  # loads grain, absent where `rlthink bench` runs
     tables.run(tables.build_parser().parse_args([args.workdir, "--out", args.workdir]))
   return 0
 
 
 def cmd_report(args) -> int:
-  from rlthink.evaluation import tables
+  from rlthink.evaluation import tables  # loads grain, absent where `rlthink bench` runs
   return tables.run(args)
 
 
 def cmd_sample(args) -> int:
-  from rlthink.sampling.text import sample_text
   _model_binding(args)
   _with_run_config(args, "models/tiny.gin")
   _setup(args, writable=False)
@@ -276,12 +283,11 @@ def cmd_sample(args) -> int:
     raise ValueError("rlthink sample: give --prompt TEXT (repeatable) or --prompts_file FILE")
   policy = _policy_with_tokenizer()
   if args.stage:
-    from rlthink.experiment import load_stage_params
+    from rlthink.experiment import load_stage_params  # gin, grain: see _policy_with_tokenizer
     if not args.workdir:
       raise ValueError("rlthink sample --stage needs --workdir (the run to sample from)")
     policy = policy.replace(params=load_stage_params(args.workdir, args.stage, policy))
-  from rlthink.gin_utils import configured
-  from rlthink.sampling.config import SampleConfig
+  from rlthink.gin_utils import configured  # gin: absent where `rlthink bench` runs
   flags = {name: getattr(args, name) for name in ("max_new_tokens", "temperature", "top_p",
                                                   "top_k", "num_samples", "seed")}
   texts = _chat_prompts(policy.tokenizer, prompts) if args.chat_template else prompts
@@ -313,6 +319,7 @@ def _chat_prompts(tokenizer, prompts: list[str]) -> list[str]:
 
 
 def cmd_eval(args) -> int:
+  # rlthink.experiment loads gin, grain and transformers: `rlthink bench` runs without them
   from rlthink import experiment
   _model_binding(args)
   _with_run_config(args, None)
@@ -321,6 +328,7 @@ def cmd_eval(args) -> int:
     split = lambda value: [n.strip() for n in value.split(",") if n.strip()]
     result = experiment.runner.cross_generation_run(args.workdir, split(args.thinkers),
                                                     split(args.readers))
+    # loads grain, absent where `rlthink bench` runs
     from rlthink.evaluation.cross_generation import cross_generation_markdown
     print(cross_generation_markdown(result))
     return 0
@@ -330,7 +338,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_convert(args) -> int:
-  from rlthink.models import hf
+  from rlthink.models import hf  # heavy: transformers, for this command only
   if args.workdir and not args.stage:
     raise ValueError("rlthink convert --workdir needs --stage (which stage's final checkpoint "
                      "to export)")
@@ -348,7 +356,7 @@ def cmd_convert(args) -> int:
                      "a preset alone holds random weights")
   policy = _policy_with_tokenizer()
   if args.stage:
-    from rlthink.experiment import load_stage_params
+    from rlthink.experiment import load_stage_params  # gin, grain: see _policy_with_tokenizer
     policy = policy.replace(params=load_stage_params(args.workdir, args.stage, policy))
   # The source's generation_config.json (sampling defaults, every eos id) comes along.
   policy.save_pretrained(args.out, overwrite=args.overwrite,
@@ -425,9 +433,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _error_line(e: Exception) -> tuple[str, int]:
   """(one-line message, exit status) of an error reaching the user."""
-  from rlthink.gin_utils import GinConfigError
-  from rlthink.locks import LockHeldError
-  from rlthink.train.step import NonFiniteLossError
+  from rlthink.gin_utils import GinConfigError  # gin: absent where `rlthink bench` runs
+  from rlthink.train.step import NonFiniteLossError  # optax/orbax: load only on an error
   if isinstance(e, NonFiniteLossError):
     return _one_line(e), 1
   if isinstance(e, (GinConfigError, ValueError, OSError, LockHeldError)):
