@@ -22,7 +22,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from rlthink.evaluation.report import write_json
 from rlthink.rewards.dense import thinking_bounds
+from rlthink.rollout import rollout_examples
+from rlthink.sampling import sample
+from rlthink.sampling.text import decode_completions
+from rlthink.tasks.pipeline import encode_prompt
 
 UNCLOSED = ("zero", "close")
 
@@ -74,7 +79,6 @@ def think(thinker: Any, task, examples: Sequence[dict], cfg: CrossGenConfig) -> 
       raise ValueError(f"thinker {thinker!r}: expected a policy, 'reference', 'empty' or a "
                        "function example -> thinking text")
     return Thoughts([(i, write(ex)) for i, ex in enumerate(examples)], None, 1.0)
-  from rlthink.rollout import rollout_examples
   scored = rollout_examples(thinker, task, examples, num_samples=cfg.num_samples,
                             max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                             seed=cfg.seed, batch_size=cfg.batch_size)
@@ -97,7 +101,6 @@ def thoughts_of(texts: Sequence[str], num_samples: int, task, unclosed: str = "z
 def reader_prompt(task, example: dict, thinking: str, tokenizer) -> list[int]:
   """The reader's prompt ids: the task prompt, then the thinking span closed (piecewise, as in
   `encode_sft`; the opener is left out when the prompt format already opens the thinking)."""
-  from rlthink.tasks.pipeline import encode_prompt
   fmt = task.format
   piece = lambda text: list(tokenizer.encode(text, add_special_tokens=False)) if text else []
   opener = [] if fmt.open_thinking_in_prompt else piece(fmt.think_open)
@@ -109,8 +112,6 @@ def read(reader, task, examples: Sequence[dict], rows: Sequence[tuple[int, str |
          cfg: CrossGenConfig) -> tuple[np.ndarray, list[str | None]]:
   """(float32[len(rows)] verifier scores of the reader's answers, the answers); rows whose
   thinking is None score 0 without being read."""
-  from rlthink.sampling import sample
-  from rlthink.sampling.text import decode_completions
   if reader.tokenizer is None:
     raise ValueError("a cross-generation reader needs a policy with a tokenizer attached")
   todo = [r for r, (_, thinking) in enumerate(rows) if thinking is not None]
@@ -181,14 +182,13 @@ def write_cross_generation(result: dict, directory: str,
                            name: str = "cross_generation") -> dict[str, str]:
   """Writes `<name>.json`, `<name>.md` and `<name>.png` (the heatmap) under `directory`;
   returns {"json", "markdown", "png"}: their paths."""
-  from rlthink.evaluation.report import write_json
   os.makedirs(directory, exist_ok=True)
   paths = {ext: os.path.join(directory, f"{name}.{suffix}")
            for ext, suffix in (("json", "json"), ("markdown", "md"), ("png", "png"))}
   write_json(paths["json"], result)
   with open(paths["markdown"], "w") as f:
     f.write(cross_generation_markdown(result))
-  import matplotlib.pyplot as plt
+  import matplotlib.pyplot as plt  # heavy: matplotlib loads only when plotting
   plt.close(plot_cross_generation(result, paths["png"]))
   return paths
 
@@ -196,7 +196,7 @@ def write_cross_generation(result: dict, directory: str,
 def plot_cross_generation(result: dict, path: str | None = None, title: str = "cross-generation"):
   """A thinker x reader heatmap of the readers' accuracy; saved as PNG when `path` is given.
   Returns the matplotlib figure (close it, or show it in a notebook)."""
-  import matplotlib.pyplot as plt
+  import matplotlib.pyplot as plt  # heavy: matplotlib loads only when plotting
   thinkers = list(result["accuracy"])
   readers = list(next(iter(result["accuracy"].values())))
   grid = np.asarray([[result["accuracy"][t][r] for r in readers] for t in thinkers])

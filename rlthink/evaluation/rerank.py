@@ -16,6 +16,7 @@ import numpy as np
 from rlthink.evaluation.estimators import maj_at_k, pass_at_k, rerank_at_k
 from rlthink.evaluation.evaluate import answer_key, pass_curve_ks
 from rlthink.rewards.reward_model import binary_auc, score_rollouts
+from rlthink.rollout import rollout_examples
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +44,6 @@ def rerank_examples(policy, task, reward_model, examples: Sequence[dict],
                     cfg: RerankConfig) -> dict:
   """rerank@k, maj@k, pass@k and the ORM's accuracy/AUC over `examples`; "rerank_curve" and
   "maj_curve" hold the same at k = 1, 2, 4, ... up to n (over the first k samples)."""
-  from rlthink.rollout import rollout_examples
   n = cfg.n or cfg.k
   scored = rollout_examples(policy, task, list(examples), num_samples=n,
                             max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,

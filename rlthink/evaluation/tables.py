@@ -25,6 +25,8 @@ from typing import Sequence
 
 import numpy as np
 
+from rlthink.evaluation.report import write_json
+
 RESULTS, SWEEP = "results.json", "sweep.json"
 STD_NOTE = "mean ± std over seeds (numpy std, ddof=0); n = number of seeds"
 _SKIP = ("num_examples", "n")  # counts, not metrics
@@ -52,7 +54,7 @@ class Report:
   metric: str = "maj@1"
 
   def markdown(self) -> str:
-    from rlthink.evaluation import table_writers
+    from rlthink.evaluation import table_writers  # cycle: table_writers imports this module
     return table_writers.markdown(self)
 
   def to_json(self) -> dict:
@@ -62,8 +64,7 @@ class Report:
 
   def write(self, out: str) -> dict[str, str]:
     """Writes report.md, report.json and the PNGs under `out`; returns {name: path}."""
-    from rlthink.evaluation import table_writers
-    from rlthink.evaluation.report import write_json
+    from rlthink.evaluation import table_writers  # cycle: table_writers imports this module
     os.makedirs(out, exist_ok=True)
     paths = {"report.md": os.path.join(out, "report.md"),
              "report.json": os.path.join(out, "report.json")}

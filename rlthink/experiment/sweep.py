@@ -28,6 +28,7 @@ import gin
 
 from rlthink import files
 from rlthink.evaluation import report
+from rlthink.experiment.runner import Experiment, run
 from rlthink.train.checkpoint import ensure_writable
 
 _log = logging.getLogger(__name__)
@@ -83,7 +84,6 @@ def run_sweep(sweep: str, seeds: Sequence[int] | None = None, processes: int = 0
 
 
 def _in_process(sweep: str, seeds, progress: bool, overrides) -> dict:
-  from rlthink.experiment.runner import Experiment, run
   out = {}
   for i, seed in enumerate(seeds):
     print(f"sweep: seed {seed} ({i + 1}/{len(seeds)}) -> {run_directory(sweep, seed)}", flush=True)
