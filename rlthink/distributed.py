@@ -44,7 +44,10 @@ from typing import Any, Mapping, Sequence
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh
+
+from rlthink import sharding
 
 ENV_MODE = "RLTHINK_DISTRIBUTED"
 ENV_COORDINATOR = "RLTHINK_COORDINATOR"
@@ -150,7 +153,6 @@ def is_main_process() -> bool:
 def barrier(name: str) -> None:
   """Waits until every process gets here (no-op on one process)."""
   if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
     multihost_utils.sync_global_devices(name)
 
 
@@ -161,11 +163,11 @@ def prepare_workdir(workdir: str) -> str:
   Raises:
     RuntimeError: the workdir is not on storage shared by all hosts (names the processes).
   """
+  # orbax loads only when a command writes a workdir: the sampler imports this module
   from rlthink.train.checkpoint import ensure_writable
   workdir = os.path.abspath(workdir)
   if jax.process_count() == 1:
     return ensure_writable(workdir)
-  from jax.experimental import multihost_utils
   token = int(multihost_utils.broadcast_one_to_all(np.random.randint(1 << 30)))
   probe = os.path.join(workdir, f".rlthink_shared_probe_{token}")
   if is_main_process():
@@ -232,7 +234,6 @@ def batch_shard_of_process(process_grid: np.ndarray, process_index: int) -> tupl
 def global_batch(local_batch: dict, mesh: Mesh) -> dict:
   """Global arrays from this process's slice (read with `data_shard(mesh)`): {key: [B_local, ...]}
   becomes {key: [B_local * num_shards, ...]} with the batch axis over (data, fsdp)."""
-  from rlthink import sharding
   _, num_shards = data_shard(mesh)
   split = mesh.shape["data"] * mesh.shape["fsdp"]
 
@@ -253,7 +254,6 @@ def to_host(tree: Any) -> Any:
 
   def get(x):
     if isinstance(x, jax.Array) and not (x.is_fully_addressable or x.is_fully_replicated):
-      from jax.experimental import multihost_utils
       return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return np.asarray(x)
 

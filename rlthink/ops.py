@@ -7,6 +7,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from rlthink.models.decoder import project_logits
+
 
 def token_logprobs(logits: jax.Array, tokens: jax.Array) -> jax.Array:
   """log softmax(logits)[tokens]: logits float[..., V], tokens int[...] -> float32[...]."""
@@ -212,8 +214,6 @@ def chunked_token_logprobs(hidden: jax.Array, unembedding: jax.Array, tokens: ja
     (float32[B, T], float32[B, T] or None). Differentiable in hidden and unembedding; the logits'
     backward matmuls run in hidden's dtype (`decoder.project_logits`).
   """
-  from rlthink.models.decoder import project_logits
-
   t = hidden.shape[1]
   hidden, tokens, chunk = _chunked_inputs("chunked_token_logprobs", hidden, unembedding, tokens,
                                           chunk_size)

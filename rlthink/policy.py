@@ -101,5 +101,5 @@ def init_policy(model: str | ModelConfig = "tiny", seed: int = 0, mesh: Mesh | N
 def load_pretrained(path: str, mesh: Mesh | None = None, dtype: str | None = None,
                     **overrides) -> Policy:
   """Loads a local Hugging Face directory (config.json + safetensors [+ tokenizer]) onto `mesh`."""
-  from rlthink.models import hf
+  from rlthink.models import hf  # heavy: transformers loads only for Hugging Face files
   return hf.load_pretrained(path, mesh=mesh, dtype=dtype, **overrides)

@@ -14,6 +14,7 @@ from typing import Sequence
 
 import jax
 import numpy as np
+import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from rlthink.models.config import ModelConfig
@@ -211,8 +212,6 @@ def optimizer_state_shardings(optimizer, params):
   A plain `jax.jit(optimizer.init)` reads no param value, so nothing ties its outputs to the
   params' devices: on a mesh it would put the whole state on one device.
   """
-  import optax
-
   leaf = jax.tree.leaves(params)[0]
   if not isinstance(leaf.sharding, NamedSharding):
     return None

@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import re
 
+from huggingface_hub import constants, snapshot_download
+
 # owner/name or a bare name, as the Hub spells them (no path separators beyond the one slash).
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
@@ -22,7 +24,6 @@ def _cache_dir() -> str:
     return os.environ["HF_HUB_CACHE"]
   if os.environ.get("HF_HOME"):
     return os.path.join(os.environ["HF_HOME"], "hub")
-  from huggingface_hub import constants
   return constants.HF_HUB_CACHE
 
 
@@ -45,7 +46,6 @@ def resolve_model_dir(name: str | os.PathLike) -> str:
     return path
   if not is_hub_id(name):
     raise FileNotFoundError(f"model directory {name} does not exist (no config.json there)")
-  from huggingface_hub import snapshot_download
   cache = _cache_dir()
   try:
     return snapshot_download(name, cache_dir=cache, local_files_only=True)

@@ -36,6 +36,8 @@ tests/sampling/test_logprobs.py. Trainers that need exact ratios recompute them 
 training forward.
 """
 
+import importlib
+
 from rlthink.sampling.processors import draw, process_logits
 from rlthink.sampling.rollouts import Rollouts
 from rlthink.sampling.sampler import (PendingRollouts, batch_bucket, lower_sample, prompt_bucket,
@@ -55,5 +57,4 @@ _LAZY = {"SampleConfig": "rlthink.sampling.config", "sample_text": "rlthink.samp
 def __getattr__(name):
   if name not in _LAZY:
     raise AttributeError(f"module 'rlthink.sampling' has no attribute {name!r}")
-  import importlib
   return getattr(importlib.import_module(_LAZY[name]), name)

@@ -14,7 +14,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from rlthink.sampling.config import SampleConfig
 from rlthink.sampling.rollouts import Rollouts
+from rlthink.sampling.sampler import sample
 
 
 def encode_prompts(tokenizer, prompts: Sequence[str]) -> list[list[int]]:
@@ -91,9 +93,6 @@ def sample_text(policy, prompts: Sequence[str], config: Any = None,
       "logprob"}] in row order (sample j of prompt i at i * num_samples + j); "logprob" is the
     completion's total log-prob under the policy at temperature 1.
   """
-  from rlthink.sampling.config import SampleConfig
-  from rlthink.sampling.sampler import sample
-
   if policy.tokenizer is None:
     raise ValueError("sample_text needs a policy with a tokenizer (policy.replace(tokenizer=...))")
   if isinstance(prompts, str):

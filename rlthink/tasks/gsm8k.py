@@ -24,7 +24,7 @@ import socket
 from typing import Iterator
 
 from rlthink.tasks import answers, arithmetic
-from rlthink.tasks.base import Task
+from rlthink.tasks.base import Task, default_data_dir
 
 _ANNOTATION = re.compile(r"<<[^<>]{0,200}>>")
 SOURCES = ("auto", "local", "tfds")
@@ -96,7 +96,7 @@ def _read_jsonl(file: str) -> Iterator[dict]:
 
 
 def _tfds_builder(data_dir: str):
-  import tensorflow_datasets as tfds
+  import tensorflow_datasets as tfds  # heavy, and only the TFDS source needs it
   import tensorflow_datasets.text.gsm8k  # noqa: F401  (registers the "gsm8k" builder)
   return tfds.builder("gsm8k", data_dir=data_dir, file_format="array_record")
 
@@ -166,7 +166,6 @@ class Gsm8k(Task):
   def examples(self, split: str):
     """As `Task.examples`; reading from TFDS, fails fast when TFDS cannot help (offline)."""
     if self._source() == "tfds":
-      from rlthink.tasks.base import default_data_dir
       data_dir = default_data_dir(self.data_dir)
       _check_tfds_reachable(_tfds_builder(data_dir), data_dir)
     return super().examples(split)
@@ -176,7 +175,6 @@ class Gsm8k(Task):
     self.check_split(split)
     if self._source() == "local":
       return _read_jsonl(_local_file(self.options.path, split, self.options.socratic))
-    from rlthink.tasks.base import default_data_dir
     return _read_tfds(split, self.options.socratic, default_data_dir(self.data_dir))
 
   def generate(self, split: str) -> Iterator[dict]:

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 from rlthink.files import atomic_write_json
 from rlthink.models.config import ModelConfig, eos_ids
@@ -263,7 +264,6 @@ class Checkpointer:
     except OSError as e:
       _log.warning("could not move the corrupt checkpoint %s aside: %s", source, e)
     if jax.process_count() > 1:
-      from jax.experimental import multihost_utils
       multihost_utils.sync_global_devices(f"rlthink_set_aside_{step}")
 
 
