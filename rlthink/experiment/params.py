@@ -9,6 +9,7 @@ import os
 import jax
 import numpy as np
 
+from rlthink.experiment import fingerprint
 from rlthink.gin_utils import MeshSpec, ModelSpec
 from rlthink.models import lora
 from rlthink.train import Checkpointer
@@ -78,11 +79,28 @@ def _first(*values):
   return next((v for v in values if v is not None), None)
 
 
-def load_stage_params(workdir: str, stage: str, policy):
+def load_stage_params(workdir: str, stage: str, policy, initial=None):
   """The policy parameters of the latest checkpoint of `stage` in `workdir`, on the policy's
   devices and shardings. Raises naming the directory when there is none or it does not match,
   and `CorruptCheckpointError` when the newest checkpoint fails its checksums (an older one is
-  not the stage's result; `rlthink train` on the workdir re-runs the stage from it)."""
+  not the stage's result; `rlthink train` on the workdir re-runs the stage from it).
+
+  A LoRA stage (`OptimizerConfig.lora`) checkpoints only its adapters; its result is the params
+  it started from (its parent's result, read back the same way, or the experiment's initial
+  model) with the adapters on them, as the stage returned it: `lora.combine(base, adapters)`
+  (the sampler and the export merge them). Its stage.json says what it started from
+  (`lora_start`). initial: the experiment's initial params, when the caller holds them; else
+  the initial model is built again from the ModelSpec and seed recorded there.
+  """
+  params = _checkpoint_params(workdir, stage, policy)
+  if set(params) == {"layers"} and lora.has_adapters(params):
+    return _lora_stage_params(workdir, stage, params, policy, initial)
+  shardings = jax.tree.map(lambda x: x.sharding, policy.params)
+  return jax.tree.map(lambda x, s: jax.device_put(np.asarray(x), s), params, shardings)
+
+
+def _checkpoint_params(workdir: str, stage: str, policy):
+  """The params of the stage's final checkpoint, as stored (host arrays)."""
   directory = os.path.join(workdir, stage)
   if not os.path.isdir(os.path.join(directory, "checkpoints")):
     raise FileNotFoundError(f"no checkpoints of stage {stage!r} under {directory}")
@@ -105,13 +123,77 @@ def load_stage_params(workdir: str, stage: str, policy):
   # Drivers save a TrainState ({"params", ...}) or {"state": TrainState, ...}.
   node = tree.get("state", tree) if isinstance(tree, dict) else tree
   node = node.get("policy", node) if isinstance(node, dict) and "params" not in node else node
-  params = node["params"]
-  if set(params) == {"layers"} and lora.has_adapters(params):
+  return node["params"]
+
+
+def lora_start(cfg: lora.LoRAConfig | None, parent: str | None, seed_offset: int) -> dict | None:
+  """What a LoRA stage's result is read back from, for its stage.json ("lora"): its LoRAConfig,
+  its parent, and for a stage without one the experiment's initial model (the gin-bound
+  `ModelSpec` and the experiment's seed, `build_policy`). None when `cfg` is None."""
+  if cfg is None:
+    return None
+  record = {"config": dataclasses.asdict(cfg), "parent": parent}
+  if parent is None:
+    record.update(model=dataclasses.asdict(ModelSpec()), seed_offset=seed_offset)
+  return record
+
+
+def _lora_stage_params(workdir: str, stage: str, adapters, policy, initial):
+  """The result of LoRA stage `stage`: its start params (merged, cast as the driver did,
+  `lora.trainable`) combined with its checkpointed `adapters`."""
+  directory = os.path.join(workdir, stage)
+  record = fingerprint.read(directory) or {}
+  start = record.get("lora")
+  if start is None:
     raise ValueError(f"stage {stage!r} under {directory} trained LoRA adapters "
-                     "(OptimizerConfig.lora): its checkpoints hold only them, and reading its "
-                     "result back from them is not supported yet")
+                     f"(OptimizerConfig.lora) but its {fingerprint.RECORD} does not say what it "
+                     "started from (no \"lora\" entry), so its result cannot be read back; "
+                     "delete the directory to train the stage again")
+  cfg = lora.LoRAConfig(**start["config"])
+  parent = start["parent"]
+  if parent is not None:
+    _check_parent_unchanged(workdir, stage, parent, record)
+    base = load_stage_params(workdir, parent, policy, initial)
+  elif initial is not None:
+    base = initial
+  else:
+    base = _initial_params(start["model"], start["seed_offset"], policy)
+  base = lora.cast_base(lora.merge(base), cfg.base_dtype)
+  try:
+    adapters = lora.place_adapters(jax.tree.map(np.asarray, adapters), policy.config, cfg,
+                                   policy.mesh)
+  except ValueError as e:
+    raise ValueError(f"stage {stage!r} under {directory}: {e}") from None
+  return lora.combine(base, adapters, cfg)
+
+
+def _check_parent_unchanged(workdir: str, stage: str, parent: str, record: dict) -> None:
+  """The parent's final params are what `stage` trained on: the parent finished, with the
+  settings whose digest the stage's fingerprint holds."""
+  saved = fingerprint.read(os.path.join(workdir, parent))
+  expected = record.get("fingerprint", {}).get("parent")
+  if (saved is None or not saved.get("done")
+      or fingerprint.digest(saved.get("fingerprint", {})) != expected):
+    raise ValueError(
+        f"LoRA stage {stage!r} in {workdir} trained adapters on the final params of stage "
+        f"{parent!r}, which are no longer there (the parent is unfinished, missing or was re-run "
+        f"with other settings): the adapters cannot be applied. Run `rlthink train` on "
+        f"{workdir} to train {stage!r} again on the parent's current result")
+
+
+def _initial_params(model: dict, seed_offset: int, policy):
+  """The experiment's initial params, built again from the recorded ModelSpec and seed on the
+  policy's mesh and shardings (the same values: initialisation is a function of the seed)."""
+  spec = ModelSpec(**model)
+  spec = dataclasses.replace(spec, seed=spec.seed + seed_offset)
+  params = spec.build(policy.mesh).params
+  shapes = lambda tree: jax.tree.map(lambda x: (tuple(x.shape), str(x.dtype)), tree)
+  if shapes(params) != shapes(policy.params):
+    raise ValueError(f"the experiment's initial model (ModelSpec {model}, seed offset "
+                     f"{seed_offset}) does not match the model of this command: its params "
+                     "differ in shape or dtype")
   shardings = jax.tree.map(lambda x: x.sharding, policy.params)
-  return jax.tree.map(lambda x, s: jax.device_put(np.asarray(x), s), params, shardings)
+  return jax.device_put(params, shardings)
 
 
 def final_checkpoint_intact(workdir: str, stage: str, model_config) -> bool:

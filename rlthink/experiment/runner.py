@@ -5,7 +5,8 @@ evaluate each, and write results, tables and plots.
 Workdir layout:
   config.gin                the gin config of the run (written atomically at every start)
   <stage>/                  each stage's checkpoints, metrics.jsonl, TensorBoard events and
-                            stage.json (its settings; "done" once finished, with its history)
+                            stage.json (its settings; "done" once finished, with its history; a
+                            LoRA stage's "lora": what its adapters apply to, `lora_start`)
   eval/<stage>.json         the evaluation of the stage's final model (reused while the stage and
                             EvalConfig stay the same), eval/<stage>.predictions.jsonl
   results.json, results.md, pass_at_k.png, <stage>_history.png

@@ -138,13 +138,35 @@ def init_adapters(config: ModelConfig, cfg: LoRAConfig, mesh=None) -> dict:
     bound = 1.0 / math.sqrt(math.prod(shape[1:-1]))
     return jax.random.uniform(next(keys), shape, dtype, -bound, bound)
 
-  is_shape = lambda x: isinstance(x, tuple) and all(isinstance(s, int) for s in x)
-  adapters = jax.tree_util.tree_map_with_path(make, shapes, is_leaf=is_shape)
+  adapters = jax.tree_util.tree_map_with_path(make, shapes, is_leaf=_is_shape)
+  return adapters if mesh is None else place_adapters(adapters, config, cfg, mesh)
+
+
+def place_adapters(adapters: dict, config: ModelConfig, cfg: LoRAConfig, mesh) -> dict:
+  """`adapters` (arrays of `adapter_shapes`, e.g. read back from a checkpoint) on `mesh`, sharded
+  by their logical axes (None: the default device). Raises naming the first adapter whose shape
+  is not `cfg`'s."""
+  shapes, logical = adapter_shapes(config, cfg)
+  expected = jax.tree_util.tree_flatten_with_path(shapes, is_leaf=_is_shape)[0]
+  found = {jax.tree_util.keystr(k): np.shape(x)
+           for k, x in jax.tree_util.tree_flatten_with_path(adapters)[0]}
+  for key, shape in expected:
+    name = jax.tree_util.keystr(key)
+    got = found.pop(name, None)
+    if got != shape:
+      raise ValueError(f"LoRA adapter {name}: expected shape {shape} (rank {cfg.rank}, targets "
+                       f"{list(cfg.targets)}), found {got or 'none'}")
+  if found:
+    raise ValueError(f"LoRA adapters {sorted(found)} are not among targets {list(cfg.targets)}")
   if mesh is None:
-    return adapters
-  shardings = jax.tree.map(lambda names, a: sharding.named_sharding(mesh, names, a.shape),
-                           logical, adapters, is_leaf=is_shape)
+    return jax.device_put(adapters)
+  shardings = jax.tree.map(lambda shape, names: sharding.named_sharding(mesh, names, shape),
+                           shapes, logical, is_leaf=_is_shape)
   return jax.device_put(adapters, shardings)
+
+
+def _is_shape(x) -> bool:
+  return isinstance(x, tuple) and all(isinstance(s, int) for s in x)
 
 
 def has_adapters(params) -> bool:

@@ -11,6 +11,7 @@ import transformers
 from safetensors.numpy import load_file
 
 import rlthink
+from rlthink import sharding
 from rlthink.models import lora
 from rlthink.train import OptimizerConfig, create_state, make_optimizer, make_train_step, sft_loss
 
@@ -150,3 +151,17 @@ def test_config_is_checked_and_bindable():
     import gin
     gin.clear_config()
   assert cfg == lora.LoRAConfig(rank=16, targets=("q_proj", "gate_proj"))
+
+
+def test_adapters_read_back_are_placed_on_the_mesh_and_checked_against_the_config():
+  config, mesh = rlthink.ModelConfig(**CONFIG), sharding.make_mesh()
+  cfg = lora.LoRAConfig(rank=2, targets=("q_proj", "up_proj"))
+  fresh = lora.init_adapters(config, cfg, mesh)
+  saved = jax.tree.map(np.asarray, fresh)  # as a checkpoint gives them back
+  placed = lora.place_adapters(saved, config, cfg, mesh)
+  jax.tree.map(lambda a, b: a.sharding == b.sharding or pytest.fail("sharding"), placed, fresh)
+  jax.tree.map(np.testing.assert_array_equal, placed, saved)
+  with pytest.raises(ValueError, match=r"q_proj_lora_a.*expected shape .*rank 4"):
+    lora.place_adapters(saved, config, lora.LoRAConfig(rank=4, targets=cfg.targets), mesh)
+  with pytest.raises(ValueError, match=r"up_proj_lora_a.*not among targets"):
+    lora.place_adapters(saved, config, lora.LoRAConfig(rank=2, targets=("q_proj",)), mesh)
