@@ -5,7 +5,6 @@ run in-process through `cli.main(argv)`, which is what the console script calls.
 """
 
 import json
-import logging
 import os
 import shutil
 import subprocess
@@ -27,15 +26,9 @@ PROMPTS = ("Ann has 3 pens. She gets 4 more. How many pens now?\n",
 
 
 @pytest.fixture(autouse=True)
-def _restore_global_state():
-  """cli.main binds gin and (re)configures the root logger: undo both after each test."""
-  root = logging.getLogger()
-  handlers, level = root.handlers[:], root.level
-  yield
-  import gin
-  gin.clear_config()
-  root.handlers[:] = handlers
-  root.setLevel(level)
+def _restore_global_state(cli_state):
+  """Every test here runs `rlthink.cli.main` (see conftest's cli_state)."""
+
 
 
 def _main(argv, capsys):

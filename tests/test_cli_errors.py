@@ -2,7 +2,6 @@
 RLTHINK_DEBUG=1), and `convert` never destroys a directory or exports random weights by
 accident."""
 
-import logging
 import os
 
 import pytest
@@ -14,16 +13,9 @@ from rlthink.train.step import NonFiniteLossError
 
 
 @pytest.fixture(autouse=True)
-def _restore_global_state(monkeypatch):
-  """cli.main binds gin and (re)configures the root logger: undo both after each test."""
+def _restore_global_state(monkeypatch, cli_state):
   monkeypatch.delenv("RLTHINK_DEBUG", raising=False)
-  root = logging.getLogger()
-  handlers, level = root.handlers[:], root.level
-  yield
-  import gin
-  gin.clear_config()
-  root.handlers[:] = handlers
-  root.setLevel(level)
+
 
 
 def _main(argv, capsys):

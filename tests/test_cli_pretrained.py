@@ -2,7 +2,6 @@
 (with its chat template), the sampling flags, and a tokenizer that does not fit the model."""
 
 import json
-import logging
 
 import pytest
 import transformers
@@ -14,14 +13,9 @@ from rlthink.experiment import Experiment, attach_tokenizer
 
 
 @pytest.fixture(autouse=True)
-def _restore_global_state():
-  root = logging.getLogger()
-  handlers, level = root.handlers[:], root.level
-  yield
-  import gin
-  gin.clear_config()
-  root.handlers[:] = handlers
-  root.setLevel(level)
+def _restore_global_state(cli_state):
+  """Every test here runs `rlthink.cli.main` (see conftest's cli_state)."""
+
 
 
 @pytest.fixture(scope="module")

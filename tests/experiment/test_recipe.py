@@ -3,7 +3,6 @@ its Hub id swapped for a tiny Qwen2 directory with a chat template, its GSM8K pa
 of examples in the official format, one GRPO iteration."""
 
 import json
-import logging
 
 import gin
 import pytest
@@ -20,13 +19,9 @@ PROBLEMS = [("Tom has 3 apples. He buys 4 more. How many apples does he have?",
 
 
 @pytest.fixture(autouse=True)
-def _restore_global_state():
-  root = logging.getLogger()
-  handlers, level = root.handlers[:], root.level
-  yield
-  gin.clear_config()
-  root.handlers[:] = handlers
-  root.setLevel(level)
+def _restore_global_state(cli_state):
+  """Every test here runs `rlthink.cli.main` (see conftest's cli_state)."""
+
 
 
 @pytest.mark.slow

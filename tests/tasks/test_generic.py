@@ -1,7 +1,6 @@
 """generic: bring-your-own data from JSONL / JSON / parquet / save_to_disk files (fixtures here)."""
 
 import json
-import logging
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -144,19 +143,8 @@ def test_an_edited_file_is_rebuilt(tmp_path, files):
   assert tasks.get("generic", **files, **FIELDS).config_name == after.config_name  # stable
 
 
-@pytest.fixture
-def _restore_global_state():
-  """cli.main binds gin and (re)configures the root logger: undo both after the test."""
-  root = logging.getLogger()
-  handlers, level = root.handlers[:], root.level
-  yield
-  import gin
-  gin.clear_config()
-  root.handlers[:] = handlers
-  root.setLevel(level)
 
-
-def test_data_build_command(tmp_path, files, capsys, _restore_global_state):
+def test_data_build_command(tmp_path, files, capsys, cli_state):
   options = [f"train={files['train']}", f"test={files['test']}", "question_field=problem",
              "answer_field=final", "thinking_field=rationale", "answer_check=math"]
   argv = ["data", "build", "generic", "--data_dir", str(tmp_path / "tfds")]
