@@ -13,13 +13,24 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
+@pytest.fixture(autouse=True)
+def _logging_restored():
+  """Whatever a test does to the root and rlthink loggers (`rlthink.cli.main` runs
+  logging.basicConfig onto the test's captured stderr) is undone after it, so no later test logs
+  into a closed stream."""
+  loggers = [logging.getLogger(), logging.getLogger("rlthink")]
+  saved = [(lg.handlers[:], lg.level, lg.propagate) for lg in loggers]
+  yield
+  for lg, (handlers, level, propagate) in zip(loggers, saved):
+    lg.handlers[:] = handlers
+    lg.setLevel(level)
+    lg.propagate = propagate
+
+
 @pytest.fixture
 def cli_state():
-  """`rlthink.cli.main` binds gin and (re)configures the root logger: undoes both afterwards."""
+  """`rlthink.cli.main` binds gin (cleared afterwards; its logging is undone by
+  `_logging_restored`)."""
   import gin  # after the environment above is set
-  root = logging.getLogger()
-  handlers, level = root.handlers[:], root.level
   yield
   gin.clear_config()
-  root.handlers[:] = handlers
-  root.setLevel(level)

@@ -36,25 +36,14 @@ tests/sampling/test_logprobs.py. Trainers that need exact ratios recompute them 
 training forward.
 """
 
-import importlib
-
+from rlthink.sampling.config import SampleConfig
 from rlthink.sampling.processors import draw, process_logits
 from rlthink.sampling.rollouts import Rollouts
 from rlthink.sampling.sampler import (PendingRollouts, batch_bucket, lower_sample, prompt_bucket,
                                       sample, sample_async)
 from rlthink.sampling.slots import SlotOptions
+from rlthink.sampling.text import decode_completions, sample_text
 
 __all__ = ["PendingRollouts", "Rollouts", "SampleConfig", "SlotOptions", "batch_bucket",
            "decode_completions", "draw", "lower_sample", "process_logits", "prompt_bucket",
            "sample", "sample_async", "sample_text"]
-
-# Text helpers and the gin-bound `SampleConfig` load on first use: gin is not on every accelerator
-# image, and the benchmark path (`rlthink.bench.sample`) never needs it.
-_LAZY = {"SampleConfig": "rlthink.sampling.config", "sample_text": "rlthink.sampling.text",
-         "decode_completions": "rlthink.sampling.text"}
-
-
-def __getattr__(name):
-  if name not in _LAZY:
-    raise AttributeError(f"module 'rlthink.sampling' has no attribute {name!r}")
-  return getattr(importlib.import_module(_LAZY[name]), name)

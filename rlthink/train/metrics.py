@@ -203,7 +203,14 @@ def _record_key(step, record: dict) -> tuple:
 
 def _interactive() -> bool:
   """A live bar only where one renders: a terminal, or a notebook (tqdm.auto draws a widget)."""
-  return sys.stderr.isatty() or "ipykernel" in sys.modules
+  return sys.stderr.isatty() or _in_notebook()
+
+
+def _in_notebook() -> bool:
+  """Whether this process is a Jupyter kernel (having imported ipykernel is not enough: a test
+  or tool may import it without running in one)."""
+  shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
+  return type(shell).__name__ == "ZMQInteractiveShell"
 
 
 def _short(name: str) -> str:

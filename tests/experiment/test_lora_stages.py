@@ -127,7 +127,7 @@ def test_a_lora_stage_whose_parent_changed_since_is_an_error(resumed_run, tmp_pa
     load_stage_params(str(copy), "tune", _command_policy())
 
 
-def test_convert_of_a_lora_stage_exports_its_merged_model(parent_run, tmp_path, capsys):
+def test_convert_of_a_lora_stage_exports_its_merged_model(parent_run, tmp_path, capsys, cli_state):
   workdir, seen = parent_run
   out_dir = tmp_path / "hf"
   code = cli.main(["convert", "--workdir", workdir, "--stage", "sft", "--out", str(out_dir)])
