@@ -18,6 +18,7 @@ import textwrap
 import threading
 import time
 
+import jax
 import numpy as np
 
 import rlthink
@@ -146,3 +147,17 @@ def make_rollouts(pairs, pad_id=0):
       sampling_logprobs=np.zeros((n, c), np.float32), lengths=lengths,
       stopped=np.ones(n, bool), prompt_index=np.arange(n, dtype=np.int32),
       decode_steps=np.asarray(c, np.int32))
+
+
+def assert_same_update(auto, forward, start, auto_record: dict, forward_record: dict,
+                       drift_bound: float) -> None:
+  """An on-policy update with old_logprobs='auto' (no scoring forward) equals the one with
+  'forward': the same params (well within the size of the update) and the same drift metrics."""
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-8),
+               auto.params, forward.params)
+  moved = max(float(np.max(np.abs(np.asarray(x) - np.asarray(y)))) for x, y in zip(
+      jax.tree.leaves(auto.params), jax.tree.leaves(start.params)))
+  assert moved > 1e-5  # the tolerance above is well below the update
+  for key in ("logprob_drift_mean", "logprob_drift_max"):
+    a, f = auto_record[key], forward_record[key]
+    assert 0 <= a < drift_bound and abs(a - f) <= 1e-5, (key, a, f)

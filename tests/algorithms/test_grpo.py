@@ -152,13 +152,7 @@ def test_on_policy_auto_update_equals_forward_without_the_scoring_forward(
     assert a[key] == pytest.approx(f[key], rel=1e-5, abs=1e-7), key
   assert a["grad_norm"] == pytest.approx(f["grad_norm"], rel=1e-4)
   assert a["ratio_mean"] == 1.0 and a["clip_frac"] == 0.0
-  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-8),
-               auto.params, forward.params)
-  moved = max(float(np.max(np.abs(np.asarray(x) - np.asarray(y)))) for x, y in zip(
-      jax.tree.leaves(auto.params), jax.tree.leaves(policy.params)))
-  assert moved > 1e-5  # the tolerance above is well below the update
-  for key in ("logprob_drift_mean", "logprob_drift_max"):
-    assert 0 <= a[key] < 1e-4 and a[key] == pytest.approx(f[key], abs=1e-5), key
+  rl_fixtures.assert_same_update(auto, forward, policy, a, f, drift_bound=1e-4)
 
 
 def test_auto_loss_ignores_the_sampler_logprobs_but_logs_their_drift():
