@@ -97,4 +97,4 @@ def test_wandb_on_but_not_installed_is_one_clear_error(tmp_path, monkeypatch):
   with pytest.raises(ValueError, match=r"^LoggingConfig.wandb_project is set but wandb is not "
                      r"installed: pip install 'rlthink\[wandb\]'"):
     with metrics.using(LoggingConfig(wandb_project="p")):
-      pass
+      pass  # entering the block is what must fail
