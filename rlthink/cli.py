@@ -70,6 +70,20 @@ def _override(p: argparse.ArgumentParser) -> None:
                  "(repeatable); any other difference is an error")
 
 
+def _stages(p: argparse.ArgumentParser) -> None:
+  p.add_argument("--stages", default="", metavar="NAME[,NAME...]",
+                 help="run, evaluate and report only these stages (the stages they need run too, "
+                 "unreported); sets Experiment.only_stages. Chunks of one experiment run in their "
+                 "own workdirs are reported together by `rlthink report DIR...`")
+
+
+def _stages_binding(args) -> None:
+  """--stages a,b as the binding it stands for, after any other (so it wins)."""
+  names = [n.strip() for n in args.stages.split(",") if n.strip()]
+  if names:
+    args.gin_param = list(args.gin_param) + [f"Experiment.only_stages = {names!r}"]
+
+
 def _model(p: argparse.ArgumentParser) -> None:
   p.add_argument("--model", help="a Hugging Face model: a local directory or a Hub id already in "
                  "the local Hugging Face cache (sets ModelSpec.hf_path)")
@@ -89,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
   p = sub.add_parser("train", help="run an experiment (default: the quickstart)")
   _common(p)
   p.add_argument("--no_progress", action="store_true", help="no progress bars")
+  _stages(p)
   _override(p)
 
   p = sub.add_parser("sweep", help="run an experiment once per seed, each in <workdir>/seed_<s>")
@@ -101,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
                  "'0,1' (CUDA_VISIBLE_DEVICES each)")
   p.add_argument("--no_progress", action="store_true", help="no progress bars")
   p.add_argument("--no_report", action="store_true", help="skip the report at the end")
+  _stages(p)
   _override(p)
 
   p = sub.add_parser("report", help="one table over runs and sweeps: stages x seeds x splits "
@@ -243,6 +259,7 @@ def cmd_train(args) -> int:
   from rlthink import experiment
   args.workdir = args.workdir or "workdir/quickstart"
   _with_run_config(args, DEFAULT_EXPERIMENT)
+  _stages_binding(args)
   _setup(args)
   experiment.run(args.workdir, progress=not args.no_progress, overrides=args.override)
   return 0
@@ -256,6 +273,7 @@ def cmd_sweep(args) -> int:
     args.gin_file = [saved] + list(args.gin_file)
   elif not args.gin_file:
     raise ValueError(f"rlthink sweep: {args.workdir} holds no sweep; give --gin_file")
+  _stages_binding(args)
   _setup(args)
   devices = [d for d in args.devices.split(",") if d.strip()]
   sweep.run_sweep(args.workdir, args.seeds, processes=args.processes, devices=devices,

@@ -314,3 +314,11 @@ def test_exit_status_of_the_console_command_is_2_on_bad_input(tmp_path):
   assert proc.returncode == 2
   line = _error_line(proc.stderr, "train")
   assert "unknown binding 'EIConfig.iteratons'" in line and "Did you mean 'iterations'" in line
+
+
+@pytest.mark.parametrize("command", ["train", "sweep"])
+def test_stages_flag_binds_only_stages_last(command):
+  args = cli.build_parser().parse_args([command, "--workdir", "w", "--stages", "rl_a, rl_b",
+                                        "--gin_param", "SFTConfig.steps = 3"])
+  cli._stages_binding(args)
+  assert args.gin_param == ["SFTConfig.steps = 3", "Experiment.only_stages = ['rl_a', 'rl_b']"]

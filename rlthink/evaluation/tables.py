@@ -101,7 +101,8 @@ def _load_run(directory: str, seed=None) -> Run:
 
 def load_runs(paths: Sequence[str]) -> list[Run]:
   """The runs of run directories and sweep directories (a sweep's unfinished runs are skipped
-  with a warning); the same experiment and seed twice is an error naming both paths."""
+  with a warning). The same experiment and seed in two directories is one run when their stages
+  are disjoint (chunks of one experiment run with `--stages`), else an error naming both."""
   runs = []
   for path in paths:
     if os.path.isfile(os.path.join(path, SWEEP)):
@@ -120,20 +121,32 @@ def load_runs(paths: Sequence[str]) -> list[Run]:
     else:
       raise FileNotFoundError(f"{path}: neither a run directory ({RESULTS}) nor a sweep "
                               f"directory ({SWEEP})")
-  first, unique = {}, []
+  first: dict[tuple, Run] = {}
+  unique = []
   for run in runs:
     key = (run.experiment, run.seed)
-    if key in first:
-      if os.path.realpath(first[key]) == os.path.realpath(run.path):
-        continue  # the same run directory named twice
-      raise ValueError(f"experiment {run.experiment!r} seed {run.seed} appears twice: "
-                       f"{first[key]} and {run.path}; report them separately or name the "
-                       "experiments apart")
-    first[key] = run.path
-    unique.append(run)
+    if key not in first:
+      first[key] = run
+      unique.append(run)
+    elif os.path.realpath(first[key].path) != os.path.realpath(run.path):  # not named twice
+      first[key].data = _merge_chunks(first[key], run)
   if not unique:
     raise ValueError(f"no finished run under {', '.join(paths)}")
   return unique
+
+
+def _merge_chunks(a: Run, b: Run) -> dict:
+  """One seed's results from two runs of disjoint stages (chunks run with `--stages`)."""
+  shared = sorted(set(a.data["stages"]) & set(b.data["stages"]))
+  if shared:
+    raise ValueError(f"experiment {a.experiment!r} seed {a.seed}: stages {shared} are reported "
+                     f"by both {a.path} and {b.path}; report them separately, name the "
+                     "experiments apart, or run each stage in one chunk only (--stages)")
+  order = list(a.data.get("order") or a.data["stages"])
+  order += [s for s in (b.data.get("order") or b.data["stages"]) if s not in order]
+  return {**a.data, "stages": {**a.data["stages"], **b.data["stages"]}, "order": order,
+          "initial": a.data.get("initial") or b.data.get("initial"),
+          "references": {**(b.data.get("references") or {}), **(a.data.get("references") or {})}}
 
 
 def metric_order(names) -> list[str]:

@@ -63,6 +63,10 @@ class Experiment:
   evaluate_initial: also evaluate the model before the first stage.
   data_dir: where task datasets are built (default: <workdir>/data).
   references: a paper's numbers to show beside ours, {stage: {split: {metric: value}}}.
+  only_stages: names of the stages to run, evaluate and report (`--stages` on the command line);
+    the stages they need (parents, the reward models and readers they read) run too but are
+    neither evaluated nor reported. Empty: every stage. One experiment split into chunks this
+    way (each in its own workdir) is reported whole by `rlthink report chunk_a chunk_b ...`.
   """
 
   name: str | None = None
@@ -76,11 +80,18 @@ class Experiment:
   data_dir: str | None = None
   references: dict = dataclasses.field(default_factory=dict)
   max_truncated_fraction: float = 0.5
+  only_stages: tuple = ()
 
   def __post_init__(self):
     object.__setattr__(self, "stages", tuple(self.stages) if isinstance(self.stages, (list, tuple))
                        else (self.stages,))
+    object.__setattr__(self, "only_stages", (self.only_stages,) if isinstance(
+        self.only_stages, str) else tuple(self.only_stages))
     names = {s.name for s in self.stage_specs()}  # algorithms, parents, cycles: checked now
+    if set(self.only_stages) - names:
+      raise spec_lib.ExperimentError(
+          f"{_where()}: Experiment.only_stages names no stage: "
+          f"{sorted(set(self.only_stages) - names)} (stages: {sorted(names)})")
     unknown = sorted(set(self.references) - names)
     if unknown:
       raise spec_lib.ExperimentError(f"{_where()}: Experiment.references names no stage: "
@@ -184,6 +195,22 @@ def _check_references(plans: list[_Plan], where: str) -> None:
             f"after it; list {other!r} earlier")
 
 
+def select(plans: list[_Plan], names) -> tuple[list[_Plan], set[str]]:
+  """The plans that running the stages `names` needs (those stages, their ancestors and the
+  stages they read, in run order) and the names to evaluate and report; all for no names."""
+  if not names:
+    return plans, {p.stage.name for p in plans}
+  by_name, needed, todo = {p.stage.name: p for p in plans}, set(), list(names)
+  while todo:
+    name = todo.pop()
+    if name not in needed:
+      needed.add(name)
+      p = by_name[name]
+      todo.extend([p.stage.parent] if p.stage.parent else [])
+      todo.extend(other for _, other in _references(p))
+  return [p for p in plans if p.stage.name in needed], set(names)
+
+
 def _fingerprints(plans: list[_Plan], exp: Experiment) -> None:
   by_name = {p.stage.name: p for p in plans}
   root = {**fingerprint.flat("ModelSpec", gin_utils.ModelSpec()),
@@ -225,8 +252,9 @@ def _run(workdir: str, exp: Experiment, progress: bool, overrides) -> dict:
       exp.tokenizer_vocab_size) if exp.tokenizer == "bpe" else None)
   # Bad input (another model's checkpoints, changed settings) stops the run before it writes
   # anything into the workdir, so a resumable run there keeps its config.gin.
-  check_stage_checkpoints(workdir, [p.stage.name for p in plans], policy.config)
   _fingerprints(plans, exp)
+  plans, reported = select(plans, exp.only_stages)  # after the tokenizer saw every stage's data
+  check_stage_checkpoints(workdir, [p.stage.name for p in plans], policy.config)
   records = {}
   for p in plans:
     saved = fingerprint.read(p.directory)
@@ -288,14 +316,15 @@ def _run(workdir: str, exp: Experiment, progress: bool, overrides) -> dict:
       params = load_stage_params(workdir, name, policy, init_params)
     if pending_children[name]:
       finals[name] = params
-    if p.stage.evaluate:
+    if p.stage.evaluate and name in reported:
       key = {"stage": fingerprint.digest(p.fingerprint), **fingerprint.flat("EvalConfig",
                                                                                p.eval_cfg)}
       load = (lambda n=name, q=params: policy.replace(
           params=q if q is not None else load_stage_params(workdir, n, policy, init_params)))
       rows.append((name, evaluator.final(name, load, p.task, p.eval_cfg, key,
                                          _eval_extras(p, policy, workdir))))
-  return _write_results(workdir, exp, plans, rows, histories, main)
+  return _write_results(workdir, exp, [p for p in plans if p.stage.name in reported], rows,
+                        {k: v for k, v in histories.items() if k in reported}, main)
 
 
 def _run_stage(p: _Plan, policy, workdir: str, evaluator: "_Evaluator", progress: bool,

@@ -136,11 +136,13 @@ def test_unfinished_seeds_duplicates_and_bad_paths(runs, tmp_path):
   sweep, _ = runs
   os.remove(os.path.join(sweep, "seed_2", "results.json"))  # still running
   assert _row(tables.build_report([sweep]), "chain", "sft", "test")["n"] == 2
-  # The same run named twice counts once; another run of the same experiment and seed is an error.
+  # The same run named twice counts once; another run of the same experiment and seed reporting
+  # the same stages is an error.
   assert _row(tables.build_report([sweep, os.path.join(sweep, "seed_0")]),
               "chain", "sft", "test")["n"] == 2
   shutil.copytree(os.path.join(sweep, "seed_0"), str(tmp_path / "copy"))
-  with pytest.raises(ValueError, match="experiment 'chain' seed 0 appears twice"):
+  with pytest.raises(ValueError, match=r"experiment 'chain' seed 0: stages \['grpo', 'orm', "
+                     r"'sft'\] are reported by both"):
     tables.build_report([sweep, str(tmp_path / "copy")])
   with pytest.raises(FileNotFoundError, match="neither a run directory"):
     tables.build_report([str(tmp_path)])
@@ -148,3 +150,22 @@ def test_unfinished_seeds_duplicates_and_bad_paths(runs, tmp_path):
   (tmp_path / "bad" / "results.json").write_text('{"seed": 0}')
   with pytest.raises(ValueError, match="results.json: key 'stages'"):
     tables.build_report([str(tmp_path / "bad")])
+
+
+def test_chunks_of_one_sweep_report_as_the_whole(runs, tmp_path):
+  """A sweep run in two chunks (`--stages sft` and `--stages grpo,orm`, each in its own workdir)
+  reports exactly as the sweep run whole."""
+  sweep, _ = runs
+  chunks = {"a": ["sft"], "b": ["grpo", "orm"]}
+  for chunk, names in chunks.items():
+    shutil.copytree(sweep, str(tmp_path / chunk))
+    for seed in SEEDS:
+      path = tmp_path / chunk / f"seed_{seed}" / "results.json"
+      data = json.loads(path.read_text())
+      data["order"] = names
+      data["stages"] = {k: v for k, v in data["stages"].items() if k in names}
+      path.write_text(json.dumps(data))
+  whole = tables.build_report([sweep]).to_json()
+  merged = tables.build_report([str(tmp_path / "a"), str(tmp_path / "b")]).to_json()
+  assert merged["rows"] == whole["rows"]  # stages in the order of the chunks named
+  assert merged["curves"] == whole["curves"]

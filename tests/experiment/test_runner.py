@@ -3,6 +3,7 @@ from its final params, stage gin scopes, resume never re-runs a finished stage, 
 of a stage is an error naming the binding (unless overridden), seeds offset every stage's seed,
 cached evaluations are keyed by their config."""
 
+import json
 import os
 
 import gin
@@ -168,3 +169,24 @@ def test_a_stage_that_reads_a_later_or_unknown_stage_stops_before_any_stage_runs
   with pytest.raises(spec.ExperimentError, match=message):
     runner.run(str(tmp_path), progress=False)
   assert fake.CALLS == [] and not (tmp_path / "sft").exists()
+
+
+def test_only_stages_runs_what_they_need_and_reports_them_alone(tmp_path, _fake):
+  """A chunk (`--stages arm_b`) trains the parent unreported; the chunks' results are the whole
+  run's, and a later whole run in the chunk's workdir trains only what is left."""
+  _parse(ARMS)
+  whole = runner.run(str(tmp_path / "whole"), progress=False)
+  fake.CALLS.clear()
+  _parse(ARMS, "Experiment.only_stages = ['arm_b']")
+  chunk = runner.run(str(tmp_path / "chunk"), progress=False)
+  assert [c["name"] for c in fake.CALLS] == ["sft", "arm_b"]
+  assert chunk == {"arm_b": whole["arm_b"]}
+  saved = json.loads((tmp_path / "chunk" / "results.json").read_text())
+  assert saved["order"] == ["arm_b"] and list(saved["stages"]) == ["arm_b"]
+  fake.CALLS.clear()
+  _parse(ARMS)
+  assert runner.run(str(tmp_path / "chunk"), progress=False) == whole
+  assert [c["name"] for c in fake.CALLS] == ["arm_a", "arm_c"]
+  _parse(ARMS, "Experiment.only_stages = ['arm_d']")
+  with pytest.raises(spec.ExperimentError, match=r"only_stages names no stage: \['arm_d'\]"):
+    Experiment()
