@@ -18,6 +18,7 @@ and calls it). A family subclasses `Task` and writes only what is specific to it
             passed explicitly override it.
   generate(split)              -> Iterator[dict]: the examples, deterministic given the options.
   verify_answer(answer, ex)    -> float in [0, 1] from the answer span only (never raises).
+  demonstration(ex) (optional) -> (thinking, answer) SFT imitates, when not the reference.
 
 Everything else (prompt text, reference completion, thinking/answer split, TFDS building and
 reading) is shared here and in `builder.py`. Options that only change formatting live in
@@ -204,8 +205,13 @@ class Task:
     return str(example["answer"])
 
   def reference(self, example: dict) -> str:
-    """The reference completion (SFT target): thinking span, then the answer."""
+    """The reference completion: thinking span, then the answer."""
     return self.format.completion(self.thinking(example), self.answer(example))
+
+  def demonstration(self, example: dict) -> tuple[str, str]:
+    """The (thinking, answer) that SFT imitates: the reference by default; a family may mix
+    other behaviours into its SFT data (general_qa's shortcut demonstrations)."""
+    return self.thinking(example), self.answer(example)
 
   def steps(self, example: dict) -> list[str] | None:
     """Per-step annotations (for dense / process rewards), or None when the family has none."""

@@ -63,15 +63,16 @@ def encode_prompt(task: Task, example: dict, tokenizer, add_bos: bool | None = N
 
 def encode_sft(task: Task, example: dict, tokenizer,
                add_bos: bool | None = None) -> dict[str, np.ndarray]:
-  """One SFT sequence: tokens int32[n] and the loss/thinking/answer masks bool[n] (module doc)."""
+  """One SFT sequence: tokens int32[n] and the loss/thinking/answer masks bool[n] (module doc);
+  the completion is the task's `demonstration` of the example."""
   if tokenizer.eos_token_id is None:
     raise ValueError("SFT sequences end with <eos>, but the tokenizer has no eos token")
   fmt = task.format
   prompt = encode_prompt(task, example, tokenizer, add_bos).tolist()
   opener = [] if fmt.open_thinking_in_prompt else _encode(tokenizer, fmt.think_open)
-  thinking = opener + _encode(tokenizer, task.thinking(example)) + _encode(tokenizer,
-                                                                           fmt.think_close)
-  answer = _encode(tokenizer, task.answer(example)) + [tokenizer.eos_token_id]
+  shown_thinking, shown_answer = task.demonstration(example)
+  thinking = opener + _encode(tokenizer, shown_thinking) + _encode(tokenizer, fmt.think_close)
+  answer = _encode(tokenizer, shown_answer) + [tokenizer.eos_token_id]
   n_prompt, n_think, n_answer = len(prompt), len(thinking), len(answer)
   span = np.repeat(np.arange(3), [n_prompt, n_think, n_answer])
   return {"tokens": np.asarray(prompt + thinking + answer, np.int32),
@@ -92,8 +93,9 @@ def sft_lengths(task: Task, examples: Sequence[dict], tokenizer, add_bos: bool |
   lengths = []
   for start in range(0, len(examples), chunk):
     part = [examples[i] for i in range(start, min(start + chunk, len(examples)))]
+    shown = [task.demonstration(ex) for ex in part]
     pieces = [count(task.prompt(ex, tokenizer) for ex in part),
-              count(task.thinking(ex) for ex in part), count(task.answer(ex) for ex in part)]
+              count(thinking for thinking, _ in shown), count(answer for _, answer in shown)]
     lengths += [fixed + sum(n) for n in zip(*pieces)]
   return np.asarray(lengths, np.int64)
 

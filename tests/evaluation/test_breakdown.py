@@ -106,7 +106,7 @@ def test_breakdown_equals_a_recount_of_the_saved_predictions(task, policy, monke
   install_sampler(monkeypatch, task, policy.tokenizer, examples, plan)
   install_text_scorer(monkeypatch, policy.tokenizer)
   cfg = EvalConfig(k=K, n=N, max_examples=COUNT, max_new_tokens=200, breakdown=FIELDS,
-                   metrics=("maj@1", "maj@k", "pass@k", "rerank@k"))
+                   splits=("test",), metrics=("maj@1", "maj@k", "pass@k", "rerank@k"))
   results, predictions = evaluate_with_predictions(policy, task, cfg, reward_model=orm)
   path = str(tmp_path / "eval" / "stage.predictions.jsonl")
   write_predictions(path, predictions)
@@ -149,7 +149,7 @@ def test_maj_at_1_alone_draws_no_samples(task, policy, monkeypatch):
   examples = [task.examples("test")[i] for i in range(4)]
   fake = install_sampler(monkeypatch, task, policy.tokenizer, examples, _plan(examples))
   cfg = EvalConfig(k=96, max_examples=4, max_new_tokens=200, metrics=("maj@1",),
-                   breakdown=("hops",))
+                   breakdown=("hops",), splits=("test",))
   results, predictions = evaluate_with_predictions(policy, task, cfg)
   assert [c["temperature"] for c in fake.calls] == [0.0]  # one greedy pass, nothing at k = 96
   got = results["test"]
@@ -171,7 +171,8 @@ def test_rcrl_condition_puts_the_correct_label_in_every_prompt(task, policy, mon
     view = conditioned_task(task, "rcrl", config)
     fake = install_sampler(monkeypatch, view, tok, examples, _plan(examples))
     results = evaluate(policy, task, EvalConfig(max_examples=3, metrics=("maj@1",),
-                                                max_new_tokens=200, condition="rcrl"),
+                                                max_new_tokens=200, condition="rcrl",
+                                                splits=("test",)),
                        stage_config=config)
     assert results["test"]["num_examples"] == 3
     for ids, ex in zip(fake.calls[0]["prompt_ids"], examples):

@@ -155,7 +155,7 @@ def test_data_build_reports_statistics(tmp_path):
   with pytest.raises(ValueError, match="expected key=value"):
     data_cli.parse_options(["tiny"])
   stats = data_cli.build("general_qa", options, str(tmp_path))
-  assert stats["name"] == "rlthink_general_qa" and stats["version"] == "1.0.0"
+  assert stats["name"] == "rlthink_general_qa" and stats["version"] == "1.1.0"
   assert stats["path"].startswith(str(tmp_path)) and stats["options"]["seed"] == 2
   train = stats["splits"]["train"]
   assert train["examples"] == 256 and stats["splits"]["test"]["examples"] == 64
