@@ -7,11 +7,12 @@ import re
 import pytest
 
 from rlthink import tasks
-from rlthink.tasks.latent_generalization import syllogisms
+from rlthink.tasks.latent_generalization import syllogisms, traces
 from rlthink.tasks.latent_generalization.common import KINDS
 
 QUESTION_SPLITS = ["rl_train"] + [f"{side}_{k}" for side in ("test", "transfer") for k in KINDS]
 TEST_SPLITS = QUESTION_SPLITS[1:]
+_HEADER = re.compile(r"^(?:[A-Z]\. |Candidate: )(.*)$")
 _WORD = re.compile(r"[A-Za-z']+")
 
 
@@ -186,6 +187,55 @@ def test_free_answer_verifier(free):
   assert spoofed  # every nonsense word has a vowel, nearly always one of a, e, i, o
   for a in spoofed:
     assert task.verify(f"<think>x</think>{a.translate(look_alike)}", ex) == 0.0
+
+
+def _words_in(text, phrase):
+  return re.search(rf"(?<![\w']){re.escape(phrase.lower())}(?![\w'])", text.lower()) is not None
+
+
+def test_traces_lead_to_the_right_answer(free, choice):
+  for task, data in (free, choice):
+    assert data["warm_start"] and (sorted(e["key"] for e in data["warm_start"])
+                                   == sorted(e["key"] for e in data["rl_train"]))
+    for split in QUESTION_SPLITS + ["warm_start"]:
+      for ex in data[split]:
+        lines = ex["trace"].split("\n")
+        final = re.fullmatch(r"So the answer is (.+)\.", lines[-1]).group(1)
+        assert task.verify(f"<think>{ex['trace']}</think>{final}", ex) == 1.0, ex["trace"]
+        right = ex["options"][ex["answer_index"]]
+        headers = [i for i, line in enumerate(lines) if _HEADER.match(line)]
+        if headers:  # every option checked, in order; only the right one matches
+          assert [_HEADER.match(lines[i]).group(1) for i in headers] == ex["options"]
+          ends = headers[1:] + [len(lines) - 1]
+          verdicts = [lines[end - 1] for end in ends]
+          assert set(verdicts) <= {traces.MATCH, traces.NO_MATCH}
+          assert [v == traces.MATCH for v in verdicts] == [
+              i == ex["answer_index"] for i in range(len(ex["options"]))]
+        else:  # the line before the answer names the right option and no other
+          assert _words_in(lines[-2], right), (lines[-2], right)
+          assert not any(_words_in(lines[-2], o) for o in ex["options"] if o != right)
+        thinking = ex["trace"] if split == "warm_start" else ""
+        assert task.reference(ex) == f"<think>{thinking}</think>{ex['answer']}"
+    assert all(d["trace"] == d["thinking"] == "" for d in data["documents"])
+
+
+def test_traces_recall_only_sentences_their_knowledge_set_was_trained_on(free):
+  _, data = free
+  documents = {}
+  for d in data["documents"]:
+    documents.setdefault(d["knowledge_set"], []).append(d["answer"])
+  recalled = 0
+  for ex in (e for s in QUESTION_SPLITS for e in data[s]):
+    docs = documents[ex["knowledge_set"]]
+    for line in ex["trace"].split("\n"):
+      if line.startswith("So ") or _HEADER.match(line):
+        continue
+      recalled += 1
+      assert any(_words_in(doc, line) for doc in docs), (line, ex["key"])
+    if ex["source"] == "reversal_curse" and ex["kind"] == "reversal":  # never the reversed fact
+      name, desc = ex["entities"]
+      assert not any(line.lower().startswith(desc.lower()) for line in ex["trace"].split("\n"))
+  assert recalled > 500
 
 
 def _array_record_bytes(root: pathlib.Path) -> dict:

@@ -6,16 +6,18 @@ Four sources, each with training documents and test questions (see their modules
   syllogism        two trained premises; the six quantifier x direction statements
   reversal_curse   fictional celebrities name <-> description (forward-only vs both orders)
   semantic         a ~110-category nonsense hierarchy with inherited properties
-Splits (see `dataset.py`): documents, rl_train (knowledge set 0), test_<kind> (set 0, held out
-from RL) and transfer_<kind> (the other knowledge sets). Options pick the answer form ("free":
-verified text; "multiple_choice": lettered options, a letter or the option text counts) and the
-in-context variant (facts in the prompt).
+Splits (see `dataset.py`): documents, rl_train (knowledge set 0), warm_start (rl_train's questions
+with thinking traces), test_<kind> (set 0, held out from RL) and transfer_<kind> (the other
+knowledge sets). Options pick the answer form ("free": verified text; "multiple_choice": lettered
+options, a letter or the option text counts) and the in-context variant (facts in the prompt).
 
     task = rlthink.tasks.get("latent_generalization", size="tiny", answer_format="multiple_choice")
     task.verify("<think>...</think>B", task.examples("test_reversal")[0])
 
-There are no reference chains of thought (the paper warm-starts on teacher-written traces), so the
-reference completion is an empty thinking span followed by the answer.
+Every question example carries "trace", the templated thinking a teacher given the answer would
+write (`traces.py`); the reference completion of warm_start examples thinks it, that of every
+other split has an empty thinking span. `option_answers` gives what the model would answer for
+each option, for scoring multiple choice by likelihood (EvalConfig metric "likelihood").
 """
 
 from __future__ import annotations
@@ -71,12 +73,13 @@ class LatentGeneralization(Task):
   """Latent generalization of in-weights facts: reversal, syllogism, inheritance, transfer."""
 
   name = "latent_generalization"
-  version = "1.0.0"
+  version = "1.1.0"
   splits = SPLITS
   features = {
       "id": "text", "question": "text", "answer": "text", "accepted": "text_list",
       "options": "text_list", "answer_index": "int", "answer_format": "text", "source": "text",
       "kind": "text", "key": "text", "knowledge_set": "int", "entities": "text_list",
+      "trace": "text", "thinking": "text",
   }
   Options = Options
   sizes = {
@@ -92,6 +95,16 @@ class LatentGeneralization(Task):
 
   def generate(self, split: str) -> Iterator[dict]:
     yield from self._data[self.check_split(split)]
+
+  def option_answers(self, example: dict) -> list[str] | None:
+    """The answer the model would give for each option: its letter in the multiple-choice format,
+    its text in the free one; None for documents (no options)."""
+    options = list(example.get("options") or [])
+    if not options:
+      return None
+    if example.get("answer_format") == "multiple_choice":
+      return list(string.ascii_uppercase[:len(options)])
+    return options
 
   def verify_answer(self, answer: str, example: dict) -> float:
     """Multiple-choice examples: `verify_choice`; the others: `verify_free` on "accepted"."""

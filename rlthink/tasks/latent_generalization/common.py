@@ -3,7 +3,8 @@
 Each source (simple reversals, syllogisms, the reversal-curse celebrities, the semantic hierarchy)
 turns one knowledge set into training documents (plain text written into the weights by SFT) and
 test `Item`s. An item holds both answer forms: a free-answer question with the accepted answers, and
-a multiple-choice stem with options (the correct one first; `dataset.py` shuffles them).
+a multiple-choice stem with options (the correct one first; `dataset.py` shuffles them), and the
+pieces of its warm-start thinking trace (`traces.py` writes them out).
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ class Item:
     stem: the multiple-choice question; options: the choices, the correct one first.
     facts: the statements an in-context prompt shows (the relevant facts, plus distractor facts).
     entities: the names / nonsense words the item is about.
+    recall: the trace's lines before any option is checked: trained facts recalled in their
+      canonical wording, and "So ..." lines derived from them (see `traces.py`).
+    checks: per option (aligned with `options`), the lines that check it (trained facts, then
+      `traces.MATCH` or `traces.NO_MATCH`); empty when the answer follows from `recall` alone.
   """
 
   source: str
@@ -53,6 +58,8 @@ class Item:
   options: list[str]
   facts: list[str]
   entities: list[str]
+  recall: list[str] = dataclasses.field(default_factory=list)
+  checks: list[list[str]] = dataclasses.field(default_factory=list)
 
 
 def plural(word: str) -> str:

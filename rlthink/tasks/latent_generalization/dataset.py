@@ -4,6 +4,8 @@
 is shared between sets). Splits:
   documents              training documents of every knowledge set (SFT writes facts in weights)
   rl_train               questions about knowledge set 0 (a random `rl_fraction` of its items)
+  warm_start             rl_train's questions with their trace as the reference thinking (the
+                         warm start on thinking traces before RL)
   test_<kind>            the other questions about knowledge set 0 (in-distribution)
   transfer_<kind>        questions about knowledge sets 1.. (never in rl_train: transfer)
 with <kind> in rephrasing, reversal, syllogism, category_holdout (see `common.KINDS`). Every
@@ -11,6 +13,8 @@ question example has both answer forms' data; `answer_format` picks the one in t
 `in_context` puts the relevant facts (and distractor facts) in the prompt: the in-context upper
 bound. Reversal-curse: forward-only celebrities are never stated description-first in documents;
 rl_train may ask some of set 0's celebrities backwards, and those are never in a test split.
+Every question example carries "trace" (its teacher trace, `traces.py`); only warm_start examples
+have it as "thinking" (the SFT target's thinking span; empty elsewhere).
 """
 
 from __future__ import annotations
@@ -20,12 +24,13 @@ import string
 from typing import Mapping
 
 from rlthink.tasks import resources
-from rlthink.tasks.latent_generalization import celebrities, hierarchy, reversals, syllogisms
+from rlthink.tasks.latent_generalization import (celebrities, hierarchy, reversals, syllogisms,
+                                                 traces)
 from rlthink.tasks.latent_generalization.common import KINDS, Item
 
 SOURCES = ("simple_reversal", "syllogism", "reversal_curse", "semantic")
 ANSWER_FORMATS = ("free", "multiple_choice")
-SPLITS = (("documents", "rl_train") + tuple(f"test_{k}" for k in KINDS)
+SPLITS = (("documents", "rl_train", "warm_start") + tuple(f"test_{k}" for k in KINDS)
           + tuple(f"transfer_{k}" for k in KINDS))
 WORD_LISTS = ("first_names", "last_names", "celebrity_roles", "title_adjectives", "title_nouns")
 _FILLER_WORDS = 40
@@ -140,7 +145,8 @@ def _example(opts: Options, item: Item, split: str, index: int, knowledge_set: i
   rng.shuffle(order)
   options = [item.options[i] for i in order]
   answer_index = order.index(0)
-  if opts.answer_format == "multiple_choice":
+  multiple_choice = opts.answer_format == "multiple_choice"
+  if multiple_choice:
     lines = [f"{string.ascii_uppercase[i]}. {option}" for i, option in enumerate(options)]
     question = "\n".join([item.stem] + lines + ["Answer with the letter of the correct option."])
     answer = string.ascii_uppercase[answer_index]
@@ -148,10 +154,14 @@ def _example(opts: Options, item: Item, split: str, index: int, knowledge_set: i
     question, answer = item.question, item.accepted[0]
   if opts.in_context:
     question = "Facts:\n" + "\n".join(item.facts) + "\n\n" + question
+  trace = traces.compose(item.recall, [item.checks[i] for i in order] if item.checks else [],
+                         options, multiple_choice, answer_index,
+                         item.options[0] if item.checks else item.accepted[0])
   return {"id": f"{split}-{index:06d}", "question": question, "answer": answer,
           "accepted": list(item.accepted), "options": options, "answer_index": answer_index,
           "answer_format": opts.answer_format, "source": item.source, "kind": item.kind,
-          "key": item.key, "knowledge_set": knowledge_set, "entities": list(item.entities)}
+          "key": item.key, "knowledge_set": knowledge_set, "entities": list(item.entities),
+          "trace": trace, "thinking": trace if split == "warm_start" else ""}
 
 
 def generate_all(opts: Options) -> dict[str, list[dict]]:
@@ -188,6 +198,7 @@ def generate_all(opts: Options) -> dict[str, list[dict]]:
       n_rl = min(int(opts.rl_fraction * len(group) + 0.5), len(group) - 1)
       data["rl_train"] += [(0, item) for item in group[:n_rl]]
       data[f"test_{kind}"] += [(0, item) for item in group[n_rl:]]
+  data["warm_start"] = list(data["rl_train"])
   empty = [split for split in SPLITS[1:] if not data[split]]
   if empty:
     raise ValueError(
@@ -198,7 +209,8 @@ def generate_all(opts: Options) -> dict[str, list[dict]]:
   out = {"documents": [
       {"id": f"documents-{i:06d}", "question": "", "answer": text, "accepted": [text],
        "options": [], "answer_index": -1, "answer_format": "document", "source": "document",
-       "kind": "document", "key": "", "knowledge_set": s, "entities": []}
+       "kind": "document", "key": "", "knowledge_set": s, "entities": [], "trace": "",
+       "thinking": ""}
       for i, (s, text) in enumerate(documents)]}
   for split in SPLITS[1:]:
     rng = resources.rng_for(opts.seed, "examples", split)

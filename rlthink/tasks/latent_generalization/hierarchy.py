@@ -14,6 +14,8 @@ Free answers accept every true answer (all values of the relation, all categorie
 multiple-choice distractors are hard: true of some other category, false of this one. A question
 about categories is only asked where at least num_choices - 1 categories answer it wrongly (so
 not "Name a kind of <root>" when the whole hierarchy descends from that root).
+Traces: recall the fact; an inherited property walks the membership chain up to the category that
+has it (`Hierarchy.chain_to`); a reversal checks each option's own facts.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import dataclasses
 import random
 
 from rlthink.tasks.latent_generalization.common import Item, capitalize, plural
+from rlthink.tasks.latent_generalization.traces import derived, verdict
 
 # relation: (training templates, question, reverse question, value is a noun to pluralize)
 RELATIONS = {
@@ -70,14 +73,37 @@ class Hierarchy:
     """The trained facts of `c` (membership, own properties); template None: random per fact."""
     pick = (lambda n: template) if template is not None else (lambda n: rng.randrange(n))
     out = []
-    c_name = self.names[c]
-    slots = dict(c=c_name, cs=plural(c_name), Cs=capitalize(plural(c_name)))
     if self.parent[c] != -1:
-      out.append(capitalize(_MEMBER[pick(3)].format(p=self.names[self.parent[c]], **slots)))
+      out.append(self.member_fact(c, pick(3)))
     for relation, value in self.own[c]:
-      templates = RELATIONS[relation][0]
-      out.append(capitalize(templates[pick(3)].format(v=value, vs=plural(value), **slots)))
+      out.append(self.property_fact(c, relation, value, pick(3)))
     return out
+
+  def _slots(self, c: int) -> dict:
+    name = self.names[c]
+    return dict(c=name, cs=plural(name), Cs=capitalize(plural(name)))
+
+  def member_fact(self, c: int, template: int = 0) -> str:
+    """"A <c> is a kind of <parent>." (template 0: the canonical wording traces recall)."""
+    return capitalize(_MEMBER[template].format(p=self.names[self.parent[c]], **self._slots(c)))
+
+  def property_fact(self, c: int, relation: str, value: str, template: int = 0) -> str:
+    """"<Cs> eat <values>." and the like (template 0: the canonical wording)."""
+    return capitalize(RELATIONS[relation][0][template].format(v=value, vs=plural(value),
+                                                              **self._slots(c)))
+
+  def own_values(self, c: int, relation: str) -> list[str]:
+    return [v for r, v in self.own[c] if r == relation]
+
+  def chain_to(self, c: int, relation: str, value: str) -> list[str]:
+    """Trace lines for "<c> has <value>": membership facts up to the category owning it, its
+    fact, and (when inherited) the conclusion for `c`."""
+    node, lines = c, []
+    while value not in self.own_values(node, relation):
+      lines.append(self.member_fact(node))
+      node = self.parent[node]
+    lines.append(self.property_fact(node, relation, value))
+    return lines + ([derived(self.property_fact(c, relation, value))] if node != c else [])
 
 
 def build(rng: random.Random, words: list[str], num_categories: int, max_properties: int,
@@ -107,17 +133,21 @@ def build(rng: random.Random, words: list[str], num_categories: int, max_propert
 
 def documents(rng: random.Random, h: Hierarchy, num_documents: int) -> list[str]:
   """`num_documents` short documents, categories in turn; each category's first documents cover
-  all its facts (1-3 per document), later ones repeat random facts in other wordings."""
+  all its facts (1-3 per document) in their canonical wording (template 0), later ones repeat
+  random facts in random wordings."""
   order = list(range(len(h.names)))
   rng.shuffle(order)
   counts = {c: 0 for c in order}
   docs = []
   for i in range(num_documents):
     c = order[i % len(order)]
-    facts = h.statements(c, None, rng)
     start = 3 * counts[c]
-    chosen = facts[start:start + 3] if start < len(facts) else rng.sample(
-        facts, rng.randint(1, min(3, len(facts))))
+    canonical = h.statements(c, 0)
+    if start < len(canonical):
+      chosen = canonical[start:start + 3]
+    else:
+      facts = h.statements(c, None, rng)
+      chosen = rng.sample(facts, rng.randint(1, min(3, len(facts))))
     counts[c] += 1
     rng.shuffle(chosen)
     docs.append(" ".join(chosen))
@@ -145,10 +175,16 @@ def items(rng: random.Random, h: Hierarchy, num_choices: int) -> list[Item]:
   all_values = {v for r in holders for v in holders[r]}
   out = []
 
-  def item(kind, key, question, accepted, stem, options, involved, entities):
+  def item(kind, key, question, accepted, stem, options, involved, entities, recall=(),
+           checks=()):
     facts = [s for c in sorted(set(involved)) for s in h.statements(c, 0)]
     rng.shuffle(facts)
-    out.append(Item("semantic", kind, key, question, accepted, stem, options, facts, entities))
+    out.append(Item("semantic", kind, key, question, accepted, stem, options, facts, entities,
+                    list(recall), [list(c) for c in checks]))
+
+  def check_members(options: list[int], correct: int) -> list[list[str]]:
+    return [([h.member_fact(o)] if h.parent[o] != -1 else []) + [verdict(o == correct)]
+            for o in options]
 
   for c in range(n):
     up, down = h.ancestors(c), h.descendants(c)
@@ -158,14 +194,15 @@ def items(rng: random.Random, h: Hierarchy, num_choices: int) -> list[Item]:
     if up and wrong:
       item("rephrasing", f"member:{name[c]}", f"What kind of thing is a {name[c]}?",
            [name[a] for a in up], f"What kind of thing is a {name[c]}?",
-           [name[up[0]]] + [name[w] for w in wrong], [c, *up, *wrong], [name[c]])
+           [name[up[0]]] + [name[w] for w in wrong], [c, *up, *wrong], [name[c]],
+           recall=[h.member_fact(c)])
     wrong = _pick(rng, [d for d in range(n) if h.parent[d] != -1], range(n), {c, *down}, k)
     if down and wrong:
       child = rng.choice([d for d in down if h.parent[d] == c])
       item("reversal", f"kind_of:{name[c]}", f"Name a kind of {name[c]}.",
            [name[d] for d in down] + [plural(name[d]) for d in down],
            f"Which of these is a kind of {name[c]}?", [name[child]] + [name[w] for w in wrong],
-           [c, *down, *wrong], [name[c]])
+           [c, *down, *wrong], [name[c]], checks=check_members([child, *wrong], child))
     for relation, (_, question, reverse, noun) in RELATIONS.items():
       own, inherited = h.values(c, relation)
       if not own and not inherited:
@@ -182,7 +219,7 @@ def items(rng: random.Random, h: Hierarchy, num_choices: int) -> list[Item]:
           holders[r][w] for w in wrong for r in holders if w in holders[r]}
       item(kind, f"{relation}:{name[c]}", question.format(cs=cs), accepted,
            question.format(cs=cs), [shown(v) for v in [correct[0]] + wrong], [c, *up, *owners],
-           [name[c], *correct])
+           [name[c], *correct], recall=h.chain_to(c, relation, correct[0]))
       for v in own:
         has = [c] + down
         wrong_c = _pick(rng, [holders[relation][w] for w in holders[relation]], range(n),
@@ -193,5 +230,7 @@ def items(rng: random.Random, h: Hierarchy, num_choices: int) -> list[Item]:
              reverse.format(v=v, vs=plural(v) if noun else v),
              [name[d] for d in has] + [plural(name[d]) for d in has],
              reverse.format(v=v, vs=plural(v) if noun else v),
-             [name[c]] + [name[w] for w in wrong_c], [*has, *wrong_c], [v, name[c]])
+             [name[c]] + [name[w] for w in wrong_c], [*has, *wrong_c], [v, name[c]],
+             checks=[[h.property_fact(o, relation, u) for u in h.own_values(o, relation)]
+                     + [verdict(o == c)] for o in [c, *wrong_c]])
   return out

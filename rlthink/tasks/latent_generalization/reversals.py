@@ -2,6 +2,8 @@
 dax."), each in several training passages with random context; the test asks the reversed fact
 ("Is the dax taller or shorter than the wug?") as a forced choice between the correct reversal and
 its contradiction. The same question in the trained direction is the "rephrasing" control.
+Every passage template contains the canonical `statement` (what a trace recalls).
+Trace: recall the trained fact, then (for the reversal) derive the reversed one.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import random
 
 from rlthink.tasks.latent_generalization.common import Item, with_context
+from rlthink.tasks.latent_generalization.traces import derived
 
 # 28 comparison dimensions: (comparative, opposite comparative); all 56 words distinct.
 DIMENSIONS = (
@@ -45,14 +48,17 @@ def generate(rng: random.Random, words: list[str], filler: list[str], num_facts:
               if x != a]
     context = [statement(a, more, b)] + others[:3]
     pair = [more, less] if rng.random() < 0.5 else [less, more]
+    known = statement(a, more, b)
     items.append(Item(
         source="simple_reversal", kind="reversal", key=f"{a}>{b}",
         question=f"Is the {b} {pair[0]} or {pair[1]} than the {a}? Answer with one word.",
         accepted=[less], stem=f"Which statement about the {b} and the {a} is true?",
-        options=[statement(b, less, a), statement(b, more, a)], facts=context, entities=[a, b]))
+        options=[statement(b, less, a), statement(b, more, a)], facts=context, entities=[a, b],
+        recall=[known, derived(statement(b, less, a))]))
     items.append(Item(
         source="simple_reversal", kind="rephrasing", key=f"{a}>{b}",
         question=f"Is the {a} {pair[0]} or {pair[1]} than the {b}? Answer with one word.",
         accepted=[more], stem=f"Which statement about the {a} and the {b} is true?",
-        options=[statement(a, more, b), statement(a, less, b)], facts=context, entities=[a, b]))
+        options=[statement(a, more, b), statement(a, less, b)], facts=context, entities=[a, b],
+        recall=[known]))
   return passages, items

@@ -3,7 +3,8 @@ context); the test scores all six quantifier x direction statements about the tw
 ("All A are C", "All C are A", "Some A are C", ...) as true, false or undetermined.
 
 Labels come from `entailment`, a brute force over every model of three non-empty sets (which of the
-7 Venn regions are inhabited), not from a hand-written table.
+7 Venn regions are inhabited), not from a hand-written table. Trace: recall both premises, derive
+every statement about the end terms that they entail, then judge the claim.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import itertools
 import random
 
 from rlthink.tasks.latent_generalization.common import Item, plural, with_context
+from rlthink.tasks.latent_generalization.traces import derived
 
 QUANTIFIERS = ("all", "some", "no")
 LABELS = ("true", "false", "undetermined")
@@ -64,17 +66,20 @@ def generate(rng: random.Random, words: list[str], filler: list[str], num_syllog
     for premise in premises:
       for _ in range(passages_per_fact):
         passages.append(with_context(rng, [premise], filler))
-    for quantifier in QUANTIFIERS:
-      for x, y in ((0, 2), (2, 0)):
-        label = entailment(FORMS[form], (quantifier, x, y))
-        claim = sentence(quantifier, terms[x], terms[y])
-        items.append(Item(
-            source="syllogism", kind="syllogism", key=f"{form}:{'/'.join(terms)}:{claim}",
-            question=(f'Is the statement "{claim}" true, false, or undetermined by what you know? '
-                      "Answer with one word."),
-            accepted=[label] + (["unknown", "cannot be determined"] if label == "undetermined"
-                                else []),
-            stem=f'Is the statement "{claim}" true, false, or undetermined by what you know?',
-            options=[label] + [l for l in LABELS if l != label], facts=list(premises),
-            entities=list(terms)))
+    statements = [(q, x, y) for q in QUANTIFIERS for x, y in ((0, 2), (2, 0))]
+    follows = [derived(sentence(q, terms[x], terms[y])) for q, x, y in statements
+               if entailment(FORMS[form], (q, x, y)) == "true"]
+    for quantifier, x, y in statements:
+      label = entailment(FORMS[form], (quantifier, x, y))
+      claim = sentence(quantifier, terms[x], terms[y])
+      items.append(Item(
+          source="syllogism", kind="syllogism", key=f"{form}:{'/'.join(terms)}:{claim}",
+          question=(f'Is the statement "{claim}" true, false, or undetermined by what you know? '
+                    "Answer with one word."),
+          accepted=[label] + (["unknown", "cannot be determined"] if label == "undetermined"
+                              else []),
+          stem=f'Is the statement "{claim}" true, false, or undetermined by what you know?',
+          options=[label] + [l for l in LABELS if l != label], facts=list(premises),
+          entities=list(terms),
+          recall=premises + follows + [f'So the statement "{claim}" is {label}.']))
   return passages, items
