@@ -1,5 +1,5 @@
-"""`rlthink.evaluate`: maj@1 (greedy), maj@k, pass@k, rerank@k (ORM) and cross-generation per split,
-broken down by example fields, the way the papers report them.
+"""`rlthink.evaluate`: maj@1 (greedy), maj@k, pass@k, rerank@k (ORM), cross-generation and multiple
+choice by likelihood per split, broken down by example fields, the way the papers report them.
 
 Every metric is a mean over per-example records (`rlthink.evaluation.predictions`), which
 `evaluate_with_predictions` returns and `write_predictions` saves, so a paper's table can be read
@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from rlthink.evaluation import cross_generation as cg
+from rlthink.evaluation import likelihood
 from rlthink.evaluation import predictions as records
 from rlthink.evaluation.estimators import maj_at_k, majority_vote, rerank_at_k
 from rlthink.evaluation.predictions import pass_curve_ks, write_predictions  # noqa: F401 (API)
@@ -23,7 +24,7 @@ from rlthink.sampling import checks
 from rlthink.tasks import answers
 from rlthink.tasks.base import Task
 
-METRICS = ("maj@1", "maj@k", "pass@k", "rerank@k", "cross_generation")
+METRICS = ("maj@1", "maj@k", "pass@k", "rerank@k", "cross_generation", "likelihood")
 SAMPLED_METRICS = ("maj@k", "pass@k", "rerank@k")  # those that need the n-sample pass
 CONDITIONS = ("rcrl",)
 
@@ -36,7 +37,9 @@ class EvalConfig:
   unbiased estimator over all n). splits: None = every split of the task but "train".
   max_examples: evaluate the first this many examples of each split (None: all).
   metrics: which to compute, of `METRICS`; the n-sample pass runs only for maj@k, pass@k or
-    rerank@k (only "maj@1": one greedy pass, cheap at any k).
+    rerank@k (only "maj@1": one greedy pass, cheap at any k). "likelihood": multiple choice
+    scored by the likelihood of each option's answer after an empty thinking span, no sampling
+    (`rlthink.evaluation.likelihood`; the task needs `option_answers`).
   breakdown: example fields (e.g. "shortcut_works", "hops", "source") to break every metric down
     by, grouped by the value's text.
   eval_every: an RL stage evaluates every this many iterations, and always after the last
@@ -156,6 +159,8 @@ def score_examples(policy, task: Task, examples: Sequence[dict], cfg: EvalConfig
     extras["mean_completion_tokens"] = float(np.mean(sampled.rollouts.lengths))
     if "rerank@k" in metrics:
       extras.update(_rerank(reward_model, sampled, rows, correct, cfg))
+  if "likelihood" in metrics:
+    likelihood.score(policy, task, examples, rows, cfg.batch_size, split)
   if "cross_generation" in metrics:
     extras["closed_rate"] = _cross_generation(policy, task, examples, greedy.texts, rows, cfg,
                                               readers)

@@ -9,6 +9,8 @@
   maj_answer, maj_correct  the majority answer of the first k samples (str or None) and its verdict
   rerank_correct           the ORM's pick among the first k samples was right (rerank@k only)
   read_by                  {reader: mean verifier score of the reader's answers} (cross-generation)
+  option_logprobs          per option, log p(its answer | prompt, empty thinking) (likelihood)
+  likelihood_choice, likelihood_correct   the most likely option and whether it is the right one
 
 Every metric of a split, and of each breakdown group, is a mean over rows (`summarize`), so a
 table read from the saved predictions gives exactly the numbers `evaluate` reported.
@@ -68,7 +70,8 @@ def summarize(rows: Sequence[dict], metrics: Sequence[str], k: int) -> dict:
   """The scalar metrics of `metrics` (EvalConfig names: "maj@k" reports as f"maj@{k}") over rows.
 
   "sample_accuracy" (the fraction of right samples) comes with any sampled metric, "pass_curve"
-  ({k: pass@k}) with pass@k; cross-generation gives "cross_generation/<reader>". No rows: {}.
+  ({k: pass@k}) with pass@k; cross-generation gives "cross_generation/<reader>", likelihood
+  "likelihood" (the share of examples whose most likely option is right). No rows: {}.
   """
   if not rows:
     return {}
@@ -83,6 +86,8 @@ def summarize(rows: Sequence[dict], metrics: Sequence[str], k: int) -> dict:
     out[f"rerank@{k}"] = _mean(r["rerank_correct"] for r in rows)
   if rows[0]["n"]:
     out["sample_accuracy"] = _mean(r["samples_correct"] / r["n"] for r in rows)
+  if "likelihood" in metrics:
+    out["likelihood"] = _mean(r["likelihood_correct"] for r in rows)
   if "cross_generation" in metrics:
     for reader in rows[0]["read_by"]:
       out[f"cross_generation/{reader}"] = _mean(r["read_by"][reader] for r in rows)

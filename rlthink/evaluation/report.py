@@ -11,7 +11,8 @@ def metric_columns(results: dict) -> list[str]:
   """The scalar metrics of one split's results, in report order."""
   first = next(iter(results.values()))
   order = ["maj@1"] + sorted(k for k in first if k.startswith("maj@") and k != "maj@1")
-  order += sorted(k for k in first if k.startswith("pass@")) + ["sample_accuracy"]
+  order += ["likelihood"] + sorted(k for k in first if k.startswith("pass@"))
+  order += ["sample_accuracy"]
   return [k for k in order if k in first]
 
 

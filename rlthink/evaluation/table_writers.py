@@ -13,7 +13,8 @@ import numpy as np
 from rlthink.evaluation.report import new_figure
 from rlthink.evaluation.tables import STD_NOTE, metric_order, ordered
 
-ACCURACY_PREFIXES = ("maj@", "pass@", "rerank@", "cross_generation/", "sample_accuracy")
+ACCURACY_PREFIXES = ("maj@", "likelihood", "pass@", "rerank@", "cross_generation/",
+                     "sample_accuracy")
 
 
 def _number(value: float) -> str:

@@ -150,9 +150,10 @@ def _merge_chunks(a: Run, b: Run) -> dict:
 
 
 def metric_order(names) -> list[str]:
-  """maj@1, maj@k..., pass@k..., rerank@k..., cross_generation/..., sample_accuracy, the rest."""
+  """maj@1, maj@k..., likelihood, pass@k..., rerank@k..., cross_generation/..., sample_accuracy,
+  the rest."""
   def key(name):
-    for rank, prefix in enumerate(("maj@", "pass@", "rerank@", "cross_generation/",
+    for rank, prefix in enumerate(("maj@", "likelihood", "pass@", "rerank@", "cross_generation/",
                                    "sample_accuracy")):
       if name.startswith(prefix):
         tail = name[len(prefix):]

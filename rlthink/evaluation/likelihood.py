@@ -1,0 +1,77 @@
+"""Multiple choice scored by likelihood: the option whose answer the model finds most likely.
+
+The predecessor of Chaudhry, Thiagarajan and Lampinen (2026) (Lampinen et al., arXiv 2505.00661)
+scores forced-choice questions by the likelihood of each option rather than by a generated answer.
+Here each option's answer (the task's `option_answers(example)`: e.g. its letter) follows the
+prompt and an empty thinking span, exactly as the reference completion would write it; its score
+is the summed log-probability of the answer tokens and <eos> (the shared thinking markers are
+left out: they do not change which option wins). The pick is the highest score (the first on
+ties); it is right when it is `example["answer_index"]`.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from rlthink.algorithms import scoring
+from rlthink.tasks.pipeline import encode_sft
+
+_PAD_MULTIPLE = 16  # pad lengths to a multiple of this: few shapes, few compiles
+
+
+def option_answers(task, example: dict, split: str = "") -> list[str]:
+  """The answers to score for `example`; an error naming the example when it has none."""
+  answers = task.option_answers(example) if hasattr(task, "option_answers") else None
+  if not answers:
+    raise ValueError(f"EvalConfig.metrics has 'likelihood', but example {example.get('id')!r} of "
+                     f"split {split!r} of task {task.name!r} has no options to score (the task "
+                     "needs option_answers(example) and each example an answer_index)")
+  return list(answers)
+
+
+def option_sequences(task, example: dict, tokenizer, split: str = "") -> list[dict]:
+  """Per option: {"tokens": int32[n], "answer_mask": bool[n]}, the prompt, an empty thinking
+  span and the option's answer with <eos> (`encode_sft` of the example with that answer)."""
+  out = []
+  for answer in option_answers(task, example, split):
+    seq = encode_sft(task, {**example, "thinking": "", "steps": [], "answer": answer}, tokenizer)
+    out.append({"tokens": seq["tokens"], "answer_mask": seq["answer_mask"]})
+  return out
+
+
+def option_logprobs(policy, task, examples: Sequence[dict], batch_size: int = 64,
+                    split: str = "") -> list[np.ndarray]:
+  """float64[num_options] per example: log p(option's answer, <eos> | prompt, empty thinking)."""
+  sequences = [option_sequences(task, ex, policy.tokenizer, split) for ex in examples]
+  flat = [seq for options in sequences for seq in options]
+  if not flat:
+    return []
+  length = max(len(s["tokens"]) for s in flat)
+  length = -(-length // _PAD_MULTIPLE) * _PAD_MULTIPLE
+  pad = policy.tokenizer.pad_token_id or 0
+  tokens = np.full((len(flat), length), pad, np.int32)
+  valid = np.zeros((len(flat), length), bool)
+  scored = np.zeros((len(flat), length), bool)
+  for i, seq in enumerate(flat):  # right-padded: the positions count from 0 in every row
+    n = len(seq["tokens"])
+    tokens[i, :n], valid[i, :n], scored[i, :n] = seq["tokens"], True, seq["answer_mask"]
+  logprobs = scoring.score_in_chunks(policy.config, policy.params, tokens, valid,
+                                     chunk_size=batch_size, mesh=policy.mesh)["logprobs"]
+  totals = (np.asarray(logprobs, np.float64) * scored[:, 1:]).sum(axis=1)
+  out, start = [], 0
+  for options in sequences:
+    out.append(totals[start:start + len(options)])
+    start += len(options)
+  return out
+
+
+def score(policy, task, examples: Sequence[dict], rows: list[dict], batch_size: int = 64,
+          split: str = "") -> None:
+  """Fills each row's "option_logprobs", "likelihood_choice" and "likelihood_correct"."""
+  for row, ex, lp in zip(rows, examples, option_logprobs(policy, task, examples, batch_size,
+                                                        split)):
+    choice = int(np.argmax(lp))
+    row.update(option_logprobs=[float(v) for v in lp], likelihood_choice=choice,
+               likelihood_correct=choice == int(ex["answer_index"]))
