@@ -28,6 +28,15 @@ device sync:
                 (one jitted step, a scan over micro-batches); tunix: `algo_core.grpo_loss_fn` in
                 `tunix.rl.trainer.Trainer` (one jitted step per micro-batch, optax.MultiSteps),
                 what GRPOLearner runs.
+  reference     rlthink with --kl_coef > 0: the reference policy's log-probs for the KL term
+                (`scoring.score_in_chunks`, as `grpo.prepare_batch`): the frozen copy of the
+                weights in the compute dtype, or with LoRA the base itself (adapters off).
+With --lora_rank R rlthink trains LoRA adapters (`rlthink.models.lora`, rank R on
+--lora_targets, alpha 2R) on a frozen base held in the compute dtype (no float32 master copy of
+the base exists), as a GRPO stage with `OptimizerConfig.lora` does: the sampler merges the
+adapters into the weights once a call, the update's gradient and Adam state cover the adapters
+only. tunix is then skipped (rlthink's LoRA path alone is measured). The record adds
+rollout_s (sample + verify), score_s (old_logprobs + reference) and train_s (prepare + update).
 With --sample_chunks K > 1 rlthink samples the rows in K calls dispatched ahead
 (`sampling.sample_async`) and verifies chunk k while the device samples chunk k + 1; `verify_s`
 is then the verification time left exposed.
@@ -38,6 +47,8 @@ the record says why in `tunix_skipped`. Runs without gin, TFDS, grain and tensor
 
     python -m rlthink.bench.grpo --model qwen2.5-0.5b qwen2.5-1.5b --out grpo.jsonl
     python -m rlthink.bench.grpo --quick           # tiny qwen2 shape on CPU
+    python -m rlthink.bench.grpo --model llama3.1-8b --systems rlthink --lora_rank 16 \
+        --kl_coef 0.04 --out grpo_lora.jsonl         # LoRA GRPO on the 8B shape, one GPU
 """
 
 from __future__ import annotations
@@ -55,14 +66,17 @@ import numpy as np
 from rlthink import policy as policy_lib
 from rlthink.algorithms import grpo, rl_math, scoring
 from rlthink.bench import common, grpo_tunix, iteration, profile
-from rlthink.models import decoder
+from rlthink.models import decoder, lora
 from rlthink.models.presets import get_preset
 from rlthink.sampling import sample_async
 from rlthink.sampling.rollouts import concat_rollouts
 from rlthink.train import OptimizerConfig, create_state, make_optimizer, make_train_step
 
 DEFAULT_MODELS = ("qwen2.5-0.5b", "qwen2.5-1.5b")
-PHASES = ("sample", "verify", "old_logprobs", "prepare", "update")
+PHASES = ("sample", "verify", "old_logprobs", "reference", "prepare", "update")
+# The iteration in three parts: rollout, score (scoring forwards), train.
+PARTS = {"rollout": ("sample", "verify"), "score": ("old_logprobs", "reference"),
+         "train": ("prepare", "update")}
 
 
 def parse_args(argv):
@@ -82,6 +96,12 @@ def parse_args(argv):
                  help="rlthink: sampler calls per iteration, verified while the next samples")
   p.add_argument("--systems", nargs="+", choices=("rlthink", "tunix"),
                  default=["rlthink", "tunix"])
+  p.add_argument("--kl_coef", type=float, default=0.0,
+                 help="rlthink: KL to the reference policy (> 0 adds its scoring forward)")
+  p.add_argument("--lora_rank", type=int, default=0,
+                 help="rlthink: train LoRA adapters of this rank on a frozen base (0: all weights)")
+  p.add_argument("--lora_targets", nargs="+", default=["q_proj", "k_proj", "v_proj", "o_proj"],
+                 choices=sorted(lora.TARGETS), help="the projections LoRA adapts")
   p.add_argument("--lr", type=float, default=1e-6)
   p.add_argument("--dtype", default="bfloat16", help="compute dtype (masters stay float32)")
   p.add_argument("--profile_dir", help="rlthink: trace the last iteration's update step and write "
@@ -99,6 +119,8 @@ def parse_args(argv):
   if args.group < 2 or rows % args.micro or args.prompts % args.sample_chunks:
     p.error(f"--group must be >= 2, --micro {args.micro} must divide the rows ({rows}) and "
             f"--sample_chunks {args.sample_chunks} the prompts ({args.prompts})")
+  if args.lora_rank < 0 or args.kl_coef < 0:
+    p.error("--lora_rank and --kl_coef must be >= 0")
   return args
 
 
@@ -124,17 +146,34 @@ class RlthinkGRPO:
     self.config, self.args = config, args
     rows = args.prompts * args.group
     self.cfg = grpo.GRPOConfig(prompts_per_iteration=args.prompts, samples_per_prompt=args.group,
-                               max_new_tokens=args.new_tokens, clip_eps=0.2, kl_coef=0.0,
+                               max_new_tokens=args.new_tokens, clip_eps=0.2,
+                               kl_coef=args.kl_coef,
                                aggregation="sequence_mean", score_batch_size=args.micro,
                                old_logprobs="forward" if args.old_logprobs == "forward"
                                else "rollout")
     optimizer_cfg = OptimizerConfig(learning_rate=args.lr, clip_norm=1.0, b1=0.9, b2=0.95,
                                     eps=1e-8, grad_accum_steps=rows // args.micro)
     optimizer = make_optimizer(optimizer_cfg, total_steps=1000)
-    self.state = create_state(decoder.init_params(config, jax.random.key(0)), optimizer, seed=0,
-                              copy=False)
-    self.step = make_train_step(grpo.grpo_loss(config, self.cfg), optimizer, self.state,
-                                optimizer_cfg.grad_accum_steps)
+    self.trainable = self._trainable(config, args)
+    self.state = create_state(self.trainable.params, optimizer, seed=0, copy=False)
+    self.step = make_train_step(self.trainable.loss(grpo.grpo_loss(config, self.cfg)), optimizer,
+                                self.state, optimizer_cfg.grad_accum_steps,
+                                frozen=self.trainable.base)
+    self.reference = None
+    if args.kl_coef > 0:  # LoRA: the base itself; else a frozen compute-dtype copy
+      self.reference = (self.trainable.base if self.trainable.base is not None
+                        else scoring.frozen_reference(self.state.params, config))
+
+  @staticmethod
+  def _trainable(config, args) -> lora.Trainable:
+    """All weights in float32 masters, or (--lora_rank) float32 adapters on a base initialized
+    directly in the compute dtype, as `lora.trainable` casts it with base_dtype = the dtype."""
+    if not args.lora_rank:
+      return lora.Trainable(decoder.init_params(config, jax.random.key(0)))
+    cfg = lora.LoRAConfig(rank=args.lora_rank, alpha=2.0 * args.lora_rank,
+                          targets=tuple(args.lora_targets), base_dtype=args.dtype)
+    base = decoder.init_params(config.replace(param_dtype=args.dtype), jax.random.key(0))
+    return lora.Trainable(lora.init_adapters(config, cfg), base, cfg)
 
   def _profiled_update(self, batch, name: str):
     """The update step under `jax.profiler.trace`, its kernel summary written beside the trace."""
@@ -151,7 +190,7 @@ class RlthinkGRPO:
                 ) -> dict:
     args, config = self.args, self.config
     clock = iteration.PhaseClock()
-    current = policy_lib.Policy(config, self.state.params, None)
+    current = policy_lib.Policy(config, self.trainable.policy_params(self.state.params), None)
     chunks = np.array_split(np.arange(len(prompts)), args.sample_chunks)
     launch = lambda k: sample_async(
         current, prompts[chunks[k]], max_new_tokens=args.new_tokens, temperature=1.0,
@@ -169,13 +208,19 @@ class RlthinkGRPO:
       pending = ahead
     ro, rewards = concat_rollouts(parts), np.concatenate(rewards)
     batch = ro.train_arrays()
+    score = lambda params: scoring.score_in_chunks(
+        config, params, batch["tokens"], batch["attention_mask"], chunk_size=args.micro
+    )["logprobs"]
     if args.old_logprobs == "forward":
-      batch["old_logprobs"] = scoring.score_in_chunks(
-          config, self.state.params, batch["tokens"], batch["attention_mask"],
-          chunk_size=args.micro)["logprobs"]
+      batch["old_logprobs"] = score(current.params)
       clock.lap("old_logprobs")
     else:  # on-policy: the sampler's log-probs (already in the batch) stand in
       clock.times["old_logprobs_s"] = 0.0
+    if self.reference is not None:
+      batch["ref_logprobs"] = score(self.reference)
+      clock.lap("reference")
+    else:
+      clock.times["reference_s"] = 0.0
     batch["advantages"] = np.asarray(rl_math.group_advantages(jnp.asarray(rewards), args.group,
                                                               "std"))
     batch = jax.device_put(batch)
@@ -211,7 +256,9 @@ def run_system(name: str, make, prompts, verify, args, model: str = "") -> dict:
   finally:
     system = None
     gc.collect()
-  last = results[-1]
+  last = dict(results[-1])
+  for part, phases in PARTS.items():
+    last[f"{part}_s"] = sum(last.get(f"{phase}_s", 0.0) for phase in phases)
   out = {f"{name}_{k}": v for k, v in last.items()}
   out[f"{name}_first_total_s"] = results[0]["total_s"]
   peak = common.peak_memory_bytes()
@@ -235,12 +282,19 @@ def main(argv: list[str] | None = None) -> int:
            "prompt_len": args.prompt_len, "new_tokens": args.new_tokens, "micro": args.micro,
            "iterations": args.iterations, "old_logprobs": args.old_logprobs,
            "max_slots": args.max_slots, "sample_chunks": args.sample_chunks,
-           "dtype": args.dtype, "num_params": config.num_params, **info}
+           "dtype": args.dtype, "num_params": config.num_params, "kl_coef": args.kl_coef,
+           "lora_rank": args.lora_rank, **info}
+    if args.lora_rank:
+      rec["lora_targets"] = list(args.lora_targets)
+      rec["trained_params"] = lora.num_adapter_params(config, lora.LoRAConfig(
+          rank=args.lora_rank, targets=tuple(args.lora_targets)))
     if "rlthink" in args.systems:
       rec.update(run_system("rlthink", lambda: RlthinkGRPO(config, args), prompts, verify, args,
                             rec["model"]))
     if "tunix" not in args.systems:
       rec["tunix_skipped"] = "--systems without tunix"
+    elif args.lora_rank or args.kl_coef:
+      rec["tunix_skipped"] = "--lora_rank / --kl_coef: rlthink's path only"
     elif (why := grpo_tunix.unavailable()) is not None:
       rec["tunix_skipped"] = why
     else:

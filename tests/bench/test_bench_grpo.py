@@ -8,9 +8,12 @@ import os
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
-from rlthink.bench import grpo
+from rlthink.bench import grpo, iteration
 
 _CHILD = """
 import sys
@@ -41,6 +44,9 @@ def test_quick_run_times_each_phase_of_the_iteration(record):
   assert all(t >= 0 for t in phases)
   assert r["rlthink_total_s"] == pytest.approx(sum(phases))
   assert r["rlthink_old_logprobs_s"] > 0  # --old_logprobs forward ran the scoring forward
+  assert r["rlthink_reference_s"] == 0  # no KL term, no reference forward
+  for part, phases in grpo.PARTS.items():
+    assert r[f"rlthink_{part}_s"] == pytest.approx(sum(r[f"rlthink_{p}_s"] for p in phases))
   assert r["rlthink_first_total_s"] > r["rlthink_total_s"]  # the first iteration compiled
   assert r["rlthink_grad_norm"] >= 0 and "rlthink_error" not in r
 
@@ -55,3 +61,27 @@ def test_tunix_is_run_or_its_absence_explained(record):
     assert record["tunix_total_s"] > 0, record.get("tunix_error")
     assert record["speedup_total"] == pytest.approx(record["tunix_total_s"] /
                                                     record["rlthink_total_s"])
+
+
+def test_lora_iteration_trains_the_adapters_alone_with_the_base_as_reference():
+  """--lora_rank: the train state holds only the adapters (float32), the frozen base is in the
+  compute dtype and is the reference of the KL term (its scoring forward is timed), and the
+  record splits the iteration into rollout / score / train."""
+  args = grpo.parse_args(["--quick", "--systems", "rlthink", "--lora_rank", "2", "--kl_coef",
+                          "0.1", "--lr", "1e-2"])
+  config = grpo.model_config("qwen2.5-0.5b", args)
+  system = grpo.RlthinkGRPO(config, args)
+  leaves = jax.tree_util.tree_flatten_with_path(system.state.params)[0]
+  assert leaves and all(jax.tree_util.keystr(k).endswith(("_lora_a']", "_lora_b']"))
+                        for k, _ in leaves)
+  assert {x.dtype for _, x in leaves} == {np.dtype("float32")}
+  assert system.reference is system.trainable.base
+  assert system.trainable.base["layers"]["attn"]["q_proj"].dtype == jnp.bfloat16
+  base_before = jax.tree.map(np.asarray, system.trainable.base)
+  verify = iteration.make_verifier(args.prompts)
+  prompts = iteration.random_prompts(config.vocab_size, args.prompts, args.prompt_len)
+  times = system.iteration(prompts, verify, seed=0)
+  assert times["reference_s"] > 0 and times["update_s"] > 0 and np.isfinite(times["loss"])
+  assert int(system.state.step) == 1
+  assert all(np.array_equal(x, np.asarray(y)) for x, y in
+             zip(jax.tree.leaves(base_before), jax.tree.leaves(system.trainable.base)))
