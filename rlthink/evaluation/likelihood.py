@@ -18,7 +18,12 @@ import numpy as np
 from rlthink.algorithms import scoring
 from rlthink.tasks.pipeline import encode_sft
 
-_PAD_MULTIPLE = 16  # pad lengths to a multiple of this: few shapes, few compiles
+
+def _bucket(n: int, smallest: int = 64) -> int:
+  """A power of two >= n (and >= smallest): sequence lengths padded to few shapes (and rows to
+  whole chunks of batch_size), so the splits and stages of a run share their compiled scoring
+  forwards."""
+  return max(smallest, 1 << max(n - 1, 0).bit_length())
 
 
 def option_answers(task, example: dict, split: str = "") -> list[str]:
@@ -48,15 +53,17 @@ def option_logprobs(policy, task, examples: Sequence[dict], batch_size: int = 64
   flat = [seq for options in sequences for seq in options]
   if not flat:
     return []
-  length = max(len(s["tokens"]) for s in flat)
-  length = -(-length // _PAD_MULTIPLE) * _PAD_MULTIPLE
+  longest = max(len(s["tokens"]) for s in flat)
+  length = max(longest, min(_bucket(longest), policy.config.max_seq_len))
+  rows = -(-len(flat) // batch_size) * batch_size  # whole chunks: one shape for every call
   pad = policy.tokenizer.pad_token_id or 0
-  tokens = np.full((len(flat), length), pad, np.int32)
-  valid = np.zeros((len(flat), length), bool)
-  scored = np.zeros((len(flat), length), bool)
+  tokens = np.full((rows, length), pad, np.int32)
+  valid = np.zeros((rows, length), bool)
+  scored = np.zeros((rows, length), bool)
   for i, seq in enumerate(flat):  # right-padded: the positions count from 0 in every row
     n = len(seq["tokens"])
     tokens[i, :n], valid[i, :n], scored[i, :n] = seq["tokens"], True, seq["answer_mask"]
+  valid[len(flat):, 0] = True  # padding rows: one token each, never scored
   logprobs = scoring.score_in_chunks(policy.config, policy.params, tokens, valid,
                                      chunk_size=batch_size, mesh=policy.mesh)["logprobs"]
   totals = (np.asarray(logprobs, np.float64) * scored[:, 1:]).sum(axis=1)

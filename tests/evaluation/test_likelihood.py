@@ -15,7 +15,8 @@ from rlthink.models import tokenizer as tokenizers
 @pytest.fixture(scope="module")
 def policy():
   tok = tokenizers.builtin_tokenizer()
-  return rlthink.init_policy("tiny", seed=3, num_layers=2, tokenizer=tok,
+  return rlthink.init_policy("tiny", seed=3, num_layers=2, hidden_size=32, intermediate_size=64,
+                             num_heads=2, num_kv_heads=1, tokenizer=tok,
                              pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
                              bos_token_id=tok.bos_token_id)
 
