@@ -44,6 +44,10 @@ class EvalConfig:
     by, grouped by the value's text.
   eval_every: an RL stage evaluates every this many iterations, and always after the last
     (`should_evaluate`; 0: after the last only).
+  iteration_metrics: the metrics of those per-iteration evaluations, a choice of `metrics`
+    (None: all of `metrics`). E.g. ("maj@1",) draws an RL stage's accuracy-vs-samples curve
+    with one greedy pass per evaluation and leaves the n-sample metrics to the stage's final
+    evaluation (`for_iterations`).
   save_predictions: the runner writes the per-example records (`write_predictions`).
   condition: "rcrl" evaluates prompts conditioned on RCRL's "correct" label, as the RCRL paper
     reports it (`conditioned_task`); None: the task's own prompts.
@@ -65,6 +69,7 @@ class EvalConfig:
   metrics: tuple[str, ...] = ("maj@1", "maj@k", "pass@k")
   breakdown: tuple[str, ...] = ()
   eval_every: int = 1
+  iteration_metrics: tuple[str, ...] | None = None
   save_predictions: bool = True
   condition: str | None = None
   reward_model_stage: str | None = None
@@ -74,8 +79,9 @@ class EvalConfig:
     n = self.k if self.n is None else self.n
     if self.k < 1 or n < self.k:
       raise ValueError(f"EvalConfig: need 1 <= k <= n, got k={self.k}, n={self.n}")
-    for name in ("splits", "metrics", "breakdown", "readers"):  # gin gives lists; a bare string
-      value = getattr(self, name)                               # means one name, not characters
+    # gin gives lists; a bare string means one name, not characters
+    for name in ("splits", "metrics", "breakdown", "readers", "iteration_metrics"):
+      value = getattr(self, name)
       if value is not None:
         object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
     unknown = [m for m in self.metrics if m not in METRICS]
@@ -84,12 +90,24 @@ class EvalConfig:
                        f"{METRICS}")
     checks.check_values(max_new_tokens=self.max_new_tokens, temperature=self.temperature,
                         top_p=self.top_p, where="EvalConfig.")
+    if self.iteration_metrics is not None and (
+        not self.iteration_metrics or set(self.iteration_metrics) - set(self.metrics)):
+      raise ValueError(f"EvalConfig.iteration_metrics={self.iteration_metrics}: expected None or "
+                       f"a non-empty choice of EvalConfig.metrics={self.metrics}")
     if self.eval_every < 0:
       raise ValueError(f"EvalConfig.eval_every={self.eval_every}: expected >= 0 (0: after the "
                        "last iteration only)")
     if self.condition is not None and self.condition not in CONDITIONS:
       raise ValueError(f"EvalConfig.condition={self.condition!r}: expected None or one of "
                        f"{CONDITIONS}")
+
+
+def for_iterations(cfg: EvalConfig) -> EvalConfig:
+  """The config of an RL stage's per-iteration evaluations: `cfg` with `iteration_metrics` as
+  its metrics (itself when they are unset or the same)."""
+  if cfg.iteration_metrics is None or cfg.iteration_metrics == cfg.metrics:
+    return cfg
+  return dataclasses.replace(cfg, metrics=cfg.iteration_metrics, iteration_metrics=None)
 
 
 def should_evaluate(cfg: EvalConfig, iteration: int, last: bool) -> bool:

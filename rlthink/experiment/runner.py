@@ -24,7 +24,7 @@ import gin
 from rlthink import algorithms, distributed, files, gin_utils, locks
 from rlthink.evaluation import EvalConfig, evaluate, evaluate_with_predictions, report
 from rlthink.evaluation import cross_generation as cg
-from rlthink.evaluation.evaluate import should_evaluate
+from rlthink.evaluation.evaluate import for_iterations, should_evaluate
 from rlthink.evaluation.predictions import write_predictions
 from rlthink.experiment import fingerprint, spec as spec_lib
 from rlthink.experiment.mixture import materialize
@@ -169,10 +169,23 @@ def plan(exp: Experiment, workdir: str) -> list[_Plan]:
 def _references(p: _Plan) -> list[tuple[str, str]]:
   """(binding, stage) pairs: the other stages whose checkpoints stage `p` reads (its reward
   models, the ORM of its rerank@k, the readers of its cross-generation)."""
-  cfg, ev, refs = p.cfg, p.eval_cfg, []
+  return _training_references(p) + _evaluation_references(p.eval_cfg)
+
+
+def _training_references(p: _Plan) -> list[tuple[str, str]]:
+  """The reward models the stage trains on: they run before it."""
+  cfg, refs = p.cfg, []
   if hasattr(cfg, "reward_source"):
     for name in sources.needed_models(cfg.reward_source, cfg.dense_reward):
       refs.append((f"{type(cfg).__name__}.{name}_stage", getattr(cfg, f"{name}_stage")))
+  return refs
+
+
+def _evaluation_references(ev: EvalConfig) -> list[tuple[str, str]]:
+  """The stages an evaluation with `ev` reads: the ORM of rerank@k, the cross-generation
+  readers. A stage's final evaluation waits for them, so they may run after it (e.g. an ORM
+  trained on the stage's own samples); its per-iteration evaluations cannot."""
+  refs = []
   if "rerank@k" in ev.metrics and ev.reward_model_stage:
     refs.append(("EvalConfig.reward_model_stage", ev.reward_model_stage))
   if "cross_generation" in ev.metrics:
@@ -181,18 +194,26 @@ def _references(p: _Plan) -> list[tuple[str, str]]:
 
 
 def _check_references(plans: list[_Plan], where: str) -> None:
-  """Raises when a stage reads a stage that is not in the experiment or runs after it."""
+  """Raises when a stage reads a stage that is not in the experiment, or trains on (or
+  evaluates per iteration with) one that does not run before it."""
   position = {p.stage.name: i for i, p in enumerate(plans)}
   for i, p in enumerate(plans):
+    # Reward-model stages train no policy, so they evaluate nothing while they train.
+    evaluates_early = p.stage.evaluate and p.stage.algorithm not in ("orm", "prm")
+    during = _evaluation_references(for_iterations(p.eval_cfg)) if evaluates_early else []
     for binding, other in _references(p):
       if other not in position:
         raise spec_lib.ExperimentError(
             f"{where}: stage {p.stage.name!r}: {binding} = {other!r} names no stage of the "
             f"experiment (stages: {', '.join(position)})")
-      if position[other] >= i:
-        raise spec_lib.ExperimentError(
-            f"{where}: stage {p.stage.name!r}: {binding} = {other!r} names a stage that runs "
-            f"after it; list {other!r} earlier")
+    for refs, why in ((_training_references(p), ""), (during, (
+        " and its evaluations during training read it (EvalConfig.iteration_metrics, default: "
+        "EvalConfig.metrics; only its final evaluation may wait for a later stage)"))):
+      for binding, other in refs:
+        if position[other] >= i:
+          raise spec_lib.ExperimentError(
+              f"{where}: stage {p.stage.name!r}: {binding} = {other!r} names a stage that runs "
+              f"after it{why}; list {other!r} earlier")
 
 
 def select(plans: list[_Plan], names) -> tuple[list[_Plan], set[str]]:
@@ -282,7 +303,7 @@ def _run(workdir: str, exp: Experiment, progress: bool, overrides) -> dict:
   pending_children = {p.stage.name: sum(q.stage.parent == p.stage.name for q in plans)
                       for p in plans}
   evaluator = _Evaluator(workdir, main)
-  rows, histories = [], {}
+  rows, histories, ran, waiting = [], {}, set(), []  # waiting: final evaluations not yet run
   if exp.evaluate_initial:
     first = plans[0]
     rows.append(("init", evaluator.final("init", policy, first.task, first.eval_cfg, {})))
@@ -316,38 +337,59 @@ def _run(workdir: str, exp: Experiment, progress: bool, overrides) -> dict:
       params = load_stage_params(workdir, name, policy, init_params)
     if pending_children[name]:
       finals[name] = params
+    ran.add(name)
     if p.stage.evaluate and name in reported:
-      key = {"stage": fingerprint.digest(p.fingerprint), **fingerprint.flat("EvalConfig",
-                                                                               p.eval_cfg)}
-      load = (lambda n=name, q=params: policy.replace(
-          params=q if q is not None else load_stage_params(workdir, n, policy, init_params)))
-      rows.append((name, evaluator.final(name, load, p.task, p.eval_cfg, key,
-                                         _eval_extras(p, policy, workdir))))
+      needs = {other for _, other in _evaluation_references(p.eval_cfg)}
+      waiting.append((p, needs, params if needs <= ran else None))
+    # This stage's own evaluation first: it may reuse its last evaluation while training.
+    for item in sorted([w for w in waiting if w[1] <= ran], key=lambda w: w[0] is not p):
+      waiting.remove(item)
+      rows.append((item[0].stage.name, _final_evaluation(item[0], item[2], plans, policy,
+                                                         init_params, workdir, evaluator)))
+  order = {p.stage.name: i for i, p in enumerate(plans)}
+  rows.sort(key=lambda row: order.get(row[0], -1))  # "init" first, then the run order
   return _write_results(workdir, exp, [p for p in plans if p.stage.name in reported], rows,
                         {k: v for k, v in histories.items() if k in reported}, main)
+
+
+def _final_evaluation(p: _Plan, params, plans: list[_Plan], policy, init_params, workdir: str,
+                      evaluator: "_Evaluator") -> dict:
+  """The stage's final evaluation (cached under its settings, its EvalConfig and the settings
+  of the stages the evaluation reads); params None: loaded from its final checkpoint."""
+  name = p.stage.name
+  key = {"stage": fingerprint.digest(p.fingerprint), **fingerprint.flat("EvalConfig",
+                                                                           p.eval_cfg)}
+  reads = {other for _, other in _evaluation_references(p.eval_cfg)}
+  if reads:
+    key["reads"] = {q.stage.name: fingerprint.digest(q.fingerprint) for q in plans
+                    if q.stage.name in reads}
+  load = (lambda: policy.replace(params=params if params is not None else
+                                 load_stage_params(workdir, name, policy, init_params)))
+  return evaluator.final(name, load, p.task, p.eval_cfg, key,
+                         _eval_extras(p, policy, workdir, p.eval_cfg))
 
 
 def _run_stage(p: _Plan, policy, workdir: str, evaluator: "_Evaluator", progress: bool,
                seed: int):
   by_dir = lambda name: _stage_directory(workdir, name)
+  during = for_iterations(p.eval_cfg)  # the evaluations while the stage trains
   ctx = algorithms.StageContext(
       name=p.stage.name, directory=p.directory, task=p.task, examples=p.examples,
       optimizer=p.optimizer, seed=seed, progress=progress, stage_directory=by_dir,
-      evaluate=(evaluator.per_iteration(p.task, p.eval_cfg, _eval_extras(p, policy, workdir))
+      evaluate=(evaluator.per_iteration(p.task, during, _eval_extras(p, policy, workdir, during))
                 if p.stage.evaluate else None))
   runner = algorithms.get(p.stage.algorithm).runner()
   return runner(policy, p.cfg, ctx)
 
 
-def _eval_extras(p: _Plan, policy, workdir: str):
-  """() -> the keyword arguments of a stage's evaluation: its config (for RCRL's conditioned
-  prompts), the ORM of another stage for rerank@k, reader stages for cross-generation. Loaded
-  only when an evaluation runs."""
-  cfg = p.eval_cfg
+def _eval_extras(p: _Plan, policy, workdir: str, cfg: EvalConfig):
+  """() -> the keyword arguments of a stage's evaluation with `cfg`: its config (for RCRL's
+  conditioned prompts), the ORM of another stage for rerank@k, reader stages for
+  cross-generation. Loaded only when an evaluation runs."""
 
   def extras() -> dict:
     out = {"stage_config": p.cfg}
-    if cfg.reward_model_stage:
+    if cfg.reward_model_stage and "rerank@k" in cfg.metrics:  # as `_evaluation_references`
       from rlthink.rewards import load_reward_model  # only rerank@k needs it
       out["reward_model"] = load_reward_model(_stage_directory(workdir, cfg.reward_model_stage),
                                               "outcome", policy)
@@ -385,11 +427,11 @@ class _Evaluator:
 
   def __init__(self, workdir: str, main: bool):
     self.workdir, self.main = workdir, main
-    self.last = {"params": None, "results": None}
+    self.last = {"params": None, "cfg": None, "results": None}
 
   def _evaluate(self, policy, task, cfg, extras) -> tuple[dict, dict]:
-    if policy.params is not self.last["params"]:
-      self.last.update(params=policy.params, results=evaluate_with_predictions(
+    if policy.params is not self.last["params"] or cfg != self.last["cfg"]:
+      self.last.update(params=policy.params, cfg=cfg, results=evaluate_with_predictions(
           policy, task, cfg, **(extras() if extras else {})))
     return self.last["results"]
 

@@ -6,6 +6,7 @@ The sampler and the ORM are stand-ins (`eval_fixtures`) with planned completions
 the expected verdicts are computed here from the plan, apart from rlthink's code.
 """
 
+import dataclasses
 import json
 import math
 import os
@@ -20,7 +21,7 @@ import rlthink
 from rlthink import tasks
 from rlthink.evaluation import (EvalConfig, evaluate, evaluate_with_predictions, should_evaluate,
                                 write_predictions)
-from rlthink.evaluation.evaluate import answer_key
+from rlthink.evaluation.evaluate import answer_key, for_iterations
 from rlthink.models import tokenizer as tokenizers
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -203,3 +204,13 @@ def test_should_evaluate_every_n_iterations_and_the_last():
   assert pick(0) == [7]
   with pytest.raises(ValueError, match="eval_every=-1"):
     EvalConfig(eval_every=-1)
+
+
+def test_iteration_metrics_are_a_choice_of_the_metrics():
+  cfg = EvalConfig(metrics=("maj@1", "maj@k", "rerank@k"), iteration_metrics="maj@1")
+  assert for_iterations(cfg) == dataclasses.replace(cfg, metrics=("maj@1",),
+                                                    iteration_metrics=None)
+  assert for_iterations(EvalConfig()) == EvalConfig()  # unset: every metric
+  with pytest.raises(ValueError, match=r"iteration_metrics=\('pass@k',\): expected None or a "
+                     r"non-empty choice of EvalConfig.metrics=\('maj@1',\)"):
+    EvalConfig(metrics=("maj@1",), iteration_metrics=("pass@k",))

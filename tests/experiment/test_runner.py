@@ -190,3 +190,45 @@ def test_only_stages_runs_what_they_need_and_reports_them_alone(tmp_path, _fake)
   _parse(ARMS, "Experiment.only_stages = ['arm_d']")
   with pytest.raises(spec.ExperimentError, match=r"only_stages names no stage: \['arm_d'\]"):
     Experiment()
+
+
+def test_a_final_evaluation_waits_for_the_later_stage_it_reranks_with(tmp_path, _fake,
+                                                                      monkeypatch):
+  """arm_a is reranked by the ORM of arm_b, trained after it (on arm_a's samples): arm_a's
+  evaluations while it trains take only its iteration metrics, its final evaluation runs once
+  arm_b has, and the cached evaluation is reused until arm_b changes."""
+  import rlthink.rewards
+  loaded = []
+  monkeypatch.setattr(rlthink.rewards, "load_reward_model", lambda directory, kind, policy: (
+      loaded.append((os.path.basename(directory), [c["name"] for c in fake.CALLS])) or "orm"))
+  graph = ("Experiment.stages = [{'name': 'sft', 'algorithm': 'fake'},"
+           " {'name': 'arm_a', 'algorithm': 'fake', 'parent': 'sft'},"
+           " {'name': 'arm_b', 'algorithm': 'fake', 'parent': 'arm_a'}]")
+  rerank = ("arm_a/EvalConfig.metrics = ('maj@1', 'rerank@k')",
+            "arm_a/EvalConfig.reward_model_stage = 'arm_b'")
+  _parse(graph, *rerank)
+  with pytest.raises(spec.ExperimentError, match="'arm_b' names a stage that runs after it and "
+                     "its evaluations during training read it"):
+    runner.run(str(tmp_path), progress=False)
+  _parse(graph, *rerank, "arm_a/EvalConfig.iteration_metrics = ('maj@1',)")
+  results = runner.run(str(tmp_path), progress=False)
+  assert loaded == [("arm_b", ["sft", "arm_a", "arm_b"])]  # after arm_b trained
+  metrics = [cfg.metrics for cfg in _fake]
+  # sft, arm_a while it trains (the fake's iterations share params: evaluated once), arm_b,
+  # then arm_a's final evaluation.
+  full = ("maj@1", "maj@k", "pass@k")
+  assert metrics == [full, ("maj@1",), full, ("maj@1", "rerank@k")]
+  with open(tmp_path / "results.json") as f:
+    saved = json.load(f)
+  assert saved["order"] == ["sft", "arm_a", "arm_b"] and list(results) == saved["order"]
+  assert saved["stages"]["arm_a"]["results"] == results["arm_a"]
+  # Cached while arm_b stays the same; evaluated again (arm_a not retrained) when it changes.
+  _fake.clear()
+  _parse(graph, *rerank, "arm_a/EvalConfig.iteration_metrics = ('maj@1',)")
+  assert runner.run(str(tmp_path), progress=False) == results and _fake == []
+  _parse(graph, *rerank, "arm_a/EvalConfig.iteration_metrics = ('maj@1',)",
+         "arm_b/FakeConfig.delta = 2.0")
+  fake.CALLS.clear()
+  runner.run(str(tmp_path), progress=False, overrides=["arm_b.FakeConfig.delta"])
+  assert [c["name"] for c in fake.CALLS] == ["arm_b"]
+  assert [cfg.metrics for cfg in _fake][-1] == ("maj@1", "rerank@k")
