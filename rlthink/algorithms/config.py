@@ -127,7 +127,8 @@ class RoundConfig(RLConfig):
   epochs, max_steps_per_iteration: steps = ceil(epochs * |data| / batch_size), capped.
   batch_size, max_length: the fine-tuning batches (rows of at most max_length tokens).
   checkpoint_every: a checkpoint every this many fine-tuning steps.
-  Dense rewards do not apply: a round keeps or labels each sample by one number.
+  A round keeps or labels each sample by one number, its return: the final reward plus the sum
+  of its dense rewards (EI; RCRL takes no dense rewards).
   """
 
   iterations: int = 3
@@ -146,9 +147,6 @@ class RoundConfig(RLConfig):
     if self.epochs <= 0 or self.max_length < 2:
       raise ValueError(f"{name}: epochs={self.epochs} must be > 0 and max_length="
                        f"{self.max_length} >= 2")
-    if self.dense_reward is not None:
-      raise ValueError(f"{name}.dense_reward={self.dense_reward!r}: a round keeps or labels each "
-                       "sample by one reward; dense rewards apply to PPO, GRPO and START")
 
   def steps_for(self, num_rows: int) -> int:
     """Fine-tuning steps of a round over `num_rows` sequences."""

@@ -4,7 +4,9 @@ correct ones, de-duplicate, accumulate across iterations (D_i = R_i ∪ D_{i-1})
 A round of `rlthink.algorithms.rounds`: resumable at any point; the checkpoint holds the train
 state (and the initial parameters when each round restarts from them) and the JSON meta holds the
 iteration, the phase, the accumulated dataset (token ids) and the metrics history. "Correct" is
-the config's reward (`reward_source`: the verifier, or an ORM's probability) reaching min_reward.
+the sample's return reaching min_reward: the config's final reward (`reward_source`: the verifier,
+or an ORM's probability) plus, with a `dense_reward`, the sum of its step rewards (the reference
+steps it matches, or a PRM's verdicts on its steps).
 """
 
 from __future__ import annotations
@@ -37,8 +39,10 @@ class EIConfig(RoundConfig):
     provides `operations(text)`), "text" (identical completion text) or "none".
   reset_each_iteration: fine-tune from the initial model every round (the paper's choice) or
     continue from the current one.
-  min_reward: a finished sample (one that ended with a stop token) is kept when its reward is
-    at least this.
+  min_reward: a finished sample (one that ended with a stop token) is kept when its return is
+    at least this: its final reward, plus the sum of its dense rewards with a `dense_reward`
+    (e.g. step_match with min_reward = 1 + dense_coef / 2: right answers whose first half of the
+    reference steps match; prm with 1.0: right answers whose steps the PRM approves on balance).
   check_equations: also require every equation of the sample's thinking to be true (tasks that
     provide `equations_hold(text)`, e.g. arithmetic). The final-answer verifier accepts right
     answers reached by wrong steps ("<think>7+1=7</think>8"); a small model writes many, and
@@ -68,8 +72,8 @@ def solution_key(task: Task, example: dict, text: str, mode: str):
 
 
 def is_solution(task: Task, cfg: EIConfig, text: str, reward: float, stopped: bool) -> bool:
-  """Whether a sampled completion is kept as a solution: verified (reward >= min_reward), finished,
-  and, with `check_equations`, every equation of its thinking true."""
+  """Whether a sampled completion is kept as a solution: its return (`reward`) >= min_reward,
+  finished, and, with `check_equations`, every equation of its thinking true."""
   # A completion cut by max_new_tokens is no solution, even when its last number happens to
   # verify; training on it would also teach the model not to stop.
   if reward < cfg.min_reward or not stopped:
@@ -99,8 +103,9 @@ def run_expert_iteration(policy: Policy, task: Task, cfg: EIConfig,
                               max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                               seed=cfg.seed * 100_003 + i, batch_size=cfg.sample_batch_size)
     rewards = sources.compute_rewards(scored, task, policy.tokenizer,
-                                      reward_source=cfg.reward_source, models=frozen,
-                                      batch_size=cfg.score_batch_size).final
+                                      reward_source=cfg.reward_source,
+                                      dense_reward=cfg.dense_reward, dense_coef=cfg.dense_coef,
+                                      models=frozen, batch_size=cfg.score_batch_size).returns
     dataset, keys = list(meta["dataset"]), list(meta.get("keys", []))
     seen = {tuple(map(_freeze, k)) for k in keys}
     new, kept = 0, 0

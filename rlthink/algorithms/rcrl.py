@@ -74,6 +74,10 @@ class RCRLConfig(RoundConfig):
   def __post_init__(self):
     super().__post_init__()
     check_choice("RCRLConfig.label_position", self.label_position, LABEL_POSITIONS)
+    if self.dense_reward is not None:
+      raise ValueError(f"RCRLConfig.dense_reward={self.dense_reward!r}: RCRL labels each sample "
+                       "correct or incorrect by its final reward; dense rewards apply to EI, "
+                       "PPO, GRPO and START")
     if not self.correct_label or self.correct_label == self.incorrect_label:
       raise ValueError(f"RCRLConfig: correct_label {self.correct_label!r} and incorrect_label "
                        f"{self.incorrect_label!r} must be non-empty and different")

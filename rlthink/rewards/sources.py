@@ -37,6 +37,14 @@ class Rewards:
   final: np.ndarray
   dense: np.ndarray | None = None
 
+  @property
+  def returns(self) -> np.ndarray:
+    """float32[N]: each completion's undiscounted return, its final reward plus the sum of its
+    dense rewards (what Expert Iteration keeps a sample by)."""
+    if self.dense is None:
+      return self.final
+    return (self.final + self.dense.sum(axis=-1)).astype(np.float32)
+
 
 def needed_models(reward_source: str, dense_reward: str | None) -> dict[str, str]:
   """{name: kind} of the reward models these options read: "orm" -> "outcome", "prm" ->

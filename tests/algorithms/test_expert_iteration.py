@@ -21,6 +21,7 @@ import rlthink  # noqa: E402
 from rlthink import sharding, tasks  # noqa: E402
 from rlthink.algorithms.expert_iteration import (EIConfig, is_solution,  # noqa: E402
                                                  run_expert_iteration, solution_key)
+from rlthink.algorithms.rcrl import RCRLConfig  # noqa: E402
 from rlthink.models import tokenizer as tokenizers  # noqa: E402
 from rlthink.tasks.pipeline import encode_prompt  # noqa: E402
 from rlthink.train import OptimizerConfig  # noqa: E402
@@ -134,8 +135,9 @@ def test_ei_config_checks():
     EIConfig(dedup="exact")
   with pytest.raises(ValueError, match=r"EIConfig: iterations=0 \(must be >= 1\)"):
     EIConfig(iterations=0)
-  with pytest.raises(ValueError, match="EIConfig.dense_reward='prm': a round keeps"):
-    EIConfig(dense_reward="prm")
+  assert EIConfig(dense_reward="prm").dense_reward == "prm"  # kept by its return
+  with pytest.raises(ValueError, match="RCRLConfig.dense_reward='prm': RCRL labels"):
+    RCRLConfig(dense_reward="prm")
 
 
 def _untrained(tmp_path):
@@ -195,3 +197,34 @@ def test_rounds_of_different_lengths_share_one_compiled_train_step(tmp_path, mon
   assert [h["train_steps"] for h in history] == [4, 8]  # 64 then 128 samples, 16 per batch
   assert lengths == [4, 8]
   assert len(built) == 1 and built[0]._cache_size() == 1
+
+
+def test_with_a_dense_reward_a_sample_is_kept_by_its_return(tmp_path, monkeypatch):
+  """EI asks for the stage's dense reward and keeps a sample when its final reward plus the sum
+  of its step rewards reaches min_reward."""
+  from rlthink.algorithms import expert_iteration as ei
+  from rlthink.rewards import sources
+  options, real_is_solution = {}, ei.is_solution
+
+  def rewards(scored, task, tokenizer, **kwargs):
+    options.update(kwargs)
+    n, width = len(scored.texts), scored.rollouts.prompt_tokens.shape[1] - 1
+    dense = np.zeros((n, width + scored.rollouts.completion_tokens.shape[1]), np.float32)
+    dense[:, -1] = 0.15  # two steps' rewards on every row: +0.3
+    dense[:, -2] = 0.15
+    final = np.asarray([1.0, 0.9, 0.6, 0.0] * (n // 4), np.float32)  # returns 1.3, 1.2, 0.9, 0.3
+    return sources.Rewards(final, dense)
+
+  monkeypatch.setattr(sources, "compute_rewards", rewards)
+  # The untrained model rarely stops: count every sample as finished.
+  monkeypatch.setattr(ei, "is_solution", lambda task, cfg, text, reward, stopped:
+                      real_is_solution(task, cfg, text, reward, True))
+  policy, task = _untrained(tmp_path)
+  cfg = EIConfig(iterations=1, samples_per_question=4, num_questions=16, max_new_tokens=24,
+                 batch_size=16, dedup="none", epochs=1.0, max_length=64, min_reward=1.2,
+                 dense_reward="step_match", dense_coef=0.3)
+  _, history = run_expert_iteration(policy, task, cfg, OptimizerConfig(), str(tmp_path / "run"),
+                                    progress=False)
+  assert options["dense_reward"] == "step_match" and options["dense_coef"] == 0.3
+  assert history[0]["kept"] == history[0]["dataset_size"] == 32  # returns 1.3 and 1.2 of 64
+  assert history[0]["sample_accuracy"] == 0.5
