@@ -17,7 +17,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from rlthink.algorithms import positions, rounds, stages
+from rlthink.algorithms import positions, rcrl, rounds, stages
 from rlthink.algorithms.config import RolloutConfig, check_counts, fine_tuning_steps
 from rlthink.algorithms.rl_math import check_choice
 from rlthink.models import lora
@@ -26,6 +26,7 @@ from rlthink.rewards import reward_model as rm_lib
 from rlthink.rollout import rollout_examples
 
 STAGE_NAMES = {"outcome": "orm", "process": "prm"}  # kind -> the log prefix and stage name
+CONDITIONS = ("rcrl",)
 
 @dataclasses.dataclass(frozen=True)
 class RewardModelConfig(RolloutConfig):
@@ -38,6 +39,9 @@ class RewardModelConfig(RolloutConfig):
   include_references: add each question's reference solution (label 1, every step right).
   orm_targets: "last" (ORM logit on the last token) or "all" (on every completion token).
   step_match / step_pattern: PRM labels (see `rlthink.rewards.dense`).
+  condition: None, or "rcrl": sample with prompts that carry RCRL's "correct" label (its default
+    label and position), as an RCRL policy is sampled and evaluated (`EvalConfig.condition`), so
+    an ORM trained on an RCRL stage's samples learns on the prompts it reranks.
   epochs, max_steps: steps = ceil(epochs * rows / batch_size), capped by max_steps.
   batch_size, max_length: training batches; checkpoint_every: steps between checkpoints.
   """
@@ -50,6 +54,7 @@ class RewardModelConfig(RolloutConfig):
   orm_targets: str = "last"
   step_match: str = "prefix"
   step_pattern: str = dense.STEP_PATTERN
+  condition: str | None = None
   epochs: float = 4.0
   max_steps: int | None = None
   batch_size: int = 32
@@ -61,6 +66,8 @@ class RewardModelConfig(RolloutConfig):
     check_choice("RewardModelConfig.kind", self.kind, rm_lib.KINDS)
     check_choice("RewardModelConfig.orm_targets", self.orm_targets, rm_lib.ORM_TARGETS)
     check_choice("RewardModelConfig.step_match", self.step_match, dense.MATCH_MODES)
+    if self.condition is not None:
+      check_choice("RewardModelConfig.condition", self.condition, CONDITIONS)
     check_counts(self, ["samples_per_question", "batch_size", "checkpoint_every"] + (
         ["max_steps"] if self.max_steps is not None else []))
     if self.epochs <= 0 or not 0 <= self.holdout_fraction < 1 or self.max_length < 2:
@@ -123,6 +130,8 @@ def train_reward_model(policy, task, cfg: RewardModelConfig, optimizer_cfg, dire
   del evaluate, reward_models
   policy = lora.full_finetuning(policy, optimizer_cfg.lora, "reward-model training")
   stages.check_tokenizer(policy, "reward-model training")
+  if cfg.condition == "rcrl":
+    task = rcrl.ConditionedTask(task)
   questions = stages.training_questions(task, cfg, examples)
   initial = rm_lib.init_reward_model(policy, cfg.kind)
   pad_id = policy.config.pad_token_id or policy.tokenizer.pad_token_id or 0

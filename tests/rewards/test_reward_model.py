@@ -223,3 +223,33 @@ def test_gin_files_bind_valid_scoped_configs(path):
       assert gin_utils.configured(STARTConfig).reward_source == "orm"
   finally:
     gin.clear_config(clear_constants=True)
+
+
+def test_an_orm_of_an_rcrl_policy_samples_with_its_correct_label(tmp_path, monkeypatch):
+  """condition='rcrl': the reward model's training samples are drawn from prompts that carry
+  RCRL's '<correct>' label, as the RCRL policy it reranks is evaluated."""
+  from rlthink.algorithms import reward_model as stage
+  prompts = []
+
+  class Sampled(Exception):
+    pass
+
+  def sampling(policy, task, questions, **kwargs):
+    prompts.extend(task.prompt(q) for q in questions)
+    raise Sampled
+
+  monkeypatch.setattr(stage, "rollout_examples", sampling)
+  tok = tokenizers.builtin_tokenizer()
+  policy = rlthink.init_policy("tiny", seed=0, num_layers=1, tokenizer=tok,
+                               pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                               bos_token_id=tok.bos_token_id)
+  task = tasks.get("arithmetic", size="tiny", seed=0, num_train=8, num_test=4,
+                   data_dir=str(tmp_path / "data"))
+  for condition, label in ((None, ""), ("rcrl", "<correct>")):
+    prompts.clear()
+    with pytest.raises(Sampled):
+      train_reward_model(policy, task, RewardModelConfig(num_questions=8, condition=condition),
+                         OptimizerConfig(), str(tmp_path / f"orm_{condition}"), progress=False)
+    assert prompts and set(prompts) <= {label + task.prompt(q) for q in task.examples("train")}
+  with pytest.raises(ValueError, match="RewardModelConfig.condition='correct' is not one of"):
+    RewardModelConfig(condition="correct")
