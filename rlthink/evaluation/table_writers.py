@@ -10,6 +10,7 @@ import re
 
 import numpy as np
 
+from rlthink.evaluation import sample_complexity
 from rlthink.evaluation.report import new_figure
 from rlthink.evaluation.tables import STD_NOTE, metric_order, ordered
 
@@ -60,7 +61,29 @@ def markdown(report) -> str:
           cells.append(_number(stat["values"][stat["seeds"].index(seed)]) if found else "-")
         body.append([r["stage"], r["split"], str(seed)] + cells)
     lines += _table(["stage", "split", "seed"] + names, body)
+    lines += _gain_table([c for c in report.curves if c["experiment"] == experiment],
+                         report.metric)
   return "\n".join(lines)
+
+
+def _gain_table(curves, metric: str) -> list[str]:
+  """Per RL stage: its start, final value and the completions it samples to reach 90% of its
+  final gain (`sample_complexity`), mean ± std over seeds."""
+  curves = [c for c in curves if c.get("gain", {}).get("start")]
+  if not curves:
+    return []
+  share = f"{curves[0]['gain']['fraction']:.0%}"
+  stat = lambda s: f"{_number(s['mean'])} ± {_number(s['std'])}"
+  body = []
+  for c in curves:
+    gain = c["gain"]
+    samples = "no gain" if gain["mean"] is None else (
+        f"{gain['mean']:.0f} ± {gain['std']:.0f} (n={len(gain['values'])})")
+    mean_curve = "-" if gain["of_mean_curve"] is None else f"{gain['of_mean_curve']:.0f}"
+    body.append([c["stage"], stat(gain["start"]), stat(gain["final"]), samples, mean_curve])
+  return [f"### completions sampled to reach {share} of the final {metric} gain", ""] + _table(
+      ["stage", f"start {metric}", f"final {metric}", "completions (per seed)",
+       "on the mean curve"], body)
 
 
 def _table(header: list[str], body: list[list[str]]) -> list[str]:
@@ -88,10 +111,12 @@ def write_plots(report, out: str) -> dict[str, str]:
       name = f"bars_{file_name(split)}.png"
       paths[name] = os.path.join(out, name)
       _bars(part, names, label, f"{split}: {', '.join(names)}", paths[name])
-  if report.curves:
+  curves = [c for c in report.curves
+            if not report.curve_stages or c["stage"] in report.curve_stages]
+  if curves:
     name = f"samples_{file_name(report.metric)}.png"
     paths[name] = os.path.join(out, name)
-    _curves(report.curves, report.metric, several, paths[name])
+    _curves(curves, report.metric, several, paths[name])
   return paths
 
 
@@ -121,13 +146,23 @@ def _bars(rows, names, label, title, path) -> None:
 
 
 def _curves(curves, metric, several, path) -> None:
+  """Each curve from its start (x = 0: the model the stage starts from) through its
+  evaluations, a band of ± std, and a dotted line where it reaches 90% of its gain."""
   fig, ax = new_figure()
   for curve in curves:
     x, mean, std = (np.asarray(curve[k], np.float64) for k in ("samples", "mean", "std"))
+    gain = curve.get("gain") or {}
+    if gain.get("start"):
+      x = np.concatenate([[0.0], x])
+      mean = np.concatenate([[gain["start"]["mean"]], mean])
+      std = np.concatenate([[gain["start"]["std"]], std])
     name = f"{curve['experiment']}/{curve['stage']}" if several else curve["stage"]
     line, = ax.plot(x, mean, marker="o", markersize=3, label=name)
     ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
-  ax.set_xlabel("samples drawn (cumulative)")
+    if gain.get("mean") is not None:
+      ax.axvline(gain["mean"], color=line.get_color(), linestyle=":", linewidth=1)
+  ax.set_xlabel("completions sampled (cumulative; dotted: where each reaches "
+                f"{sample_complexity.GAIN_FRACTION:.0%} of its gain)", fontsize=8)
   ax.set_ylabel(f"{metric} (mean ± std over seeds)", fontsize=8)
   ax.set_ylim(0, 1.05)
   ax.grid(alpha=0.3)

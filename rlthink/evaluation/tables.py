@@ -25,6 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
+from rlthink.evaluation import sample_complexity
 from rlthink.evaluation.report import write_json
 
 RESULTS, SWEEP = "results.json", "sweep.json"
@@ -46,12 +47,15 @@ class Run:
 class Report:
   """rows: one per (experiment, stage, split, field, value) with "metrics": {metric: {"mean",
   "std", "n", "values", "seeds"}} and "reference": {metric: value}; field/value are None for the
-  whole split. curves: per (experiment, stage) the `metric` against cumulative samples drawn."""
+  whole split. curves: per (experiment, stage) the `metric` against cumulative samples drawn,
+  with its gain summary. curve_stages: the stages whose curves the samples plot overlays (empty:
+  every curve)."""
 
   rows: list[dict]
   curves: list[dict]
   runs: list[Run]
   metric: str = "maj@1"
+  curve_stages: tuple[str, ...] = ()
 
   def markdown(self) -> str:
     from rlthink.evaluation import table_writers  # cycle: table_writers imports this module
@@ -225,18 +229,21 @@ def _rows_of(experiment: str, runs: list[Run]) -> list[dict]:
 
 def sample_curves(experiment: str, runs: list[Run], metric: str) -> list[dict]:
   """Per stage whose history records eval_<metric>: x = cumulative "samples" drawn up to each
-  evaluated iteration, y = the metric; mean ± std over seeds at each iteration."""
-  key, curves = f"eval_{metric}", []
+  evaluated iteration, y = the metric; mean ± std over seeds at each iteration; "gain": the
+  start, the final value and the completions to reach 90% of the gain (`sample_complexity`)."""
+  curves = []
   for stage in ordered([r.data.get("order") or list(r.data["stages"]) for r in runs]):
     points: dict[int, list[tuple[float, float]]] = {}
+    per_seed = []
     for run in runs:
       history = (run.data["stages"].get(stage) or {}).get("history") or []
       if not any("samples" in h for h in history):  # not a sampling (RL) stage
         continue
-      drawn = np.cumsum([float(h.get("samples") or 0) for h in history])
-      for record, x in zip(history, drawn):
-        if record.get(key) is not None:
-          points.setdefault(int(record["iteration"]), []).append((float(x), float(record[key])))
+      found = sample_complexity.history_points(history, metric)
+      for iteration, x, y in found:
+        points.setdefault(iteration, []).append((x, y))
+      per_seed.append((run.seed, [x for _, x, _ in found], [y for _, _, y in found],
+                       sample_complexity.start_value(run.data, stage, metric)))
     if not points:
       continue
     iterations = sorted(points)
@@ -245,12 +252,15 @@ def sample_curves(experiment: str, runs: list[Run], metric: str) -> list[dict]:
     curves.append({"experiment": experiment, "stage": stage, "metric": metric,
                    "iteration": iterations, "samples": [float(x) for x in xs],
                    "mean": [float(y.mean()) for y in ys],
-                   "std": [float(y.std(ddof=0)) for y in ys], "n": [len(y) for y in ys]})
+                   "std": [float(y.std(ddof=0)) for y in ys], "n": [len(y) for y in ys],
+                   "gain": sample_complexity.gain_summary(per_seed)})
   return curves
 
 
-def build_report(paths: Sequence[str], metric: str = "maj@1") -> Report:
-  """The report over any mix of run and sweep directories (module doc)."""
+def build_report(paths: Sequence[str], metric: str = "maj@1",
+                 curve_stages: Sequence[str] = ()) -> Report:
+  """The report over any mix of run and sweep directories (module doc); curve_stages: the
+  stages the samples plot overlays (default: all)."""
   runs = load_runs(paths)
   experiments: dict[str, list[Run]] = {}
   for run in runs:
@@ -260,17 +270,23 @@ def build_report(paths: Sequence[str], metric: str = "maj@1") -> Report:
     group.sort(key=lambda r: r.seed)
     rows += _rows_of(name, group)
     curves += sample_curves(name, group, metric)
-  return Report(rows, curves, runs, metric)
+  unknown = sorted(set(curve_stages) - {c["stage"] for c in curves})
+  if unknown:
+    raise ValueError(f"report: no {metric} curve for stages {unknown} (stages with one: "
+                     f"{ordered([[c['stage'] for c in curves]])})")
+  return Report(rows, curves, runs, metric, tuple(curve_stages))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-  """`rlthink report` arguments: paths, --out, --metric."""
+  """`rlthink report` arguments: paths, --out, --metric, --curves."""
   parser.add_argument("paths", nargs="+", help="run directories (results.json) and sweep "
                       "directories (sweep.json), in any mix")
   parser.add_argument("--out", default=None, help="where report.md/.json and the PNGs go "
                       "(default: the only path given, else ./report)")
   parser.add_argument("--metric", default="maj@1", help="the metric of the sample-complexity "
                       "curves (history key eval_<metric>), e.g. maj@1 or pass@8")
+  parser.add_argument("--curves", default="", metavar="STAGE[,STAGE...]", help="the stages whose "
+                      "curves the samples plot overlays, e.g. ei,ppo (default: every RL stage)")
   return parser
 
 
@@ -281,7 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
   """Builds and writes the report; prints the markdown."""
-  report = build_report(args.paths, args.metric)
+  report = build_report(args.paths, args.metric,
+                        [s.strip() for s in args.curves.split(",") if s.strip()])
   out = args.out or (args.paths[0] if len(args.paths) == 1 else "report")
   paths = report.write(out)
   print(report.markdown())
