@@ -9,6 +9,7 @@ import os
 import jax
 import numpy as np
 
+from rlthink.algorithms.ppo import strip_value_head
 from rlthink.experiment import fingerprint
 from rlthink.gin_utils import MeshSpec, ModelSpec
 from rlthink.models import lora
@@ -123,7 +124,10 @@ def _checkpoint_params(workdir: str, stage: str, policy):
   # Drivers save a TrainState ({"params", ...}) or {"state": TrainState, ...}.
   node = tree.get("state", tree) if isinstance(tree, dict) else tree
   node = node.get("policy", node) if isinstance(node, dict) and "params" not in node else node
-  return node["params"]
+  params = node["params"]
+  if isinstance(params, dict) and "policy" in params:  # PPO trains {"policy", "value"}
+    params = strip_value_head(params["policy"])  # a shared trunk carries the value head
+  return params
 
 
 def lora_start(cfg: lora.LoRAConfig | None, parent: str | None, seed_offset: int) -> dict | None:
