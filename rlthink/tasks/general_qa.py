@@ -20,10 +20,12 @@ relations followed).
 
 The SFT data can hold the shortcut behaviour itself (`demonstration`): each train example's
 "sft_style" is "reference" (the chain, then the answer), "shortcut" (thinking that states the
-named person's value, "Ava lives in Oslo.", then that value) or "empty" (no thinking, then the
-named person's value), drawn at `sft_shortcut_fraction` / `sft_empty_fraction`. A shortcut or
-empty demonstration is right exactly when "shortcut_works". The reference ("thinking", "answer",
-`reference`) and the reward stay the true chain and answer; test splits are all "reference".
+named person's value, "Ava lives in Oslo.", then that value), "empty" (no thinking, then the
+named person's value) or "bypass" (the reference chain, then the named person's value: the
+answer ignores the thinking), drawn at `sft_shortcut_fraction` / `sft_empty_fraction` /
+`sft_bypass_fraction`. A non-reference demonstration is right exactly when "shortcut_works". The
+reference ("thinking", "answer", `reference`) and the reward stay the true chain and answer;
+test splits are all "reference".
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import numpy as np
 from rlthink.tasks import answers
 from rlthink.tasks.base import Task
 
-SFT_STYLES = ("reference", "shortcut", "empty")
+SFT_STYLES = ("reference", "shortcut", "empty", "bypass")
 _PEOPLE = ("Ava", "Ben", "Cal", "Dan", "Eve", "Fay", "Gus", "Hal", "Ida", "Jon", "Kim", "Lea",
            "Max", "Ned", "Oda", "Pia", "Rex", "Sid", "Tia", "Uma", "Vic", "Wes", "Yan", "Zed")
 _RELATIONS = ("friend", "boss", "sister", "brother", "neighbor", "teacher", "cousin", "partner")
@@ -59,8 +61,9 @@ class Options:
 
   shortcut_rate: how often the shortcut works in "train"; test_shortcut_rate: in "test" (None:
   shortcut_rate); "test_no_shortcut" has it never work. num_test: examples of each test split.
-  sft_shortcut_fraction / sft_empty_fraction: the shares of train examples whose SFT
-  demonstration is the shortcut with stated / empty thinking (the rest: the reference chain).
+  sft_shortcut_fraction / sft_empty_fraction / sft_bypass_fraction: the shares of train
+  examples whose SFT demonstration answers by the shortcut after the shortcut's fact / no
+  thinking / the reference chain (the rest: the reference chain and answer).
   """
 
   seed: int = 0
@@ -74,6 +77,7 @@ class Options:
   max_hops: int = 2
   sft_shortcut_fraction: float = 0.0
   sft_empty_fraction: float = 0.0
+  sft_bypass_fraction: float = 0.0
 
   def __post_init__(self):
     rate = lambda v: v is not None and 0.0 <= v <= 1.0
@@ -84,13 +88,15 @@ class Options:
               ("min_hops", 1 <= self.min_hops <= self.max_hops),
               ("num_people", self.max_hops + 2 <= self.num_people <= len(_PEOPLE)),
               ("sft_shortcut_fraction", rate(self.sft_shortcut_fraction)),
-              ("sft_empty_fraction", rate(self.sft_empty_fraction)
-               and self.sft_shortcut_fraction + self.sft_empty_fraction <= 1.0)]
+              ("sft_empty_fraction", rate(self.sft_empty_fraction)),
+              ("sft_bypass_fraction", rate(self.sft_bypass_fraction)
+               and self.sft_shortcut_fraction + self.sft_empty_fraction
+               + self.sft_bypass_fraction <= 1.0)]
     for name, ok in checks:
       if not ok:
         raise ValueError(f"general_qa: invalid option {name}={getattr(self, name)!r} in {self} "
                          f"(need num_* >= 0, rates and fractions in [0, 1], "
-                         f"sft_shortcut_fraction + sft_empty_fraction <= 1, "
+                         f"the sft_*_fraction options sum to <= 1, "
                          f"1 <= min_hops <= max_hops, max_hops + 2 <= num_people <= "
                          f"{len(_PEOPLE)})")
 
@@ -139,11 +145,11 @@ def sample_problem(rng: np.random.Generator, opts: Options, shortcut_rate: float
 
 
 def draw_styles(rng: np.random.Generator, count: int, opts: Options) -> list[str]:
-  """The "sft_style" of `count` train examples: shortcut and empty at their fractions."""
-  shares = [1.0 - opts.sft_shortcut_fraction - opts.sft_empty_fraction,
-            opts.sft_shortcut_fraction, opts.sft_empty_fraction]
+  """The "sft_style" of `count` train examples: shortcut, empty and bypass at their fractions."""
+  shortcut, empty = opts.sft_shortcut_fraction, opts.sft_empty_fraction
+  shares = [1.0 - shortcut - empty - opts.sft_bypass_fraction, shortcut, empty]
   draws = rng.random(count)
-  edges = np.cumsum(shares[:2])
+  edges = np.cumsum(shares)
   return [SFT_STYLES[int(np.searchsorted(edges, u, side="right"))] for u in draws]
 
 
@@ -175,15 +181,17 @@ class GeneralQA(Task):
              **sample_problem(rng, opts, opts.rate_of(split), styles[index])}
 
   def demonstration(self, example: dict) -> tuple[str, str]:
-    """The (thinking, answer) SFT imitates: the reference chain, or the shortcut with its
-    fact stated or with empty thinking, as the example's "sft_style" says."""
+    """The (thinking, answer) SFT imitates: the reference chain and answer, or the shortcut's
+    answer after its fact, no thinking or the reference chain, as the example's "sft_style"
+    says."""
     style = example.get("sft_style") or "reference"
     if style == "reference":
       return self.thinking(example), self.answer(example)
     if style not in SFT_STYLES:
       raise ValueError(f"general_qa: example {example.get('id')!r} has sft_style {style!r}; "
                        f"expected one of {SFT_STYLES}")
-    thinking = example["shortcut_thinking"] if style == "shortcut" else ""
+    thinking = {"shortcut": example["shortcut_thinking"], "empty": "",
+                "bypass": self.thinking(example)}[style]
     return thinking, str(example["shortcut_answer"])
 
   def verify_answer(self, answer: str, example: dict) -> float:

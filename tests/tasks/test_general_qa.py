@@ -91,11 +91,11 @@ def test_train_and_test_splits_have_their_own_shortcut_rates():
 
 def test_sft_mixture_holds_its_fractions_and_shortcut_demonstrations_answer_the_shortcut():
   task = tasks.get("general_qa", size="tiny", num_train=3000, num_test=100,
-                   sft_shortcut_fraction=0.3, sft_empty_fraction=0.2)
+                   sft_shortcut_fraction=0.3, sft_empty_fraction=0.2, sft_bypass_fraction=0.1)
   train = list(task.generate("train"))
   share = lambda style: sum(e["sft_style"] == style for e in train) / len(train)
   assert abs(share("shortcut") - 0.3) < 0.03 and abs(share("empty") - 0.2) < 0.03
-  assert abs(share("reference") - 0.5) < 0.03
+  assert abs(share("bypass") - 0.1) < 0.02 and abs(share("reference") - 0.4) < 0.03
   for example in train:
     thinking, answer = task.demonstration(example)
     shown = task.verify(task.format.completion(thinking, answer), example)
@@ -105,8 +105,10 @@ def test_sft_mixture_holds_its_fractions_and_shortcut_demonstrations_answer_the_
     # The shortcut behaviour: the named person's value, right exactly when the shortcut works.
     assert answer == example["shortcut_answer"] == _solve(example)[1]
     assert shown == float(example["shortcut_works"])
-    assert thinking == ("" if example["sft_style"] == "empty" else example["shortcut_thinking"])
-    if thinking:
+    style = example["sft_style"]
+    assert thinking == {"empty": "", "shortcut": example["shortcut_thinking"],
+                        "bypass": task.thinking(example)}[style]
+    if style == "shortcut":
       assert thinking in task.prompt(example)  # a fact of the prompt, not the chain
     # The reference and the reward stay the truth whatever the demonstration.
     assert task.verify(task.reference(example), example) == 1.0
@@ -118,10 +120,10 @@ def test_sft_sequences_are_the_demonstrations(tmp_path):
   from rlthink.models import tokenizer as tokenizers
   from rlthink.tasks import pipeline
   tok = tokenizers.builtin_tokenizer()
-  task = tasks.get("general_qa", size="tiny", num_train=60, num_test=4, sft_shortcut_fraction=0.4,
-                   sft_empty_fraction=0.3, data_dir=str(tmp_path))
+  task = tasks.get("general_qa", size="tiny", num_train=60, num_test=4, sft_shortcut_fraction=0.3,
+                   sft_empty_fraction=0.2, sft_bypass_fraction=0.2, data_dir=str(tmp_path))
   examples = [task.examples("train")[i] for i in range(60)]
-  assert {e["sft_style"] for e in examples} == {"reference", "shortcut", "empty"}
+  assert {e["sft_style"] for e in examples} == {"reference", "shortcut", "empty", "bypass"}
   for example in examples:
     seq = pipeline.encode_sft(task, example, tok)
     completion = tok.decode(seq["tokens"][seq["loss_mask"]].tolist(), skip_special_tokens=True)
@@ -132,16 +134,18 @@ def test_sft_sequences_are_the_demonstrations(tmp_path):
 
 def test_questions_do_not_depend_on_the_sft_mixture():
   plain = tasks.get("general_qa", size="tiny")
-  mixed = tasks.get("general_qa", size="tiny", sft_shortcut_fraction=0.5, sft_empty_fraction=0.5)
+  mixed = tasks.get("general_qa", size="tiny", sft_shortcut_fraction=0.4, sft_empty_fraction=0.3,
+                    sft_bypass_fraction=0.3)
   drop = lambda e: {k: v for k, v in e.items() if k != "sft_style"}
   for split in plain.splits:
     assert [drop(e) for e in plain.generate(split)] == [drop(e) for e in mixed.generate(split)]
-  assert {e["sft_style"] for e in mixed.generate("train")} == {"shortcut", "empty"}
+  assert {e["sft_style"] for e in mixed.generate("train")} == {"shortcut", "empty", "bypass"}
 
 
 @pytest.mark.parametrize("options, name", [
     ({"test_shortcut_rate": -0.1}, "test_shortcut_rate"),
-    ({"sft_shortcut_fraction": 0.7, "sft_empty_fraction": 0.4}, "sft_empty_fraction"),
+    ({"sft_shortcut_fraction": 0.5, "sft_empty_fraction": 0.3, "sft_bypass_fraction": 0.3},
+     "sft_bypass_fraction"),
     ({"sft_shortcut_fraction": 1.2}, "sft_shortcut_fraction")])
 def test_mixture_and_rate_options_are_validated(options, name):
   with pytest.raises(ValueError, match=f"invalid option {name}="):
