@@ -393,7 +393,7 @@ def _eval_extras(p: _Plan, policy, workdir: str, cfg: EvalConfig):
       from rlthink.rewards import load_reward_model  # only rerank@k needs it
       out["reward_model"] = load_reward_model(_stage_directory(workdir, cfg.reward_model_stage),
                                               "outcome", policy)
-    if cfg.readers:
+    if cfg.readers and "cross_generation" in cfg.metrics:  # as `_references` reads them
       out["readers"] = {n: policy.replace(params=load_stage_params(workdir, n, policy))
                         for n in cfg.readers}
     return out
