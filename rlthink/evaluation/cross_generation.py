@@ -202,7 +202,8 @@ def plot_cross_generation(result: dict, path: str | None = None, title: str = "c
   grid = np.asarray([[result["accuracy"][t][r] for r in readers] for t in thinkers])
   fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(readers), 1.2 + 0.6 * len(thinkers)))
   ax.imshow(grid, vmin=0, vmax=1, cmap="viridis")
-  ax.set_xticks(range(len(readers)), [f"reader: {r}" for r in readers], fontsize=7)
+  ax.set_xticks(range(len(readers)), [f"reader: {r}" for r in readers], fontsize=7, rotation=20,
+                ha="right")
   ax.set_yticks(range(len(thinkers)), [f"thinker: {t}" for t in thinkers], fontsize=7)
   for (i, j), v in np.ndenumerate(grid):
     ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="w" if v < 0.6 else "k")

@@ -10,7 +10,7 @@ import re
 
 import numpy as np
 
-from rlthink.evaluation import sample_complexity
+from rlthink.evaluation import cross_generation_tables, sample_complexity
 from rlthink.evaluation.report import new_figure
 from rlthink.evaluation.tables import STD_NOTE, metric_order, ordered
 
@@ -63,6 +63,7 @@ def markdown(report) -> str:
     lines += _table(["stage", "split", "seed"] + names, body)
     lines += _gain_table([c for c in report.curves if c["experiment"] == experiment],
                          report.metric)
+    lines += cross_generation_tables.markdown_lines(rows)
   return "\n".join(lines)
 
 
@@ -97,8 +98,8 @@ def file_name(text: str) -> str:
 
 
 def write_plots(report, out: str) -> dict[str, str]:
-  """bars_<split>.png for each split and samples_<metric>.png when RL stages recorded curves;
-  returns {file name: path}."""
+  """bars_<split>.png for each split, samples_<metric>.png when RL stages recorded curves and
+  the cross-generation heatmaps (`cross_generation_tables`); returns {file name: path}."""
   paths = {}
   rows = [r for r in report.rows if r["field"] is None]
   several = len({r["experiment"] for r in rows}) > 1
@@ -117,6 +118,7 @@ def write_plots(report, out: str) -> dict[str, str]:
     name = f"samples_{file_name(report.metric)}.png"
     paths[name] = os.path.join(out, name)
     _curves(curves, report.metric, several, paths[name])
+  paths.update(cross_generation_tables.write_heatmaps(report.rows, out))
   return paths
 
 
