@@ -218,7 +218,8 @@ def _check_references(plans: list[_Plan], where: str) -> None:
 
 def select(plans: list[_Plan], names) -> tuple[list[_Plan], set[str]]:
   """The plans that running the stages `names` needs (those stages, their ancestors and the
-  stages they read, in run order) and the names to evaluate and report; all for no names."""
+  stages they read, in run order) and the names to evaluate and report; all for no names. A
+  stage run only for another is not evaluated, so what its evaluation reads is not needed."""
   if not names:
     return plans, {p.stage.name for p in plans}
   by_name, needed, todo = {p.stage.name: p for p in plans}, set(), list(names)
@@ -228,7 +229,8 @@ def select(plans: list[_Plan], names) -> tuple[list[_Plan], set[str]]:
       needed.add(name)
       p = by_name[name]
       todo.extend([p.stage.parent] if p.stage.parent else [])
-      todo.extend(other for _, other in _references(p))
+      reads = _references(p) if name in names else _training_references(p)
+      todo.extend(other for _, other in reads)
   return [p for p in plans if p.stage.name in needed], set(names)
 
 

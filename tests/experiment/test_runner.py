@@ -232,3 +232,21 @@ def test_a_final_evaluation_waits_for_the_later_stage_it_reranks_with(tmp_path, 
   runner.run(str(tmp_path), progress=False, overrides=["arm_b.FakeConfig.delta"])
   assert [c["name"] for c in fake.CALLS] == ["arm_b"]
   assert [cfg.metrics for cfg in _fake][-1] == ("maj@1", "rerank@k")
+
+
+def test_a_chunk_trains_what_its_stages_evaluation_reads_only_for_its_own_stages(tmp_path, _fake,
+                                                                               monkeypatch):
+  """sft is reranked by arm_b: a chunk reporting sft trains arm_b; one that runs sft only as
+  arm_a's parent does not (sft is not evaluated there)."""
+  import rlthink.rewards
+  monkeypatch.setattr(rlthink.rewards, "load_reward_model", lambda *args: "orm")
+  rerank = ("sft/EvalConfig.metrics = ('maj@1', 'rerank@k')",
+            "sft/EvalConfig.iteration_metrics = ('maj@1',)",
+            "sft/EvalConfig.reward_model_stage = 'arm_b'")
+  _parse(ARMS, *rerank, "Experiment.only_stages = ['arm_a']")
+  assert list(runner.run(str(tmp_path / "a"), progress=False)) == ["arm_a"]
+  assert [c["name"] for c in fake.CALLS] == ["sft", "arm_a"]
+  fake.CALLS.clear()
+  _parse(ARMS, *rerank, "Experiment.only_stages = ['sft']")
+  assert list(runner.run(str(tmp_path / "b"), progress=False)) == ["sft"]
+  assert [c["name"] for c in fake.CALLS] == ["sft", "arm_b"]
