@@ -21,7 +21,7 @@ from rlthink.tasks.pipeline import encode_sft
 
 def _bucket(n: int, smallest: int = 64) -> int:
   """A power of two >= n (and >= smallest): sequence lengths padded to few shapes (and rows to
-  whole chunks of batch_size), so the splits and stages of a run share their compiled scoring
+  a whole chunk of batch_size), so the splits and stages of a run share their compiled scoring
   forwards."""
   return max(smallest, 1 << max(n - 1, 0).bit_length())
 
@@ -48,30 +48,39 @@ def option_sequences(task, example: dict, tokenizer, split: str = "") -> list[di
 
 def option_logprobs(policy, task, examples: Sequence[dict], batch_size: int = 64,
                     split: str = "") -> list[np.ndarray]:
-  """float64[num_options] per example: log p(option's answer, <eos> | prompt, empty thinking)."""
+  """float64[num_options] per example: log p(option's answer, <eos> | prompt, empty thinking).
+
+  The sequences are scored shortest first in chunks of `batch_size` rows, each chunk padded to a
+  power-of-two length of its own (a few long in-context prompts do not pad every row)."""
   sequences = [option_sequences(task, ex, policy.tokenizer, split) for ex in examples]
   flat = [seq for options in sequences for seq in options]
-  if not flat:
-    return []
-  longest = max(len(s["tokens"]) for s in flat)
-  length = max(longest, min(_bucket(longest), policy.config.max_seq_len))
-  rows = -(-len(flat) // batch_size) * batch_size  # whole chunks: one shape for every call
-  pad = policy.tokenizer.pad_token_id or 0
-  tokens = np.full((rows, length), pad, np.int32)
-  valid = np.zeros((rows, length), bool)
-  scored = np.zeros((rows, length), bool)
-  for i, seq in enumerate(flat):  # right-padded: the positions count from 0 in every row
-    n = len(seq["tokens"])
-    tokens[i, :n], valid[i, :n], scored[i, :n] = seq["tokens"], True, seq["answer_mask"]
-  valid[len(flat):, 0] = True  # padding rows: one token each, never scored
-  logprobs = scoring.score_in_chunks(policy.config, policy.params, tokens, valid,
-                                     chunk_size=batch_size, mesh=policy.mesh)["logprobs"]
-  totals = (np.asarray(logprobs, np.float64) * scored[:, 1:]).sum(axis=1)
+  totals = np.zeros(len(flat), np.float64)
+  order = sorted(range(len(flat)), key=lambda i: len(flat[i]["tokens"]))
+  for start in range(0, len(order), batch_size):
+    chunk = order[start:start + batch_size]
+    totals[chunk] = _score_chunk(policy, [flat[i] for i in chunk], batch_size)
   out, start = [], 0
   for options in sequences:
     out.append(totals[start:start + len(options)])
     start += len(options)
   return out
+
+
+def _score_chunk(policy, chunk: list[dict], rows: int) -> np.ndarray:
+  """Summed answer log-probs of <= `rows` sequences, as one [rows, bucketed length] forward."""
+  longest = max(len(s["tokens"]) for s in chunk)
+  length = max(longest, min(_bucket(longest), policy.config.max_seq_len))
+  pad = policy.tokenizer.pad_token_id or 0
+  tokens = np.full((rows, length), pad, np.int32)
+  valid = np.zeros((rows, length), bool)
+  scored = np.zeros((rows, length), bool)
+  valid[:, 0] = True  # padding rows: one token each, never scored
+  for i, seq in enumerate(chunk):  # right-padded: the positions count from 0 in every row
+    n = len(seq["tokens"])
+    tokens[i, :n], valid[i, :n], scored[i, :n] = seq["tokens"], True, seq["answer_mask"]
+  logprobs = scoring.score_in_chunks(policy.config, policy.params, tokens, valid,
+                                     chunk_size=rows, mesh=policy.mesh)["logprobs"]
+  return (np.asarray(logprobs, np.float64) * scored[:, 1:]).sum(axis=1)[:len(chunk)]
 
 
 def score(policy, task, examples: Sequence[dict], rows: list[dict], batch_size: int = 64,
