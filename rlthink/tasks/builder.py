@@ -109,10 +109,16 @@ class TaskBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
 class _CustomConfigFilter(logging.Filter):
   """Drops TFDS's "Using custom data configuration" warning (every task option set is a custom
-  config by design, one warning per builder made); every other absl record passes."""
+  config by design, one warning per builder made) and its "Variant folder ... has no
+  dataset_info.json" for rlthink's own datasets (TFDS scans the version folder its build is
+  still writing); every other absl record passes."""
 
   def filter(self, record: logging.LogRecord) -> bool:
-    return not str(record.msg).startswith("Using custom data configuration")
+    message = str(record.msg)
+    if message.startswith("Using custom data configuration"):
+      return False
+    return not (message.startswith("Variant folder") and record.args
+                and f"{os.sep}rlthink_" in str(record.args[0]))
 
 
 def _quiet_custom_config_warning() -> None:

@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import hashlib
 import importlib
+import importlib.util
 import json
 import logging
 import math
@@ -19,7 +20,7 @@ from typing import Callable
 
 import jax
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,7 +112,7 @@ class MetricsLogger:
     from tensorboardX import SummaryWriter
     self._tb = SummaryWriter(os.path.join(workdir, "tb"))
     if progress and _interactive():
-      self._bar = tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True)
+      self._bar = _bar_class()(total=total, initial=initial, desc=desc, dynamic_ncols=True)
     if self.config.wandb_project:
       self._wandb = _import_wandb()
       directory = os.path.abspath(workdir)
@@ -202,8 +203,17 @@ def _record_key(step, record: dict) -> tuple:
 
 
 def _interactive() -> bool:
-  """A live bar only where one renders: a terminal, or a notebook (tqdm.auto draws a widget)."""
+  """A live bar only where one renders: a terminal, or a notebook (`_bar_class`)."""
   return sys.stderr.isatty() or _in_notebook()
+
+
+def _bar_class():
+  """tqdm's widget bar in a notebook that has ipywidgets, else its text bar (tqdm.auto would warn
+  in every notebook without ipywidgets, then fall back to the same text bar)."""
+  if _in_notebook() and importlib.util.find_spec("ipywidgets") is not None:
+    from tqdm.notebook import tqdm as widget_bar  # imports ipywidgets: only where it renders
+    return widget_bar
+  return tqdm
 
 
 def _in_notebook() -> bool:

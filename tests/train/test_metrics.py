@@ -98,3 +98,13 @@ def test_wandb_on_but_not_installed_is_one_clear_error(tmp_path, monkeypatch):
                      r"installed: pip install 'rlthink\[wandb\]'"):
     with metrics.using(LoggingConfig(wandb_project="p")):
       pass  # entering the block is what must fail
+
+
+def test_a_notebook_without_ipywidgets_gets_the_text_bar_without_a_warning(monkeypatch, recwarn):
+  import tqdm
+  monkeypatch.setattr(metrics, "_in_notebook", lambda: True)
+  monkeypatch.setattr(metrics.importlib.util, "find_spec",
+                      lambda name: None if name == "ipywidgets" else object())
+  bar = metrics._bar_class()(total=3, disable=True)
+  assert type(bar) is tqdm.std.tqdm
+  assert not [w for w in recwarn if "IProgress" in str(w.message)]
