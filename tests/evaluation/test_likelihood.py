@@ -58,7 +58,7 @@ def test_likelihood_matches_a_brute_force_over_the_log_probs(policy):
 def _check_against_brute_force(policy, answer_format):
   task = tasks.get("latent_generalization", size="tiny", answer_format=answer_format)
   examples = _examples(task)
-  cfg = EvalConfig(metrics=("likelihood",), breakdown=("source",), batch_size=4)
+  cfg = EvalConfig(metrics=("likelihood",), breakdown=("source",), batch_size=16)  # 27 rows: 2 chunks
   metrics, rows = examples_with_predictions(policy, task, examples, cfg, split="mixed")
   pairs = [(ex, a) for ex in examples for a in task.option_answers(ex)]
   expected = iter(_brute_force(policy, task, pairs))
