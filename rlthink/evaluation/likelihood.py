@@ -1,8 +1,9 @@
 """Multiple choice scored by likelihood: the option whose answer the model finds most likely.
 
 The predecessor of Chaudhry, Thiagarajan and Lampinen (2026) (Lampinen et al., arXiv 2505.00661)
-scores forced-choice questions by the likelihood of each option rather than by a generated answer.
-Here each option's answer (the task's `option_answers(example)`: e.g. its letter) follows the
+scores forced-choice questions by the likelihood of each option's text rather than by a generated
+answer. Here each option's answer as the model would give it (the task's
+`option_answers(example)`: its letter when the options are listed in the prompt) follows the
 prompt and an empty thinking span, exactly as the reference completion would write it; its score
 is the summed log-probability of the answer tokens and <eos> (the shared thinking markers are
 left out: they do not change which option wins). The pick is the highest score (the first on
