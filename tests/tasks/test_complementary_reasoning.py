@@ -252,3 +252,17 @@ def test_thinking_markers_follow_the_prompt_format(built):
   reference = custom.reference(ex)
   assert reference.startswith("<reasoning>") and custom.verify(reference, ex) == 1.0
   assert custom.verify(task.reference(ex), ex) == 0.0  # "<think>" is no boundary any more
+
+
+def test_the_small_world_draws_every_split_with_reworded_biographies():
+  """size='small' (the GPU-scale experiment's world) generates at its sizes: 1k parametric
+  people with six differently worded biographies each, and every question split."""
+  task = tasks.get("complementary_reasoning", size="small")
+  data = {split: list(task.generate(split)) for split in task.splits}
+  counts = {split: len(rows) for split, rows in data.items()}
+  assert counts == {"biographies": 6000, "mem": 2000, "ctx": 1000, "comp": 1000,
+                    "test_iid": 500, "test_composition": 300, "test_zero_shot": 200}
+  variants = [ex["answer"] for ex in data["biographies"] if ex["start"] == data["mem"][0]["start"]]
+  assert len(variants) == 6 and len(set(variants)) == 6
+  # Reworded (other templates), not only shuffled.
+  assert sorted(variants[0].split(". ")) != sorted(variants[1].split(". "))

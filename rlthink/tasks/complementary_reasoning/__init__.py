@@ -16,7 +16,9 @@ its relation path ("relations"), "groups", "relation_kinds" (iid / composition /
 "context_people" (whose contextual biographies the prompt holds), so leakage can be checked.
 
 Sizes: "default" = 10k parametric people + 5k new people, 20k mem / 10k ctx / 10k comp questions,
-1500 / 900 / 600 test questions (the paper's 5:3:2 test mix); "tiny" for tests (builds in ~1 s).
+1500 / 900 / 600 test questions (the paper's 5:3:2 test mix); "small" = a tenth of that (1k
+parametric people, 500 new, 2k / 1k / 1k questions, 500 / 300 / 200 test questions) with six
+reworded biographies per person, for models trained from scratch; "tiny" for tests (~1 s).
 The paper's exact question counts were not available; these are our choice and are options.
 Run `python -m rlthink.tasks.complementary_reasoning` to time the default build.
 """
@@ -60,6 +62,12 @@ class ComplementaryReasoning(Task):
   sizes = {
       "tiny": dict(num_people=60, num_new_people=30, num_mem=40, num_ctx=30, num_comp=40,
                    num_test_iid=15, num_test_composition=9, num_test_zero_shot=6),
+      # The GPU-scale world of configs/experiments/complementary_reasoning.gin: a tenth of the
+      # paper's people and questions, six differently worded biographies per person (knowledge
+      # augmentation: a model trained from scratch needs them to extract the facts it memorizes).
+      "small": dict(num_people=1000, num_new_people=500, num_mem=2000, num_ctx=1000,
+                    num_comp=1000, num_test_iid=500, num_test_composition=300,
+                    num_test_zero_shot=200, biography_variants=6),
       "default": {},
   }
 
