@@ -17,6 +17,11 @@ PRESETS: dict[str, ModelConfig] = {
     "tiny": ModelConfig(architecture="llama", vocab_size=512, hidden_size=128,
                         intermediate_size=384, num_layers=4, num_heads=4, num_kv_heads=2,
                         max_seq_len=1024),
+    # About 27M parameters (8 layers of width 512, a 4,096-token BPE vocabulary): models trained
+    # from scratch on a synthetic task at GPU scale, e.g. experiments/complementary_reasoning.gin.
+    "small-27m": ModelConfig(architecture="llama", vocab_size=4096, hidden_size=512,
+                             intermediate_size=1536, num_layers=8, num_heads=8, num_kv_heads=4,
+                             max_seq_len=2048),
     "qwen2.5-0.5b": ModelConfig(**_QWEN2, vocab_size=151936, hidden_size=896,
                                 intermediate_size=4864, num_layers=24, num_heads=14,
                                 num_kv_heads=2, tie_embeddings=True),
