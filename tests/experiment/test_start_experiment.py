@@ -21,6 +21,7 @@ from rlthink.algorithms.start import STARTConfig
 from rlthink.evaluation import EvalConfig, tables
 from rlthink.experiment import Experiment
 from rlthink.experiment.runner import configured_in_scope
+from rlthink.train import OptimizerConfig
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
@@ -44,7 +45,8 @@ def _parsed(path):
     for s in stages:
       cls = {"grpo": GRPOConfig, "start": STARTConfig}.get(s.algorithm)
       configs[s.name] = (cls and configured_in_scope(cls, s.name),
-                         configured_in_scope(EvalConfig, s.name))
+                         configured_in_scope(EvalConfig, s.name),
+                         configured_in_scope(OptimizerConfig, s.name))
     return stages, configs
   finally:
     gin.clear_config(clear_constants=True)
@@ -63,12 +65,16 @@ def test_gpu_and_tiny_files_share_the_graph_equal_samples_and_readers():
   assert shape(big) == shape(tiny)
   for stages, configs in ((big, big_cfg), (tiny, tiny_cfg)):
     by_name = {s.name: s for s in stages}
-    rl = {name: cfg for name, (cfg, _) in configs.items() if cfg is not None}
+    rl = {name: cfg for name, (cfg, *_) in configs.items() if cfg is not None}
     assert sorted(rl) == ["arith_grpo", "grpo", "start"]
     samples = {n: c.iterations * c.prompts_per_iteration * c.samples_per_prompt
                for n, c in rl.items()}
     assert len(set(samples.values())) == 1, samples  # every arm draws the same samples
     assert [span for span, _ in rl["start"].schedule] == ["thinking", "response"]
+    for name, cfg in rl.items():  # the same rate and loss for every arm, constant in time
+      assert configs[name][2].schedule == "constant"
+      assert (cfg.learning_rate, cfg.kl_coef, cfg.aggregation, cfg.max_new_tokens) == (
+          rl["grpo"].learning_rate, rl["grpo"].kl_coef, "token_mean", rl["grpo"].max_new_tokens)
     for thinker, task in THINKERS.items():
       ev = configs[thinker][1]
       assert "cross_generation" in ev.metrics and list(ev.readers) == READERS[task]
