@@ -1,7 +1,7 @@
 """notebooks/03_complementary_reasoning.ipynb executes top to bottom on the report of the tiny
-complementary-reasoning sweep (the run tests/experiment/test_complementary_reasoning.py checks),
-so it never rots: our table beside the paper's, the plots and the acceptance checks come out,
-with the report's numbers. It is stored without outputs until the GPU-scale sweep has run (the
+complementary-reasoning sweep (the run test_complementary_reasoning_experiment.py checks), so it
+never rots: our table beside the paper's, the plots and the acceptance checks come out, with the
+report's numbers. It is stored without outputs until the GPU-scale sweep has run (the
 tiny run's numbers say nothing about the paper)."""
 
 import json

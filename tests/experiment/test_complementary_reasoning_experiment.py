@@ -1,8 +1,7 @@
 """Cheng et al. (2025)'s table as an experiment: configs/experiments/complementary_reasoning.gin
-(GPU scale) and its tiny CPU variant share one stage graph; the tiny one, run in the chunks the
-results page gives and joined by `rlthink report`, reports every stage on every test split with
-maj@1 (and pass@k for the SFT(Comp) arms) beside the paper's numbers; the GPU-scale world fits
-its SFT rows without cutting any example."""
+(GPU scale) and its tiny CPU variant share one stage graph, references and metrics; the results
+page's chunks report every stage once; the tiny sweep's `rlthink report` has every stage on every
+test split with maj@1 (and pass@k for the SFT(Comp) arms) beside the paper's numbers."""
 
 import json
 import os
@@ -57,7 +56,7 @@ def test_the_tiny_file_runs_the_gpu_files_stage_graph():
     assert f"--stages {chunk} " in docs
 
 
-def test_the_chunked_tiny_run_reports_every_stage_split_and_metric(tmp_path_factory):
+def test_the_tiny_sweep_reports_every_stage_split_and_metric(tmp_path_factory):
   out = crr.tiny_report(tmp_path_factory)
   with open(os.path.join(out, "report.json")) as f:
     report = json.load(f)
