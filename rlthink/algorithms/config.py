@@ -86,16 +86,21 @@ class IterationConfig(RLConfig):
   `prompts_per_iteration` questions and runs `epochs` passes of minibatch updates over them.
 
   minibatch_size: rows per optimizer step (None: the whole rollout batch, one step per epoch).
+  checkpoint_every: a checkpoint after every this many iterations and after the last. A run
+    killed in between resumes from the last one and repeats the iterations since, with the same
+    questions, samples and updates (all are functions of the seed and the iteration), so it ends
+    as the uninterrupted run does; more than 1 saves the time of the other checkpoints.
   """
 
   prompts_per_iteration: int = 16
   samples_per_prompt: int = 8
   epochs: int = 1
   minibatch_size: int | None = None
+  checkpoint_every: int = 1
 
   def __post_init__(self):
     super().__post_init__()
-    counts = ["prompts_per_iteration", "samples_per_prompt", "epochs"]
+    counts = ["prompts_per_iteration", "samples_per_prompt", "epochs", "checkpoint_every"]
     check_counts(self, counts + (["minibatch_size"] if self.minibatch_size is not None else []))
     if self.minibatch_size is not None and self.minibatch_size > self.rows:
       raise ValueError(f"{type(self).__name__}: minibatch_size={self.minibatch_size} is more than "

@@ -6,7 +6,8 @@
       rewards    <- the config's reward options (verifier / ORM, + dense; `rewards.sources`)
       batch      <- the algorithm's `prepare`: scoring forwards, drift check, advantages
       state      <- epochs of minibatch updates of the algorithm's loss
-      evaluate, then checkpoint (train state + frozen trees + reward models, and the history)
+      evaluate, then checkpoint (train state + frozen trees + reward models, and the history;
+      every cfg.checkpoint_every iterations and after the last)
 
 An algorithm is an `Update`: its loss, optimizer and initial params, the trees it keeps frozen
 (reference policy, KL controller), and `prepare`. With LoRA (`OptimizerConfig.lora`,
@@ -157,7 +158,8 @@ def run_iterations(policy, task, cfg, directory: str, update: Update, *,
       logger.log(i + 1, {k: v for k, v in record.items() if isinstance(v, (int, float))},
                  f"{update.name}/")
       meta = {"iteration": i + 1, "history": meta["history"] + [record]}
-      ckpt.save(i + 1, tree, meta)
+      if (i + 1) % cfg.checkpoint_every == 0 or i + 1 == cfg.iterations:
+        ckpt.save(i + 1, tree, meta)
   finally:
     logger.close()
   return policy.replace(params=update.policy_params(tree["state"].params)), meta["history"]

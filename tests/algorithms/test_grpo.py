@@ -2,6 +2,7 @@
 reward and resumes exactly after SIGKILL."""
 
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -208,3 +209,21 @@ def test_config_errors_name_the_field():
     GRPOConfig(normalize="z")
   with pytest.raises(ValueError, match="aggregation='sum'"):
     GRPOConfig(aggregation="sum")
+
+
+def test_checkpoint_every_saves_less_and_a_resume_repeats_the_iterations_since(runs, tmp_path):
+  """checkpoint_every=2 over 3 iterations saves after 2 and 3; a run that lost iteration 3's
+  save resumes from 2, runs iteration 3 again and ends as the uninterrupted run."""
+  run = dict(RUN, iterations=3, samples_per_prompt=4, minibatch_size=16, checkpoint_every=2)
+  cfg, optimizer = GRPOConfig(**run), OptimizerConfig(**OPTIMIZER)
+  directory = str(tmp_path / "grpo")
+  final, history = run_grpo(runs["policy"], runs["task"], cfg, optimizer, directory,
+                            progress=False)
+  checkpoints = os.path.join(directory, "checkpoints")
+  assert sorted(int(d) for d in os.listdir(checkpoints) if d.isdigit()) == [2, 3]
+  shutil.rmtree(os.path.join(checkpoints, "3"))  # killed before iteration 3's checkpoint
+  resumed, resumed_history = run_grpo(runs["policy"], runs["task"], cfg, optimizer, directory,
+                                      progress=False)
+  strip = lambda hs: [{k: v for k, v in h.items() if not k.startswith("time_")} for h in hs]
+  assert strip(resumed_history) == strip(history)
+  jax.tree.map(np.testing.assert_array_equal, resumed.params, final.params)
