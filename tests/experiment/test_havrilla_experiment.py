@@ -18,6 +18,7 @@ import run_fixtures as rf
 from rlthink import algorithms, gin_utils
 from rlthink.evaluation import EvalConfig, tables
 from rlthink.experiment import Experiment, runner
+from rlthink.train import OptimizerConfig
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
@@ -33,23 +34,26 @@ RL = [s for s, parent in POLICIES.items() if parent is not None]
 
 def _graph(path, check=None):
   """{stage: (algorithm, parent)} and each evaluated stage's reranker, as the gin file binds
-  them; check(stage, its algorithm config, its EvalConfig) for each stage (every config built,
-  so a bad value fails here)."""
+  them; check(stage, its algorithm config, its OptimizerConfig, its EvalConfig) for each stage
+  (every config built, so a bad value fails here)."""
   gin_utils.parse([path], [])
   try:
     stages = Experiment().stage_specs()
     evals = {s.name: runner.configured_in_scope(EvalConfig, s.name) for s in stages}
     for s in stages:
       cfg = runner.configured_in_scope(algorithms.get(s.algorithm).config_class(), s.name)
+      optimizer = runner.configured_in_scope(OptimizerConfig, s.name)
       if check:
-        check(s, cfg, evals[s.name])
+        check(s, cfg, optimizer, evals[s.name])
   finally:
     gin.clear_config(clear_constants=True)
   return ({s.name: (s.algorithm, s.parent) for s in stages},
           {s.name: evals[s.name].reward_model_stage for s in stages if s.evaluate})
 
 
-def _gpu_scale(stage, cfg, ev):
+def _gpu_scale(stage, cfg, optimizer, ev):
+  # SFT decays its rate; RL and reward models keep theirs (a curve flattens when the arm does).
+  assert optimizer.schedule == ("cosine" if stage.algorithm == "sft" else "constant"), stage.name
   if stage.evaluate:
     assert (ev.k, ev.n, ev.iteration_metrics) == (96, 96, ("maj@1",)), stage.name
     assert ev.metrics == ("maj@1", "maj@k", "pass@k", "rerank@k")
