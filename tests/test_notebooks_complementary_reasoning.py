@@ -7,36 +7,23 @@ tiny run's numbers say nothing about the paper)."""
 import json
 import os
 
-import pytest
-
 import complementary_reasoning_run as crr
+import notebook_runs
 
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
-
-NOTEBOOK = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "notebooks",
-                        "03_complementary_reasoning.ipynb")
+NOTEBOOK = notebook_runs.path("03_complementary_reasoning.ipynb")
 ROWS = ["SFT(Mem+Ctx)", "SFT(Mem+Ctx) → RL(Mem+Ctx)", "SFT(Mem+Ctx) → RL(Mem+Ctx) → RL(Comp)",
         "SFT(Mem+Ctx+Comp)", "SFT(Mem+Ctx) → RL(Comp)", "SFT(Comp)", "SFT(Comp) → RL(Comp)"]
 
 
 def test_complementary_reasoning_notebook_is_stored_without_outputs():
-  nb = nbformat.read(NOTEBOOK, as_version=4)
-  nbformat.validate(nb)
-  code = [c for c in nb.cells if c.cell_type == "code"]
-  assert code and all(not c.outputs and c.execution_count is None for c in code)
+  notebook_runs.assert_stored_without_outputs(NOTEBOOK)
 
 
 def test_complementary_reasoning_notebook_shows_the_reports_table_plots_and_checks(
     tmp_path, tmp_path_factory, monkeypatch):
   sweep = crr.tiny_report(tmp_path_factory)
   monkeypatch.setenv("RLTHINK_CR_REPORT", sweep)  # the kernel inherits it
-  nb = nbformat.read(NOTEBOOK, as_version=4)
-  client = nbclient.NotebookClient(nb, timeout=300, startup_timeout=120, kernel_name="python3",
-                                   resources={"metadata": {"path": str(tmp_path)}})
-  client.execute()  # raises CellExecutionError naming the failing cell
-
-  outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+  outputs = notebook_runs.execute(NOTEBOOK, cwd=str(tmp_path))
   assert len([o for o in outputs if "image/png" in o.get("data", {})]) == 3  # bars, pass@k, RL
   table, claim2, checks = [o["data"]["text/markdown"] for o in outputs
                            if "text/markdown" in o.get("data", {})]

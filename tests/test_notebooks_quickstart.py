@@ -8,11 +8,9 @@ import os
 
 import pytest
 
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
+import notebook_runs
 
-NOTEBOOK = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "notebooks",
-                        "01_quickstart.ipynb")
+NOTEBOOK = notebook_runs.path("01_quickstart.ipynb")
 
 
 def _maj_at_1(table: str, stage: str) -> float:
@@ -22,26 +20,15 @@ def _maj_at_1(table: str, stage: str) -> float:
 
 
 def test_quickstart_notebook_is_stored_with_its_outputs():
-  nb = nbformat.read(NOTEBOOK, as_version=4)
-  nbformat.validate(nb)
-  code = [c for c in nb.cells if c.cell_type == "code"]
-  assert [c.execution_count for c in code] == list(range(1, len(code) + 1))  # one clean run
-  outputs = [o for c in code for o in c.outputs]
-  assert not [o for o in outputs if o.get("output_type") == "error"]
+  outputs = notebook_runs.stored_outputs(NOTEBOOK)
   assert len([o for o in outputs if "image/png" in o.get("data", {})]) == 2
   (table,) = [o["data"]["text/markdown"] for o in outputs if "text/markdown" in o.get("data", {})]
   assert _maj_at_1(table, "ei") > _maj_at_1(table, "sft")
 
 
 def test_quickstart_notebook_runs_and_shows_plots_and_the_results_table(tmp_path):
-  nb = nbformat.read(NOTEBOOK, as_version=4)
-  # Runs in tmp_path (the notebook's relative WORKDIR goes there); the kernel inherits this
-  # process's environment (CPU, the forced device count). A hung kernel fails the test.
-  client = nbclient.NotebookClient(nb, timeout=900, startup_timeout=120, kernel_name="python3",
-                                   resources={"metadata": {"path": str(tmp_path)}})
-  client.execute()  # raises CellExecutionError naming the failing cell
-
-  outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+  # Runs in tmp_path (the notebook's relative WORKDIR goes there).
+  outputs = notebook_runs.execute(NOTEBOOK, cwd=str(tmp_path), timeout=900)
   images = [o for o in outputs if "image/png" in o.get("data", {})]
   assert len(images) == 2  # accuracy per EI round, pass@k against k
   tables = [o["data"]["text/markdown"] for o in outputs if "text/markdown" in o.get("data", {})]

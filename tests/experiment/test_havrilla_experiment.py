@@ -14,14 +14,12 @@ import sys
 import gin
 import pytest
 
+import notebook_runs
 import run_fixtures as rf
 from rlthink import algorithms, gin_utils
 from rlthink.evaluation import EvalConfig, tables
 from rlthink.experiment import Experiment, runner
 from rlthink.train import OptimizerConfig
-
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NOTEBOOK = os.path.join(ROOT, "notebooks", "04_havrilla.ipynb")
@@ -154,20 +152,13 @@ def test_every_policy_is_reported_with_every_metric(run):
 
 
 def test_notebook_is_stored_without_outputs():
-  nb = nbformat.read(NOTEBOOK, as_version=4)
-  nbformat.validate(nb)
-  code = [c for c in nb.cells if c.cell_type == "code"]
-  assert code and all(not c.outputs and c.execution_count is None for c in code)
+  notebook_runs.assert_stored_without_outputs(NOTEBOOK)
 
 
 @pytest.mark.slow
 def test_notebook_shows_the_tables_findings_and_plots_of_the_run(run, monkeypatch):
   monkeypatch.setenv("RLTHINK_HAVRILLA_REPORT", run)  # the kernel inherits this environment
-  nb = nbformat.read(NOTEBOOK, as_version=4)
-  client = nbclient.NotebookClient(nb, timeout=300, startup_timeout=120, kernel_name="python3",
-                                   resources={"metadata": {"path": os.path.dirname(NOTEBOOK)}})
-  client.execute()  # raises CellExecutionError naming the failing cell
-  outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+  outputs = notebook_runs.execute(NOTEBOOK, cwd=os.path.dirname(NOTEBOOK))
   assert len([o for o in outputs if "image/png" in o.get("data", {})]) == 2
   shown = [o["data"]["text/markdown"] for o in outputs if "text/markdown" in o.get("data", {})]
   assert [t.split("\n")[0] for t in shown] == [

@@ -15,15 +15,13 @@ from rlthink.experiment import runner
 from rlthink.tasks.latent_generalization.common import KINDS
 from rlthink.tasks.latent_generalization.dataset import SOURCES
 
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
+import notebook_runs
 
 TINY = "experiments/latent_generalization_tiny.gin"
 ARMS = {"in_weights": None, "warm_start": "in_weights", "rl": "warm_start",
         "in_context": "in_weights"}
 SPLITS = [f"{side}_{kind}" for side in ("test", "transfer") for kind in KINDS]
-NOTEBOOK = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
-    __file__)))), "notebooks", "06_latent_generalization.ipynb")
+NOTEBOOK = notebook_runs.path("06_latent_generalization.ipynb")
 
 
 @pytest.fixture(scope="module")
@@ -77,20 +75,13 @@ def test_every_arm_is_reported_per_kind_set_and_source(run):
 
 
 def test_notebook_is_stored_without_outputs():
-  nb = nbformat.read(NOTEBOOK, as_version=4)
-  nbformat.validate(nb)
-  code = [c for c in nb.cells if c.cell_type == "code"]
-  assert code and all(not c.outputs and c.execution_count is None for c in code)
+  notebook_runs.assert_stored_without_outputs(NOTEBOOK)
 
 
 @pytest.mark.slow
 def test_notebook_shows_the_table_findings_and_plots_of_the_run(run, monkeypatch):
   monkeypatch.setenv("RLTHINK_LG_REPORT", run)  # the kernel inherits this environment
-  nb = nbformat.read(NOTEBOOK, as_version=4)
-  client = nbclient.NotebookClient(nb, timeout=300, startup_timeout=120, kernel_name="python3",
-                                   resources={"metadata": {"path": os.path.dirname(NOTEBOOK)}})
-  client.execute()  # raises CellExecutionError naming the failing cell
-  outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+  outputs = notebook_runs.execute(NOTEBOOK, cwd=os.path.dirname(NOTEBOOK))
   assert len([o for o in outputs if "image/png" in o.get("data", {})]) == 3
   tables_md = [o["data"]["text/markdown"] for o in outputs if "text/markdown" in o.get("data", {})]
   assert len(tables_md) == 4  # maj@1, likelihood, maj@1 by source, the findings

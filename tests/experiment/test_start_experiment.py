@@ -14,6 +14,7 @@ import sys
 import gin
 import pytest
 
+import notebook_runs
 import run_fixtures as rf
 from rlthink import gin_utils
 from rlthink.algorithms.grpo import GRPOConfig
@@ -22,9 +23,6 @@ from rlthink.evaluation import EvalConfig, tables
 from rlthink.experiment import Experiment
 from rlthink.experiment.runner import configured_in_scope
 from rlthink.train import OptimizerConfig
-
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
 
 FILES = ("experiments/start.gin", "experiments/start_tiny.gin")
 DOCS = os.path.join(rf.REPO, "docs", "results", "start.md")
@@ -161,20 +159,13 @@ def test_report_has_every_stage_split_group_and_cross_generation_table(report):
 
 
 def test_notebook_is_stored_without_outputs():
-  nb = nbformat.read(NOTEBOOK, as_version=4)
-  nbformat.validate(nb)
-  code = [c for c in nb.cells if c.cell_type == "code"]
-  assert code and all(not c.outputs and c.execution_count is None for c in code)
+  notebook_runs.assert_stored_without_outputs(NOTEBOOK)
 
 
 @pytest.mark.slow
 def test_notebook_shows_the_tables_criteria_and_plots_of_the_run(report, monkeypatch):
   monkeypatch.setenv("RLTHINK_START_REPORT", report)  # the kernel inherits this environment
-  nb = nbformat.read(NOTEBOOK, as_version=4)
-  client = nbclient.NotebookClient(nb, timeout=300, startup_timeout=120, kernel_name="python3",
-                                   resources={"metadata": {"path": os.path.dirname(NOTEBOOK)}})
-  client.execute()  # raises CellExecutionError naming the failing cell
-  outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+  outputs = notebook_runs.execute(NOTEBOOK, cwd=os.path.dirname(NOTEBOOK))
   assert len([o for o in outputs if "image/png" in o.get("data", {})]) == 3
   shown = [o["data"]["text/markdown"] for o in outputs if "text/markdown" in o.get("data", {})]
   accuracy = next(t for t in shown if t.startswith("**maj@1**"))
