@@ -66,7 +66,8 @@ def start_value(data: dict, stage: str, metric: str) -> float | None:
   return None if value is None else float(value)
 
 
-def _stat(values: list[float]) -> dict:
+def mean_std(values: Sequence[float]) -> dict:
+  """The report's statistic over seeds: {"mean", "std" (numpy, ddof=0), "n"}."""
   a = np.asarray(values, np.float64)
   return {"mean": float(a.mean()), "std": float(a.std(ddof=0)), "n": len(values)}
 
@@ -83,15 +84,15 @@ def gain_summary(per_seed: Sequence[tuple[int, list[float], list[float], float |
          "mean": None, "std": None, "of_mean_curve": None}
   if not known:
     return out
-  out["start"] = _stat([y0 for _, _, _, y0 in known])
-  out["final"] = _stat([ys[-1] for _, _, ys, _ in known])
+  out["start"] = mean_std([y0 for _, _, _, y0 in known])
+  out["final"] = mean_std([ys[-1] for _, _, ys, _ in known])
   for seed, xs, ys, y0 in known:
     value = samples_to_gain(xs, ys, y0, fraction)
     if value is not None:
       out["values"].append(value)
       out["seeds"].append(seed)
   if out["values"]:
-    out.update({k: v for k, v in _stat(out["values"]).items() if k != "n"})
+    out.update({k: v for k, v in mean_std(out["values"]).items() if k != "n"})
   if len({len(xs) for _, xs, _, _ in known}) == 1:  # the seeds evaluated at the same iterations
     xs = np.mean([xs for _, xs, _, _ in known], axis=0)
     ys = np.mean([ys for _, _, ys, _ in known], axis=0)

@@ -172,9 +172,7 @@ def _scalars(metrics: dict) -> dict[str, float]:
 
 
 def _stat(values: list[float], seeds: list[int]) -> dict:
-  a = np.asarray(values, np.float64)
-  return {"mean": float(a.mean()), "std": float(a.std(ddof=0)), "n": len(values),
-          "values": list(values), "seeds": list(seeds)}
+  return {**sample_complexity.mean_std(values), "values": list(values), "seeds": list(seeds)}
 
 
 def ordered(lists: Sequence[Sequence[str]]) -> list[str]:

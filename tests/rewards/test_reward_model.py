@@ -232,7 +232,7 @@ def test_an_orm_of_an_rcrl_policy_samples_with_its_correct_label(tmp_path, monke
   prompts = []
 
   class Sampled(Exception):
-    pass
+    """Stops the stage once the prompts it samples from are recorded."""
 
   def sampling(policy, task, questions, **kwargs):
     prompts.extend(task.prompt(q) for q in questions)
